@@ -1,0 +1,773 @@
+//! Token-aware, structure-aware chunking.
+//!
+//! Budgets are counted in the *embedding model's* tokens (through
+//! [`TokenCounter`]), so a chunk never silently overflows what the model sees.
+//! Chunks are contiguous byte ranges of the original text: content returned by
+//! search is exactly what the caller wrote.
+//!
+//! Strategies:
+//! - `auto`: blocks (headings, fenced code, paragraphs) are packed into chunks
+//!   up to `max_tokens`; a heading starts a new chunk once the current one is a
+//!   quarter full; an oversized block is split at sentence ends, an oversized
+//!   sentence at token boundaries; consecutive chunks inside a section share
+//!   `overlap_tokens` tokens.
+//! - `fixed`: windows of exactly `max_tokens` tokens, no overlap.
+//! - `sliding`: windows of `max_tokens` advancing by `max_tokens - overlap_tokens`.
+//! - `hierarchical`: `auto` chunks that never cross a section, plus the
+//!   sections themselves as parent chunks (split when longer than four chunks)
+//!   so a hit can return its surrounding context.
+
+use serde::{Deserialize, Serialize};
+
+use crate::document::DocumentType;
+use crate::error::InvalidInput;
+
+/// Tells where the model's tokens are in a text.
+pub trait TokenCounter: Send + Sync {
+    /// Byte ranges `(start, end)` of each token of `text`, in order, without
+    /// special tokens.
+    fn token_spans(&self, text: &str) -> Vec<(usize, usize)>;
+
+    fn count_tokens(&self, text: &str) -> usize {
+        self.token_spans(text).len()
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum ChunkStrategy {
+    #[default]
+    Auto,
+    Fixed,
+    Sliding,
+    Hierarchical,
+}
+
+/// How a document is cut (API.md §4 `chunking`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChunkingOptions {
+    pub strategy: ChunkStrategy,
+    pub max_tokens: u32,
+    pub overlap_tokens: u32,
+}
+
+impl Default for ChunkingOptions {
+    fn default() -> Self {
+        Self {
+            strategy: ChunkStrategy::Auto,
+            max_tokens: 256,
+            overlap_tokens: 32,
+        }
+    }
+}
+
+/// Smallest `max_tokens` accepted.
+pub const MIN_CHUNK_TOKENS: u32 = 16;
+
+impl ChunkingOptions {
+    /// Checks the options against the model's input size (in tokens, without
+    /// its special tokens).
+    pub fn validate(&self, model_max_tokens: u32) -> Result<(), InvalidInput> {
+        if self.max_tokens < MIN_CHUNK_TOKENS || self.max_tokens > model_max_tokens {
+            return Err(InvalidInput::new(
+                "chunking.max_tokens",
+                format!("must be between {MIN_CHUNK_TOKENS} and {model_max_tokens} (the model's input size)"),
+            ));
+        }
+        if self.overlap_tokens > self.max_tokens / 2 {
+            return Err(InvalidInput::new(
+                "chunking.overlap_tokens",
+                "must be at most half of max_tokens",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A chunk to be embedded and indexed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkDraft {
+    /// Byte range in the source text.
+    pub start: usize,
+    pub end: usize,
+    pub token_count: u32,
+    /// Heading path (`"Guide > Install"`) of the section the chunk starts in.
+    pub section: Option<String>,
+    /// Index into [`Chunked::sections`] (hierarchical strategy only).
+    pub parent: Option<u32>,
+}
+
+/// A parent section kept for context (hierarchical strategy).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SectionDraft {
+    pub start: usize,
+    pub end: usize,
+    pub token_count: u32,
+    pub section: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Chunked {
+    pub chunks: Vec<ChunkDraft>,
+    pub sections: Vec<SectionDraft>,
+}
+
+impl Chunked {
+    pub fn content<'t>(&self, text: &'t str, i: usize) -> &'t str {
+        &text[self.chunks[i].start..self.chunks[i].end]
+    }
+}
+
+/// Cuts `text` into chunks. Options must have been validated.
+pub fn chunk_text(
+    text: &str,
+    doc_type: DocumentType,
+    opts: &ChunkingOptions,
+    counter: &dyn TokenCounter,
+) -> Chunked {
+    let toks = Tokens::new(counter.token_spans(text));
+    if toks.spans.is_empty() {
+        return Chunked::default();
+    }
+    let max = opts.max_tokens as usize;
+    let overlap = opts.overlap_tokens as usize;
+    match opts.strategy {
+        ChunkStrategy::Fixed => Chunked {
+            chunks: windows(&toks, max, max),
+            sections: vec![],
+        },
+        ChunkStrategy::Sliding => Chunked {
+            chunks: windows(&toks, max, max - overlap.min(max - 1)),
+            sections: vec![],
+        },
+        ChunkStrategy::Auto => {
+            let blocks = blocks(text, doc_type);
+            Chunked {
+                chunks: pack(text, &toks, &blocks, max, overlap, false),
+                sections: vec![],
+            }
+        }
+        ChunkStrategy::Hierarchical => hierarchical(text, doc_type, &toks, max, overlap),
+    }
+}
+
+struct Tokens {
+    spans: Vec<(usize, usize)>,
+}
+
+impl Tokens {
+    fn new(spans: Vec<(usize, usize)>) -> Self {
+        Self { spans }
+    }
+    /// Index of the first token starting at or after `byte`.
+    fn first_at(&self, byte: usize) -> usize {
+        self.spans.partition_point(|s| s.0 < byte)
+    }
+    /// Index one past the last token ending at or before `byte`.
+    fn end_at(&self, byte: usize) -> usize {
+        self.spans.partition_point(|s| s.1 <= byte)
+    }
+    fn count(&self, start: usize, end: usize) -> usize {
+        self.end_at(end).saturating_sub(self.first_at(start))
+    }
+}
+
+fn windows(toks: &Tokens, size: usize, step: usize) -> Vec<ChunkDraft> {
+    let n = toks.spans.len();
+    let mut out = Vec::new();
+    let mut i = 0;
+    loop {
+        let j = (i + size).min(n);
+        out.push(ChunkDraft {
+            start: toks.spans[i].0,
+            end: toks.spans[j - 1].1,
+            token_count: (j - i) as u32,
+            section: None,
+            parent: None,
+        });
+        if j == n {
+            break;
+        }
+        i += step.max(1);
+    }
+    out
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum BlockKind {
+    Heading(usize),
+    Code,
+    Paragraph,
+}
+
+#[derive(Debug, Clone)]
+struct Block {
+    start: usize,
+    end: usize,
+    kind: BlockKind,
+    /// Heading path in force at this block.
+    section: Option<String>,
+}
+
+/// Splits text into headings, fenced code and paragraphs.
+fn blocks(text: &str, doc_type: DocumentType) -> Vec<Block> {
+    let headings_allowed = doc_type != DocumentType::Code;
+    let mut out: Vec<Block> = Vec::new();
+    let mut path: Vec<(usize, String)> = Vec::new();
+    let mut para: Option<usize> = None;
+    let mut fence: Option<(usize, &str)> = None;
+    let mut pos = 0;
+    let section_of = |path: &Vec<(usize, String)>| {
+        (!path.is_empty()).then(|| {
+            path.iter()
+                .map(|(_, t)| t.as_str())
+                .collect::<Vec<_>>()
+                .join(" > ")
+        })
+    };
+    let mut close_para = |out: &mut Vec<Block>,
+                          para: &mut Option<usize>,
+                          end: usize,
+                          path: &Vec<(usize, String)>| {
+        if let Some(s) = para.take() {
+            out.push(Block {
+                start: s,
+                end,
+                kind: BlockKind::Paragraph,
+                section: section_of(path),
+            });
+        }
+    };
+    for line in text.split_inclusive('\n') {
+        let line_start = pos;
+        pos += line.len();
+        let body = line.trim_end_matches(['\n', '\r']);
+        let content_end = line_start + body.len();
+        let trimmed = body.trim_start();
+        if let Some((fs, marker)) = fence {
+            if trimmed.starts_with(marker) {
+                out.push(Block {
+                    start: fs,
+                    end: content_end,
+                    kind: BlockKind::Code,
+                    section: section_of(&path),
+                });
+                fence = None;
+            }
+            continue;
+        }
+        if trimmed.starts_with("```") || trimmed.starts_with("~~~") {
+            close_para(&mut out, &mut para, line_start, &path);
+            fence = Some((line_start, &trimmed[..3]));
+            continue;
+        }
+        if headings_allowed {
+            if let Some(level) = heading_level(trimmed) {
+                close_para(&mut out, &mut para, line_start, &path);
+                let title = trimmed[level..]
+                    .trim()
+                    .trim_end_matches('#')
+                    .trim()
+                    .to_owned();
+                while path.last().is_some_and(|(l, _)| *l >= level) {
+                    path.pop();
+                }
+                path.push((level, title));
+                out.push(Block {
+                    start: line_start,
+                    end: content_end,
+                    kind: BlockKind::Heading(level),
+                    section: section_of(&path),
+                });
+                continue;
+            }
+        }
+        if trimmed.is_empty() {
+            close_para(&mut out, &mut para, line_start, &path);
+        } else if para.is_none() {
+            para = Some(line_start);
+        }
+    }
+    if let Some((fs, _)) = fence {
+        out.push(Block {
+            start: fs,
+            end: text.len(),
+            kind: BlockKind::Code,
+            section: section_of(&path),
+        });
+    }
+    close_para(&mut out, &mut para, text.len(), &path);
+    // Trim trailing whitespace from each block so chunks end on content.
+    for b in &mut out {
+        b.end = b.start + text[b.start..b.end].trim_end().len();
+    }
+    out.retain(|b| b.end > b.start);
+    out
+}
+
+fn heading_level(line: &str) -> Option<usize> {
+    let hashes = line.bytes().take_while(|&b| b == b'#').count();
+    ((1..=6).contains(&hashes) && line[hashes..].starts_with([' ', '\t'])).then_some(hashes)
+}
+
+/// A piece no larger than the budget, with whether a chunk should start at it.
+struct Unit {
+    start: usize,
+    end: usize,
+    heading: bool,
+    section: Option<String>,
+}
+
+/// Splits blocks into units that each fit the budget.
+fn units(text: &str, toks: &Tokens, blocks: &[Block], max: usize, overlap: usize) -> Vec<Unit> {
+    // Pieces of a split block leave room for the overlap carried into them.
+    let piece_max = max - overlap.min(max / 2);
+    let mut out = Vec::new();
+    for b in blocks {
+        let heading = matches!(b.kind, BlockKind::Heading(_));
+        if toks.count(b.start, b.end) <= max {
+            out.push(Unit {
+                start: b.start,
+                end: b.end,
+                heading,
+                section: b.section.clone(),
+            });
+            continue;
+        }
+        // Sentences (or lines for code), packed greedily; oversized ones are
+        // cut at token boundaries.
+        let mut pieces: Vec<(usize, usize)> = Vec::new();
+        for (s, e) in sentences(text, b.start, b.end, b.kind == BlockKind::Code) {
+            if toks.count(s, e) <= piece_max {
+                pieces.push((s, e));
+            } else {
+                let (i, j) = (toks.first_at(s), toks.end_at(e));
+                let mut k = i;
+                while k < j {
+                    let l = (k + piece_max).min(j);
+                    pieces.push((toks.spans[k].0, toks.spans[l - 1].1));
+                    k = l;
+                }
+            }
+        }
+        let mut cur: Option<(usize, usize)> = None;
+        for (s, e) in pieces {
+            cur = match cur {
+                Some((cs, _)) if toks.count(cs, e) <= piece_max => Some((cs, e)),
+                Some((cs, ce)) => {
+                    out.push(Unit {
+                        start: cs,
+                        end: ce,
+                        heading: false,
+                        section: b.section.clone(),
+                    });
+                    Some((s, e))
+                }
+                None => Some((s, e)),
+            };
+        }
+        if let Some((cs, ce)) = cur {
+            out.push(Unit {
+                start: cs,
+                end: ce,
+                heading: false,
+                section: b.section.clone(),
+            });
+        }
+    }
+    out
+}
+
+/// Sentence (or, for code, line) ranges inside `[start, end)`.
+fn sentences(text: &str, start: usize, end: usize, code: bool) -> Vec<(usize, usize)> {
+    let s = &text[start..end];
+    let mut out = Vec::new();
+    let mut from = 0;
+    let bytes = s.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        let boundary = if code {
+            b == b'\n'
+        } else {
+            b == b'\n'
+                || (matches!(b, b'.' | b'!' | b'?')
+                    && bytes.get(i + 1).is_some_and(|n| n.is_ascii_whitespace()))
+        };
+        if boundary {
+            let piece = &s[from..=i];
+            if !piece.trim().is_empty() {
+                let lead = piece.len() - piece.trim_start().len();
+                out.push((start + from + lead, start + from + piece.trim_end().len()));
+            }
+            from = i + 1;
+        }
+    }
+    let piece = &s[from..];
+    if !piece.trim().is_empty() {
+        let lead = piece.len() - piece.trim_start().len();
+        out.push((start + from + lead, start + from + piece.trim_end().len()));
+    }
+    out
+}
+
+/// Greedy packing of units into chunks with overlap inside a section.
+fn pack(
+    text: &str,
+    toks: &Tokens,
+    blocks: &[Block],
+    max: usize,
+    overlap: usize,
+    _hier: bool,
+) -> Vec<ChunkDraft> {
+    let units = units(text, toks, blocks, max, overlap);
+    let min_fill = max / 4;
+    let mut out: Vec<ChunkDraft> = Vec::new();
+    let mut cur: Option<(usize, usize, Option<String>)> = None;
+    for u in units {
+        if let Some((cs, ce, sec)) = cur.take() {
+            let cur_tokens = toks.count(cs, ce);
+            let fits = toks.count(cs, u.end) <= max;
+            let heading_break = u.heading && cur_tokens >= min_fill;
+            if fits && !heading_break {
+                cur = Some((cs, u.end, sec));
+                continue;
+            }
+            out.push(ChunkDraft {
+                start: cs,
+                end: ce,
+                token_count: cur_tokens as u32,
+                section: sec,
+                parent: None,
+            });
+            // Carry the tail of the previous chunk unless a heading starts a
+            // new section or the overlap would not leave room for the unit.
+            let mut start = u.start;
+            if !u.heading && overlap > 0 {
+                let last = toks.end_at(ce);
+                let first = last.saturating_sub(overlap).max(toks.first_at(cs));
+                if first < last {
+                    let os = toks.spans[first].0;
+                    if toks.count(os, u.end) <= max {
+                        start = os;
+                    }
+                }
+            }
+            cur = Some((start, u.end, u.section.clone()));
+        } else {
+            cur = Some((u.start, u.end, u.section.clone()));
+        }
+    }
+    if let Some((cs, ce, sec)) = cur {
+        out.push(ChunkDraft {
+            start: cs,
+            end: ce,
+            token_count: toks.count(cs, ce) as u32,
+            section: sec,
+            parent: None,
+        });
+    }
+    out.retain(|c| c.token_count > 0);
+    out
+}
+
+fn hierarchical(
+    text: &str,
+    doc_type: DocumentType,
+    toks: &Tokens,
+    max: usize,
+    overlap: usize,
+) -> Chunked {
+    let all = blocks(text, doc_type);
+    // Group blocks into sections: a heading opens a new one.
+    let mut groups: Vec<Vec<Block>> = Vec::new();
+    for b in all {
+        if matches!(b.kind, BlockKind::Heading(_)) || groups.is_empty() {
+            groups.push(Vec::new());
+        }
+        groups.last_mut().expect("pushed above").push(b);
+    }
+    let parent_max = max * 4;
+    let mut result = Chunked::default();
+    for g in groups {
+        let leaves = pack(text, toks, &g, max, overlap, true);
+        // Split a long section into parents of at most four chunks' worth.
+        let mut i = 0;
+        while i < leaves.len() {
+            let mut j = i + 1;
+            while j < leaves.len() && toks.count(leaves[i].start, leaves[j].end) <= parent_max {
+                j += 1;
+            }
+            let (ps, pe) = (leaves[i].start, leaves[j - 1].end);
+            let parent = result.sections.len() as u32;
+            result.sections.push(SectionDraft {
+                start: ps,
+                end: pe,
+                token_count: toks.count(ps, pe) as u32,
+                section: leaves[i].section.clone(),
+            });
+            for leaf in &leaves[i..j] {
+                let mut leaf = leaf.clone();
+                leaf.parent = Some(parent);
+                result.chunks.push(leaf);
+            }
+            i = j;
+        }
+    }
+    result
+}
+
+/// A whitespace-and-punctuation token counter: one token per word or
+/// punctuation mark. Used by the deterministic test embedder and in tests.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WordCounter;
+
+impl TokenCounter for WordCounter {
+    fn token_spans(&self, text: &str) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        let mut start: Option<usize> = None;
+        for (i, c) in text.char_indices() {
+            if c.is_alphanumeric() {
+                start.get_or_insert(i);
+            } else {
+                if let Some(s) = start.take() {
+                    out.push((s, i));
+                }
+                if !c.is_whitespace() {
+                    out.push((i, i + c.len_utf8()));
+                }
+            }
+        }
+        if let Some(s) = start {
+            out.push((s, text.len()));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GUIDE: &str = "# Enclave operator guide
+
+Enclave stores documents for many tenants. Every query is scoped to one tenant, and the database refuses to cross that line.
+
+## Installing
+
+Download the binary and run it. The first start creates a data directory, fetches the embedding model and prints an admin token.
+
+```sh
+enclave serve --listen 127.0.0.1:8080
+enclave ingest --tenant acme docs/*.md
+```
+
+## Backups
+
+Back up the data directory while the server is stopped, or use the export command, which streams every document of a tenant as NDJSON. Restores are imports of that stream.
+
+### Verifying a backup
+
+Count the documents in the export and compare them with the stats endpoint. A purge receipt proves a tenant is gone.
+";
+
+    fn opts(strategy: ChunkStrategy, max: u32, overlap: u32) -> ChunkingOptions {
+        ChunkingOptions {
+            strategy,
+            max_tokens: max,
+            overlap_tokens: overlap,
+        }
+    }
+
+    #[test]
+    fn auto_follows_headings_and_keeps_code_blocks_whole() {
+        let c = chunk_text(
+            GUIDE,
+            DocumentType::Markdown,
+            &opts(ChunkStrategy::Auto, 40, 8),
+            &WordCounter,
+        );
+        assert!(c.chunks.len() >= 3, "{:#?}", c.chunks);
+        for (i, ch) in c.chunks.iter().enumerate() {
+            assert!(
+                ch.token_count <= 40,
+                "chunk {i} has {} tokens",
+                ch.token_count
+            );
+            assert_eq!(
+                ch.token_count as usize,
+                WordCounter.count_tokens(c.content(GUIDE, i))
+            );
+        }
+        let code = c
+            .chunks
+            .iter()
+            .position(|ch| {
+                c.content(GUIDE, c.chunks.iter().position(|x| x == ch).unwrap())
+                    .contains("```sh")
+            })
+            .unwrap();
+        assert!(
+            c.content(GUIDE, code).contains("enclave ingest"),
+            "fence split: {:?}",
+            c.content(GUIDE, code)
+        );
+        let backups = c
+            .chunks
+            .iter()
+            .find(|ch| GUIDE[ch.start..ch.end].starts_with("## Backups"))
+            .expect("a chunk starts at the Backups heading");
+        assert_eq!(
+            backups.section.as_deref(),
+            Some("Enclave operator guide > Backups")
+        );
+        let verify = c
+            .chunks
+            .iter()
+            .find(|ch| GUIDE[ch.start..ch.end].contains("purge receipt"))
+            .unwrap();
+        assert!(verify
+            .section
+            .as_deref()
+            .unwrap()
+            .ends_with("Verifying a backup"));
+    }
+
+    #[test]
+    fn small_budget_splits_long_paragraphs_at_sentences_with_overlap() {
+        let para = "Revenue grew in the fourth quarter. Costs stayed flat across regions. \
+                    The board approved the plan for next year. Hiring resumes in March. \
+                    Margins improved for the third quarter in a row.";
+        let c = chunk_text(
+            para,
+            DocumentType::Text,
+            &opts(ChunkStrategy::Auto, 16, 4),
+            &WordCounter,
+        );
+        assert!(c.chunks.len() >= 3);
+        for w in c.chunks.windows(2) {
+            assert!(w[1].start < w[0].end, "consecutive chunks overlap: {w:?}");
+            assert!(w[1].start > w[0].start);
+        }
+        for ch in &c.chunks {
+            assert!(ch.token_count <= 16);
+        }
+        // Every sentence survives somewhere.
+        for s in para.split(". ") {
+            let s = s.trim().trim_end_matches('.');
+            assert!(
+                c.chunks.iter().any(|ch| para[ch.start..ch.end].contains(s)),
+                "{s}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_single_huge_word_run_is_cut_at_token_boundaries() {
+        let text = "alpha ".repeat(1000);
+        let c = chunk_text(
+            &text,
+            DocumentType::Text,
+            &opts(ChunkStrategy::Auto, 100, 0),
+            &WordCounter,
+        );
+        assert_eq!(c.chunks.len(), 10);
+        assert!(c.chunks.iter().all(|ch| ch.token_count == 100));
+        let c = chunk_text(
+            &text,
+            DocumentType::Text,
+            &opts(ChunkStrategy::Auto, 100, 20),
+            &WordCounter,
+        );
+        assert!(c.chunks.iter().all(|ch| ch.token_count <= 100));
+        assert!(
+            c.chunks.windows(2).all(|w| w[1].start < w[0].end),
+            "overlap carried"
+        );
+    }
+
+    #[test]
+    fn fixed_and_sliding_windows_cover_every_token() {
+        let text = (0..95)
+            .map(|i| format!("w{i}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let f = chunk_text(
+            &text,
+            DocumentType::Text,
+            &opts(ChunkStrategy::Fixed, 20, 5),
+            &WordCounter,
+        );
+        assert_eq!(
+            f.chunks.iter().map(|c| c.token_count).collect::<Vec<_>>(),
+            [20, 20, 20, 20, 15]
+        );
+        assert!(f.chunks.windows(2).all(|w| w[1].start > w[0].end));
+        let s = chunk_text(
+            &text,
+            DocumentType::Text,
+            &opts(ChunkStrategy::Sliding, 20, 5),
+            &WordCounter,
+        );
+        assert_eq!(s.chunks.len(), 6);
+        assert!(s.chunks.windows(2).all(|w| w[1].start < w[0].end));
+        assert_eq!(s.chunks.last().unwrap().end, text.len());
+    }
+
+    #[test]
+    fn hierarchical_keeps_sections_as_parents() {
+        let c = chunk_text(
+            GUIDE,
+            DocumentType::Markdown,
+            &opts(ChunkStrategy::Hierarchical, 24, 4),
+            &WordCounter,
+        );
+        assert!(!c.sections.is_empty());
+        for ch in &c.chunks {
+            let p = &c.sections[ch.parent.unwrap() as usize];
+            assert!(
+                p.start <= ch.start && ch.end <= p.end,
+                "leaf inside its parent"
+            );
+            assert!(ch.token_count <= 24);
+        }
+        // No leaf crosses a heading.
+        for ch in &c.chunks {
+            let inner = &GUIDE[ch.start + 1..ch.end];
+            assert!(!inner.contains("\n#"), "{inner:?}");
+        }
+    }
+
+    #[test]
+    fn empty_and_whitespace_text_yield_no_chunks() {
+        for t in ["", "   \n\n\t "] {
+            assert!(chunk_text(
+                t,
+                DocumentType::Text,
+                &ChunkingOptions::default(),
+                &WordCounter
+            )
+            .chunks
+            .is_empty());
+        }
+    }
+
+    #[test]
+    fn options_are_validated_against_the_model() {
+        assert!(ChunkingOptions::default().validate(510).is_ok());
+        let bad = ChunkingOptions {
+            max_tokens: 600,
+            ..Default::default()
+        };
+        assert_eq!(bad.validate(510).unwrap_err().field, "chunking.max_tokens");
+        let bad = ChunkingOptions {
+            max_tokens: 64,
+            overlap_tokens: 40,
+            ..Default::default()
+        };
+        assert_eq!(
+            bad.validate(510).unwrap_err().field,
+            "chunking.overlap_tokens"
+        );
+    }
+}

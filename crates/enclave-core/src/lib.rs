@@ -1,0 +1,29 @@
+//! Enclave's domain core: the types every other crate speaks, and the pure
+//! logic that needs no I/O.
+//!
+//! - [`id`]: validated identifiers (`TenantId`, `Origin`, `DocumentId`, `ChunkId`);
+//! - [`document`]: what is submitted, stored and exported;
+//! - [`search`]: search requests (validated), filters and hits;
+//! - [`filter`]: the metadata filter language and its reference evaluator;
+//! - [`query`]: web-search style full-text queries;
+//! - [`chunk`]: token-aware chunking;
+//! - [`fusion`]: reciprocal rank fusion.
+
+pub mod chunk;
+pub mod document;
+mod error;
+pub mod filter;
+pub mod fusion;
+pub mod id;
+pub mod query;
+pub mod search;
+
+pub use chunk::{ChunkStrategy, ChunkingOptions, TokenCounter};
+pub use document::{
+    ChunkInfo, Document, DocumentBody, DocumentInfo, DocumentPatch, DocumentType, ExportedChunk,
+    ExportedDocument, NewDocument, ProvidedChunk, Statistics,
+};
+pub use error::InvalidInput;
+pub use filter::MetadataFilter;
+pub use id::{ChunkId, DocumentId, Origin, TenantId};
+pub use search::{DocumentFilter, Search, SearchHit, SearchMode, SearchParams, SearchResults};

@@ -1,0 +1,156 @@
+//! Full-text query syntax (API.md §5 `text` mode): web-search style input
+//! parsed into a small tree that each backend renders for its own engine.
+//!
+//! - bare words are *optional*: a chunk matching any of them is a candidate and
+//!   the ranking function rewards matching more of them (like a search engine,
+//!   unlike SQL `AND`);
+//! - `"quoted phrases"` are required;
+//! - `-word` and `-"a phrase"` exclude;
+//! - `OR` between words is accepted (words are alternatives already).
+//!
+//! Every input parses: punctuation is a separator, never syntax a backend could
+//! choke on. Terms are lower-cased runs of letters and digits.
+
+/// A parsed text query.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TextQuery {
+    /// Words of which any may match.
+    pub should: Vec<String>,
+    /// Phrases (one or more words in order) that must all match.
+    pub must: Vec<Vec<String>>,
+    /// Words or phrases that must not match.
+    pub must_not: Vec<Vec<String>>,
+}
+
+/// Longest term kept; longer runs are cut (no real word is this long).
+const MAX_TERM_CHARS: usize = 64;
+/// Most terms a query keeps.
+const MAX_TERMS: usize = 64;
+
+impl TextQuery {
+    pub fn parse(input: &str) -> Self {
+        let mut q = TextQuery::default();
+        let mut rest = input;
+        while let Some(c) = rest.chars().next() {
+            if c.is_whitespace() {
+                rest = &rest[c.len_utf8()..];
+                continue;
+            }
+            let negated =
+                c == '-' && rest[1..].starts_with(|n: char| n == '"' || n.is_alphanumeric());
+            if negated {
+                rest = &rest[1..];
+            }
+            if rest.starts_with('"') {
+                let body = &rest[1..];
+                let end = body.find('"').unwrap_or(body.len());
+                let words = words(&body[..end]);
+                rest = body.get(end + 1..).unwrap_or("");
+                if words.is_empty() {
+                    continue;
+                }
+                if negated {
+                    q.must_not.push(words);
+                } else {
+                    q.must.push(words);
+                }
+            } else {
+                let end = rest
+                    .find(|ch: char| ch.is_whitespace() || ch == '"')
+                    .unwrap_or(rest.len());
+                let token = &rest[..end];
+                rest = &rest[end..];
+                if token == "OR" && !negated {
+                    continue;
+                }
+                let ws = words(token);
+                if negated {
+                    if !ws.is_empty() {
+                        q.must_not.push(ws);
+                    }
+                } else {
+                    // "e-mail", "foo.bar" become their words.
+                    q.should.extend(ws);
+                }
+            }
+        }
+        dedup(&mut q.should);
+        q.should.truncate(MAX_TERMS);
+        q.must.truncate(MAX_TERMS);
+        q.must_not.truncate(MAX_TERMS);
+        q
+    }
+
+    /// True when nothing positive remains: such a query matches nothing.
+    pub fn is_empty(&self) -> bool {
+        self.should.is_empty() && self.must.is_empty()
+    }
+
+    /// Every positive term, for highlighting or query-side statistics.
+    pub fn positive_terms(&self) -> impl Iterator<Item = &str> {
+        self.should
+            .iter()
+            .map(String::as_str)
+            .chain(self.must.iter().flatten().map(String::as_str))
+    }
+}
+
+fn dedup(v: &mut Vec<String>) {
+    let mut seen = std::collections::HashSet::new();
+    v.retain(|s| seen.insert(s.clone()));
+}
+
+/// Splits text into lower-cased alphanumeric words.
+pub fn words(s: &str) -> Vec<String> {
+    s.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(|w| {
+            w.chars()
+                .take(MAX_TERM_CHARS)
+                .flat_map(char::to_lowercase)
+                .collect()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn web_search_syntax_is_understood() {
+        let q = TextQuery::parse(r#"quarterly "net revenue" -draft OR forecast -"old plan""#);
+        assert_eq!(q.should, ["quarterly", "forecast"]);
+        assert_eq!(q.must, [vec!["net".to_string(), "revenue".to_string()]]);
+        assert_eq!(
+            q.must_not,
+            [
+                vec!["draft".to_string()],
+                vec!["old".to_string(), "plan".to_string()]
+            ]
+        );
+    }
+
+    #[test]
+    fn hostile_input_parses_to_plain_words() {
+        for s in [
+            "'; DROP TABLE chunks; --",
+            "NEAR(a b) * ^ : {} AND NOT",
+            "\"unterminated phrase",
+            "a\u{0}b",
+            "-- - \"\" -\"\"",
+            "title:secret col:* \\\"",
+        ] {
+            let q = TextQuery::parse(s);
+            for w in q.positive_terms() {
+                assert!(w.chars().all(char::is_alphanumeric), "{s:?} -> {w:?}");
+            }
+        }
+        assert!(TextQuery::parse("-- - \"\" -\"\"").is_empty());
+        assert_eq!(TextQuery::parse("\"unterminated phrase").must.len(), 1);
+        assert_eq!(
+            TextQuery::parse("Überweisung ÄRGER").should,
+            ["überweisung", "ärger"]
+        );
+    }
+}
