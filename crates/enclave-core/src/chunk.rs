@@ -227,10 +227,10 @@ fn blocks(text: &str, doc_type: DocumentType) -> Vec<Block> {
                 .join(" > ")
         })
     };
-    let mut close_para = |out: &mut Vec<Block>,
-                          para: &mut Option<usize>,
-                          end: usize,
-                          path: &Vec<(usize, String)>| {
+    let close_para = |out: &mut Vec<Block>,
+                      para: &mut Option<usize>,
+                      end: usize,
+                      path: &Vec<(usize, String)>| {
         if let Some(s) = para.take() {
             out.push(Block {
                 start: s,

@@ -254,12 +254,14 @@ fn parse_op(field: &str, op: &str, operand: &Value) -> Result<FilterOp, InvalidI
                 .as_bool()
                 .ok_or_else(|| InvalidInput::new(field, "$exists expects true or false"))?,
         ),
-        other => return Err(InvalidInput::new(
-            field,
-            format!(
+        other => {
+            return Err(InvalidInput::new(
+                field,
+                format!(
                 "unknown operator {other}; expected $eq, $ne, $gt, $gte, $lt, $lte, $in or $exists"
             ),
-        )),
+            ))
+        }
     })
 }
 

@@ -1,1 +1,55 @@
+//! Embedders turn text into vectors.
+//!
+//! - [`Embedder`]: the trait the library calls (async, batched);
+//! - [`MiniLm`]: all-MiniLM-L6-v2 run locally on candle (mean pooling + L2
+//!   normalisation, 384 dimensions), loaded from a model directory;
+//! - [`HashEmbedder`]: a deterministic feature-hashing embedder for fast
+//!   tests of logic that does not depend on semantic quality.
 
+mod hash;
+mod minilm;
+
+use std::sync::Arc;
+
+pub use hash::HashEmbedder;
+pub use minilm::{MiniLm, MiniLmOptions};
+
+use enclave_core::TokenCounter;
+
+/// Why embedding failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EmbedError {
+    #[error("model files unavailable: {0}")]
+    Model(String),
+    #[error("embedding failed: {0}")]
+    Compute(String),
+    #[error("invalid input: {0}")]
+    Input(String),
+}
+
+/// Something that embeds text. Implementations batch internally; callers may
+/// pass any number of texts.
+#[async_trait::async_trait]
+pub trait Embedder: Send + Sync + 'static {
+    /// Stable identifier of the model (stored with vectors so a model change is
+    /// detectable).
+    fn model_id(&self) -> &str;
+    /// Length of every vector produced.
+    fn dimensions(&self) -> usize;
+    /// Most content tokens (without special tokens) one input may hold; longer
+    /// inputs are truncated, so chunkers keep below this.
+    fn max_input_tokens(&self) -> u32;
+    /// The tokenizer whose tokens `max_input_tokens` counts.
+    fn token_counter(&self) -> Arc<dyn TokenCounter>;
+    /// Embeds `texts`, returning one unit-length vector per text, in order.
+    async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError>;
+}
+
+/// Scales `v` to unit length (leaves a zero vector alone).
+pub fn l2_normalize(v: &mut [f32]) {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        v.iter_mut().for_each(|x| *x /= norm);
+    }
+}

@@ -1,1 +1,17 @@
+//! Enclave's storage seam.
+//!
+//! A backend hands out tenant-scoped handles ([`Store::tenant`]); every data
+//! method lives on [`TenantStore`] and takes no tenant argument, so no call
+//! site can name the wrong tenant. Backends return *candidates* (chunk keys
+//! and scores); the library fuses and ranks once, above this layer.
+//!
+//! - [`sqlite`]: the embedded default (one shared file, or one file per tenant);
+//! - [`vector`]: exact SIMD similarity search shared by embedded backends;
+//! - [`kit`]: the conformance kit every backend runs.
 
+pub mod kit;
+mod model;
+pub mod sqlite;
+pub mod vector;
+
+pub use model::*;

@@ -1,0 +1,1 @@
+//! The conformance kit: behaviour every backend must show, written once.

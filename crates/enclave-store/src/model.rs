@@ -1,0 +1,197 @@
+//! The records that cross the storage seam.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use enclave_core::query::TextQuery;
+use enclave_core::{
+    ChunkId, Document, DocumentFilter, DocumentId, DocumentInfo, DocumentPatch, DocumentType,
+    ExportedDocument, Origin, Statistics, TenantId,
+};
+use serde_json::{Map, Value};
+
+/// What went wrong in a store. Messages never carry another tenant's data.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A caller error the store detected (e.g. a vector of the wrong length).
+    #[error("{0}")]
+    Invalid(String),
+    /// The write would break a uniqueness rule (e.g. a rename onto another
+    /// document's name in the same origin).
+    #[error("{0}")]
+    Conflict(String),
+    /// The backing store cannot be reached; nothing was changed.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A bug or corruption; details are for logs only.
+    #[error("store internal error: {0}")]
+    Internal(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A chunk to store, with its vector (leaf chunks) or without (section
+/// parents kept only for context).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChunkRecord {
+    pub chunk_id: ChunkId,
+    pub index: u32,
+    pub content: String,
+    pub token_count: u32,
+    pub metadata: Map<String, Value>,
+    /// Index of the parent section (hierarchical chunking).
+    pub parent_index: Option<u32>,
+    pub embedding: Vec<f32>,
+}
+
+/// A parent section (hierarchical chunking); not searchable by itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SectionRecord {
+    pub index: u32,
+    pub content: String,
+    pub token_count: u32,
+}
+
+/// A whole document as written in one transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DocumentRecord {
+    /// Id used if the document is new; an existing document with the same
+    /// `dedupe_key` keeps its own id.
+    pub document_id: DocumentId,
+    /// Identity for idempotent re-adds: external id, or origin + name.
+    pub dedupe_key: String,
+    pub name: String,
+    pub doc_type: DocumentType,
+    pub origin: Option<Origin>,
+    pub external_id: Option<String>,
+    pub metadata: Map<String, Value>,
+    /// Hash of the content and chunking options: equal hashes mean equal chunks.
+    pub content_hash: String,
+    pub size_bytes: u64,
+    pub document_date: Option<DateTime<Utc>>,
+    pub now: DateTime<Utc>,
+    pub chunks: Vec<ChunkRecord>,
+    pub sections: Vec<SectionRecord>,
+}
+
+/// The identity under which re-adding a document replaces it: the caller's
+/// external id when given, otherwise origin and name.
+pub fn dedupe_key(external_id: Option<&str>, origin: Option<&Origin>, name: &str) -> String {
+    match external_id {
+        Some(x) => format!("x:{x}"),
+        None => format!("n:{}\n{name}", origin.map_or("", |o| o.as_str())),
+    }
+}
+
+/// What `put_document` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    Created,
+    Replaced,
+}
+
+/// An existing document found by its dedupe key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExistingDocument {
+    pub document_id: DocumentId,
+    pub content_hash: String,
+    pub chunk_count: u64,
+    pub token_count: u64,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A backend's internal handle on a chunk, valid inside one tenant.
+pub type ChunkKey = i64;
+
+/// A candidate from one retriever: chunk and raw score (higher is better).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Candidate {
+    pub key: ChunkKey,
+    pub score: f64,
+}
+
+/// A chunk with the fields a search hit shows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HitRow {
+    pub key: ChunkKey,
+    pub chunk_id: ChunkId,
+    pub index: u32,
+    pub content: String,
+    pub parent_content: Option<String>,
+    pub document: DocumentInfo,
+}
+
+/// A page request over documents.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub filter: DocumentFilter,
+    pub limit: u32,
+    /// Continue after this document (ids are time-ordered; newest first).
+    pub after: Option<DocumentId>,
+    pub offset: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DocumentPage {
+    pub documents: Vec<DocumentInfo>,
+    pub total: u64,
+    /// The last document of this page, when more follow.
+    pub next_after: Option<DocumentId>,
+}
+
+/// Hands out tenant-scoped handles. The only way to reach tenant data.
+pub trait Store: Send + Sync + 'static {
+    /// A handle on one tenant's data. Cheap; opens nothing until used.
+    fn tenant(&self, id: &TenantId) -> Arc<dyn TenantStore>;
+    /// The vector length this store was created for.
+    fn dimensions(&self) -> usize;
+}
+
+/// One tenant's data. No method takes a tenant: the handle *is* the tenant.
+#[async_trait::async_trait]
+pub trait TenantStore: Send + Sync {
+    /// The existing document with this dedupe key, if any.
+    async fn find_by_key(&self, dedupe_key: &str) -> StoreResult<Option<ExistingDocument>>;
+    /// Writes (or replaces, by dedupe key) a document, its chunks, vectors and
+    /// text index entries in one transaction. Returns the document's id.
+    async fn put_document(&self, doc: DocumentRecord) -> StoreResult<(DocumentId, PutOutcome)>;
+    /// Nearest chunks by cosine similarity (vectors are unit length).
+    async fn vector_candidates(
+        &self,
+        query: &[f32],
+        filter: &DocumentFilter,
+        k: usize,
+    ) -> StoreResult<Vec<Candidate>>;
+    /// Best chunks by the backend's full-text ranking (BM25 on SQLite),
+    /// computed from this tenant's statistics only.
+    async fn text_candidates(
+        &self,
+        query: &TextQuery,
+        filter: &DocumentFilter,
+        k: usize,
+    ) -> StoreResult<Vec<Candidate>>;
+    /// Loads chunks for display; keys that no longer exist are skipped.
+    async fn hydrate(&self, keys: &[ChunkKey]) -> StoreResult<Vec<HitRow>>;
+    async fn list_documents(&self, query: &ListQuery) -> StoreResult<DocumentPage>;
+    async fn get_document(
+        &self,
+        id: DocumentId,
+        include_chunks: bool,
+    ) -> StoreResult<Option<Document>>;
+    async fn update_document(
+        &self,
+        id: DocumentId,
+        patch: &DocumentPatch,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<DocumentInfo>>;
+    /// Deletes those of `ids` that exist in this tenant; returns how many.
+    async fn delete_documents(&self, ids: &[DocumentId]) -> StoreResult<u64>;
+    async fn statistics(&self) -> StoreResult<Statistics>;
+    /// Up to `limit` documents after `after` (ascending id), with chunks and vectors.
+    async fn export_page(
+        &self,
+        after: Option<DocumentId>,
+        limit: u32,
+    ) -> StoreResult<Vec<ExportedDocument>>;
+}

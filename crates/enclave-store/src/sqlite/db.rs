@@ -1,0 +1,214 @@
+//! One SQLite database file: schema, a writer connection and a small pool of
+//! readers (WAL mode lets readers run while a write commits).
+
+use std::path::{Path, PathBuf};
+
+use parking_lot::Mutex;
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+
+use crate::{StoreError, StoreResult};
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+
+-- One row per tenant that has ever written. tenant_no names the tenant's own
+-- full-text table, so BM25 statistics never mix tenants.
+CREATE TABLE IF NOT EXISTS tenants (
+    tenant_id     TEXT PRIMARY KEY,
+    tenant_no     INTEGER NOT NULL UNIQUE,
+    next_chunk_no INTEGER NOT NULL DEFAULT 1,
+    add_gen       INTEGER NOT NULL DEFAULT 0,
+    del_gen       INTEGER NOT NULL DEFAULT 0,
+    created_at    TEXT NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS documents (
+    tenant_id     TEXT NOT NULL,
+    document_id   TEXT NOT NULL,
+    dedupe_key    TEXT NOT NULL,
+    name          TEXT NOT NULL,
+    doc_type      TEXT NOT NULL,
+    origin        TEXT,
+    external_id   TEXT,
+    metadata      TEXT NOT NULL,
+    content_hash  TEXT NOT NULL,
+    size_bytes    INTEGER NOT NULL,
+    chunk_count   INTEGER NOT NULL,
+    token_count   INTEGER NOT NULL,
+    document_date TEXT,
+    created_at    TEXT NOT NULL,
+    updated_at    TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, document_id),
+    UNIQUE (tenant_id, dedupe_key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS documents_by_origin ON documents (tenant_id, origin, document_id);
+CREATE INDEX IF NOT EXISTS documents_by_created ON documents (tenant_id, created_at);
+
+-- kind 0 = searchable chunk, 1 = parent section kept for context.
+CREATE TABLE IF NOT EXISTS chunks (
+    tenant_id    TEXT NOT NULL,
+    chunk_no     INTEGER NOT NULL,
+    chunk_id     TEXT NOT NULL,
+    document_id  TEXT NOT NULL,
+    kind         INTEGER NOT NULL,
+    idx          INTEGER NOT NULL,
+    content      TEXT NOT NULL,
+    token_count  INTEGER NOT NULL,
+    metadata     TEXT NOT NULL,
+    parent_idx   INTEGER,
+    PRIMARY KEY (tenant_id, chunk_no),
+    UNIQUE (tenant_id, chunk_id),
+    FOREIGN KEY (tenant_id, document_id) REFERENCES documents (tenant_id, document_id) ON DELETE CASCADE
+);
+CREATE INDEX IF NOT EXISTS chunks_by_document ON chunks (tenant_id, document_id, kind, idx);
+
+CREATE TABLE IF NOT EXISTS vectors (
+    tenant_id TEXT NOT NULL,
+    chunk_no  INTEGER NOT NULL,
+    embedding BLOB NOT NULL,
+    PRIMARY KEY (tenant_id, chunk_no),
+    FOREIGN KEY (tenant_id, chunk_no) REFERENCES chunks (tenant_id, chunk_no) ON DELETE CASCADE
+);
+";
+
+/// Durability of commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Survives a process crash (WAL, `synchronous=NORMAL`); a power loss may
+    /// drop the last commits, never half of one.
+    #[default]
+    Process,
+    /// Survives power loss (`synchronous=FULL`), at an fsync per commit.
+    PowerLoss,
+}
+
+pub(crate) struct Db {
+    path: PathBuf,
+    durability: Durability,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+pub(crate) fn sql_err(e: rusqlite::Error) -> StoreError {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(
+                f.code,
+                rusqlite::ErrorCode::CannotOpen
+                    | rusqlite::ErrorCode::DatabaseBusy
+                    | rusqlite::ErrorCode::DatabaseLocked
+                    | rusqlite::ErrorCode::DiskFull
+                    | rusqlite::ErrorCode::ReadOnly
+                    | rusqlite::ErrorCode::SystemIoFailure
+            ) =>
+        {
+            StoreError::Unavailable(e.to_string())
+        }
+        _ => StoreError::Internal(e.to_string()),
+    }
+}
+
+pub(crate) use self::sql_err as to_store_err;
+
+impl Db {
+    /// Opens (creating if needed) the file and checks it was made for `dims`.
+    pub fn open(path: &Path, dims: usize, durability: Durability) -> StoreResult<Self> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| StoreError::Unavailable(format!("{}: {e}", parent.display())))?;
+        }
+        let conn = Self::connect(path, durability)?;
+        conn.execute_batch(SCHEMA).map_err(sql_err)?;
+        let stored: Option<String> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'dimensions'", [], |r| {
+                r.get(0)
+            })
+            .map(Some)
+            .or_else(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                e => Err(e),
+            })
+            .map_err(sql_err)?;
+        match stored {
+            None => {
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('dimensions', ?1), ('schema_version', ?2)",
+                    rusqlite::params![dims.to_string(), SCHEMA_VERSION.to_string()],
+                )
+                .map_err(sql_err)?;
+            }
+            Some(d) if d == dims.to_string() => {}
+            Some(d) => {
+                return Err(StoreError::Invalid(format!(
+                    "{} holds {d}-dimensional vectors but the embedder makes {dims}; re-index into a new data directory",
+                    path.display()
+                )))
+            }
+        }
+        Ok(Self {
+            path: path.to_owned(),
+            durability,
+            writer: Mutex::new(conn),
+            readers: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn connect(path: &Path, durability: Durability) -> StoreResult<Connection> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(sql_err)?;
+        let sync = match durability {
+            Durability::Process => "NORMAL",
+            Durability::PowerLoss => "FULL",
+        };
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON; \
+             PRAGMA busy_timeout = 10000; PRAGMA cache_size = -32768; PRAGMA temp_store = MEMORY;"
+        ))
+        .map_err(sql_err)?;
+        Ok(conn)
+    }
+
+    /// Runs `f` in an IMMEDIATE transaction on the writer; commits if it
+    /// returns `Ok`, rolls back otherwise.
+    pub fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> StoreResult<T>) -> StoreResult<T> {
+        let mut conn = self.writer.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql_err)?;
+        let out = f(&tx)?;
+        tx.commit().map_err(sql_err)?;
+        Ok(out)
+    }
+
+    /// Runs `f` in a read transaction (one consistent snapshot).
+    pub fn read<T>(&self, f: impl FnOnce(&Transaction<'_>) -> StoreResult<T>) -> StoreResult<T> {
+        let conn = self.readers.lock().pop();
+        let mut conn = match conn {
+            Some(c) => c,
+            None => Self::connect(&self.path, self.durability)?,
+        };
+        let out = (|| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Deferred)
+                .map_err(sql_err)?;
+            let out = f(&tx)?;
+            tx.finish().map_err(sql_err)?;
+            Ok(out)
+        })();
+        let mut pool = self.readers.lock();
+        if pool.len() < 8 {
+            pool.push(conn);
+        }
+        out
+    }
+}

@@ -1,0 +1,198 @@
+//! Rendering of typed filters and text queries into SQLite SQL. Caller values
+//! are always bound as parameters; only operator shapes are written into SQL.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use enclave_core::filter::{Condition, FilterOp, Scalar};
+use enclave_core::query::TextQuery;
+use enclave_core::DocumentFilter;
+use rusqlite::types::Value as SqlValue;
+
+/// Timestamps are stored in one fixed-width form so text order is time order.
+pub fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+pub fn parse_ts(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// Appends `AND …` clauses for `filter` on the documents alias `d`.
+pub fn document_filter(filter: &DocumentFilter, sql: &mut String, params: &mut Vec<SqlValue>) {
+    if !filter.origins.is_empty() {
+        sql.push_str(" AND d.origin IN (");
+        for (i, o) in filter.origins.iter().enumerate() {
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push('?');
+            params.push(SqlValue::Text(o.as_str().to_owned()));
+        }
+        sql.push(')');
+    }
+    if !filter.types.is_empty() {
+        sql.push_str(" AND d.doc_type IN (");
+        for (i, t) in filter.types.iter().enumerate() {
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push('?');
+            params.push(SqlValue::Text(t.as_str().to_owned()));
+        }
+        sql.push(')');
+    }
+    let mut range = |col: &str, op: &str, t: Option<DateTime<Utc>>| {
+        if let Some(t) = t {
+            sql.push_str(&format!(" AND d.{col} {op} ?"));
+            params.push(SqlValue::Text(ts(t)));
+        }
+    };
+    range("created_at", ">=", filter.created_after);
+    range("created_at", "<", filter.created_before);
+    range("document_date", ">=", filter.document_date_after);
+    range("document_date", "<", filter.document_date_before);
+    for c in &filter.metadata.conditions {
+        sql.push_str(" AND ");
+        condition(c, sql, params);
+    }
+}
+
+fn json_path(path: &[String]) -> String {
+    // Keys were checked to hold no quotes or backslashes; quote every segment.
+    let mut p = String::from("$");
+    for seg in path {
+        p.push_str(".\"");
+        p.push_str(seg);
+        p.push('"');
+    }
+    p
+}
+
+/// `1` when the value at `path` equals / compares to the scalar, with typed
+/// semantics matching `MetadataFilter::matches`; never NULL.
+fn compare(path: &str, op: &str, s: &Scalar, sql: &mut String, params: &mut Vec<SqlValue>) {
+    match s {
+        Scalar::String(v) => {
+            sql.push_str(&format!(
+                "COALESCE(json_type(d.metadata, ?) = 'text' AND json_extract(d.metadata, ?) {op} ?, 0)"
+            ));
+            params.push(SqlValue::Text(path.to_owned()));
+            params.push(SqlValue::Text(path.to_owned()));
+            params.push(SqlValue::Text(v.clone()));
+        }
+        Scalar::Number(n) => {
+            sql.push_str(&format!(
+                "COALESCE(json_type(d.metadata, ?) IN ('integer', 'real') AND json_extract(d.metadata, ?) {op} ?, 0)"
+            ));
+            params.push(SqlValue::Text(path.to_owned()));
+            params.push(SqlValue::Text(path.to_owned()));
+            params.push(SqlValue::Real(*n));
+        }
+        Scalar::Bool(b) => {
+            // JSON booleans order false < true, as Rust's bool does.
+            sql.push_str(&format!(
+                "COALESCE(json_type(d.metadata, ?) IN ('true', 'false') AND (json_type(d.metadata, ?) = 'true') {op} ?, 0)"
+            ));
+            params.push(SqlValue::Text(path.to_owned()));
+            params.push(SqlValue::Text(path.to_owned()));
+            params.push(SqlValue::Integer(*b as i64));
+        }
+    }
+}
+
+fn condition(c: &Condition, sql: &mut String, params: &mut Vec<SqlValue>) {
+    let path = json_path(&c.path);
+    match &c.op {
+        FilterOp::Eq(s) => compare(&path, "=", s, sql, params),
+        FilterOp::Ne(s) => {
+            sql.push_str("NOT ");
+            compare(&path, "=", s, sql, params);
+        }
+        FilterOp::Gt(s) => compare(&path, ">", s, sql, params),
+        FilterOp::Gte(s) => compare(&path, ">=", s, sql, params),
+        FilterOp::Lt(s) => compare(&path, "<", s, sql, params),
+        FilterOp::Lte(s) => compare(&path, "<=", s, sql, params),
+        FilterOp::In(list) => {
+            sql.push('(');
+            for (i, s) in list.iter().enumerate() {
+                if i > 0 {
+                    sql.push_str(" OR ");
+                }
+                compare(&path, "=", s, sql, params);
+            }
+            sql.push(')');
+        }
+        FilterOp::Exists(want) => {
+            sql.push_str(if *want {
+                "COALESCE(json_type(d.metadata, ?) NOT IN ('null'), 0)"
+            } else {
+                "COALESCE(json_type(d.metadata, ?) = 'null', 1)"
+            });
+            params.push(SqlValue::Text(path));
+        }
+        _ => sql.push_str("0"),
+    }
+}
+
+fn fts_phrase(words: &[String]) -> String {
+    // Words are alphanumeric runs; quoting makes every one a literal.
+    let mut s = String::from("\"");
+    for (i, w) in words.iter().enumerate() {
+        if i > 0 {
+            s.push(' ');
+        }
+        s.push_str(&w.replace('"', "\"\""));
+    }
+    s.push('"');
+    s
+}
+
+/// Renders a query for FTS5 MATCH, or `None` when it can match nothing.
+///
+/// Optional words are ORed; required phrases are ANDed, with the optional
+/// words ORed alongside the first phrase so they still count in BM25.
+pub fn fts_query(q: &TextQuery) -> Option<String> {
+    if q.is_empty() {
+        return None;
+    }
+    let should: Vec<String> = q
+        .should
+        .iter()
+        .map(|w| fts_phrase(std::slice::from_ref(w)))
+        .collect();
+    let mut expr = if q.must.is_empty() {
+        format!("({})", should.join(" OR "))
+    } else {
+        let musts: Vec<String> = q.must.iter().map(|p| fts_phrase(p)).collect();
+        let mut e = musts.join(" AND ");
+        if !should.is_empty() {
+            e = format!("{e} AND ({} OR {})", should.join(" OR "), musts[0]);
+        }
+        format!("({e})")
+    };
+    for n in &q.must_not {
+        expr.push_str(" NOT ");
+        expr.push_str(&fts_phrase(n));
+    }
+    Some(expr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fts_queries_quote_everything() {
+        let q = TextQuery::parse(r#"revenue growth "net margin" -draft"#);
+        assert_eq!(
+            fts_query(&q).unwrap(),
+            r#"("net margin" AND ("revenue" OR "growth" OR "net margin")) NOT "draft""#
+        );
+        assert_eq!(
+            fts_query(&TextQuery::parse("and OR near")).unwrap(),
+            r#"("and" OR "near")"#
+        );
+        assert!(fts_query(&TextQuery::parse("-only")).is_none());
+    }
+}

@@ -1,0 +1,100 @@
+//! `Memory`: the opened library. Its only door to data is [`Memory::tenant`].
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+
+use enclave_core::TenantId;
+use enclave_embed::{Embedder, HashEmbedder, MiniLm, MiniLmOptions};
+use enclave_store::sqlite::{SqliteOptions, SqliteStore};
+use enclave_store::Store;
+use lru::LruCache;
+use parking_lot::Mutex;
+
+use crate::config::{EmbedderConfig, Limits, MemoryConfig, StoreConfig};
+use crate::tenant::Tenant;
+use crate::{Error, Result};
+
+/// The opened library: a store, an embedder and limits.
+#[derive(Clone)]
+pub struct Memory {
+    pub(crate) inner: Arc<Shared>,
+}
+
+pub(crate) struct Shared {
+    pub store: Arc<dyn Store>,
+    pub embedder: Arc<dyn Embedder>,
+    pub limits: Limits,
+    pub query_cache: Option<Mutex<LruCache<(TenantId, String), Arc<Vec<f32>>>>>,
+}
+
+impl Memory {
+    /// Opens the configured store and loads the embedder.
+    pub async fn open(config: MemoryConfig) -> Result<Memory> {
+        let embedder: Arc<dyn Embedder> = match config.embedder {
+            EmbedderConfig::Local { model_dir } => {
+                let m = tokio::task::spawn_blocking(move || {
+                    MiniLm::load(MiniLmOptions::new(model_dir))
+                })
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))??;
+                Arc::new(m)
+            }
+            EmbedderConfig::Hash { dimensions } => Arc::new(HashEmbedder::new(dimensions)),
+            EmbedderConfig::Custom(e) => e,
+        };
+        let dims = embedder.dimensions();
+        let store: Arc<dyn Store> = match config.store {
+            StoreConfig::Embedded {
+                dir,
+                layout,
+                durability,
+            } => {
+                let mut opts = SqliteOptions::new(dir, layout, dims);
+                opts.durability = durability;
+                Arc::new(
+                    tokio::task::spawn_blocking(move || SqliteStore::open(opts))
+                        .await
+                        .map_err(|e| Error::Internal(e.to_string()))??,
+                )
+            }
+        };
+        Ok(Self::from_parts(
+            store,
+            embedder,
+            config.limits,
+            config.query_cache_entries,
+        ))
+    }
+
+    /// Assembles a `Memory` from an already-open store and embedder.
+    pub fn from_parts(
+        store: Arc<dyn Store>,
+        embedder: Arc<dyn Embedder>,
+        limits: Limits,
+        query_cache_entries: usize,
+    ) -> Memory {
+        Memory {
+            inner: Arc::new(Shared {
+                store,
+                embedder,
+                limits,
+                query_cache: NonZeroUsize::new(query_cache_entries)
+                    .map(|n| Mutex::new(LruCache::new(n))),
+            }),
+        }
+    }
+
+    /// The handle through which everything of one tenant is reached. Its
+    /// methods take no tenant argument.
+    pub fn tenant(&self, id: &TenantId) -> Tenant {
+        Tenant::new(self.inner.clone(), id.clone())
+    }
+
+    pub fn embedder(&self) -> &Arc<dyn Embedder> {
+        &self.inner.embedder
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+}

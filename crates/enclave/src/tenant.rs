@@ -1,0 +1,619 @@
+//! `Tenant`: one tenant's view of the library. Built only by
+//! [`crate::Memory::tenant`]; it carries its tenant, so no method takes one.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use enclave_core::chunk::{chunk_text, ChunkStrategy};
+use enclave_core::fusion::rrf;
+use enclave_core::{
+    Document, DocumentBody, DocumentFilter, DocumentId, DocumentInfo, DocumentPatch, DocumentType,
+    ExportedDocument, MetadataFilter, NewDocument, Search, SearchHit, SearchMode, SearchParams,
+    SearchResults, Statistics, TenantId,
+};
+use enclave_store::{
+    dedupe_key, ChunkRecord, DocumentRecord, ListQuery, PutOutcome, SectionRecord, TenantStore,
+};
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::memory::Shared;
+use crate::{Error, Result};
+
+/// One tenant's handle.
+#[derive(Clone)]
+pub struct Tenant {
+    shared: Arc<Shared>,
+    id: TenantId,
+    store: Arc<dyn TenantStore>,
+}
+
+/// What happened to an added document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AddOutcome {
+    /// A new document.
+    Created,
+    /// An existing document (same external id, or same origin and name) was
+    /// re-chunked and re-embedded in place.
+    Replaced,
+    /// Same identity and same content: only name/metadata were refreshed,
+    /// nothing was embedded.
+    Unchanged,
+}
+
+/// The answer to `add_document` (API.md §4 201 body, plus the outcome).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AddResult {
+    pub document_id: DocumentId,
+    pub chunks_created: u64,
+    pub tokens_embedded: u64,
+    pub created_at: DateTime<Utc>,
+    pub outcome: AddOutcome,
+}
+
+/// A listing request (API.md §4 `GET /v1/documents`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ListParams {
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+    pub offset: Option<u64>,
+    pub origin: Option<String>,
+    #[serde(rename = "type")]
+    pub doc_type: Option<String>,
+    pub created_after: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
+    pub metadata: Option<Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DocumentList {
+    pub documents: Vec<DocumentInfo>,
+    pub total: u64,
+    pub next_cursor: Option<String>,
+}
+
+const CURSOR_PREFIX: &str = "c1.";
+const EXPORT_PAGE: u32 = 64;
+
+impl Tenant {
+    pub(crate) fn new(shared: Arc<Shared>, id: TenantId) -> Self {
+        let store = shared.store.tenant(&id);
+        Self { shared, id, store }
+    }
+
+    /// The tenant this handle is bound to.
+    pub fn id(&self) -> &TenantId {
+        &self.id
+    }
+
+    /// Adds a document: validates, chunks, embeds and stores it in one
+    /// transaction. Re-adding the same external id, or the same origin and
+    /// name, re-indexes in place and keeps the document id.
+    pub async fn add_document(&self, doc: NewDocument) -> Result<AddResult> {
+        let limits = self.shared.limits;
+        validate_name(&doc.name, limits.max_name_chars)?;
+        if let Some(x) = &doc.external_id {
+            if x.is_empty() || x.len() > 255 || x.chars().any(char::is_control) {
+                return Err(Error::invalid(
+                    "external_id",
+                    "must be 1-255 characters without control characters",
+                ));
+            }
+        }
+        validate_metadata(&doc.metadata, &limits)?;
+        let bytes = doc.content_bytes();
+        if bytes > limits.max_document_bytes {
+            return Err(Error::TooLarge {
+                what: "content",
+                actual: bytes,
+                limit: limits.max_document_bytes,
+            });
+        }
+        let embedder = self.shared.embedder.clone();
+        let dims = embedder.dimensions();
+        doc.chunking.validate(embedder.max_input_tokens())?;
+        let now = Utc::now();
+        let key = dedupe_key(doc.external_id.as_deref(), doc.origin.as_ref(), &doc.name);
+        let hash = content_hash(&doc);
+
+        if let Some(existing) = self.store.find_by_key(&key).await? {
+            if existing.content_hash == hash {
+                let patch = DocumentPatch {
+                    name: Some(doc.name.clone()),
+                    metadata: Some(doc.metadata.clone()),
+                };
+                self.store
+                    .update_document(existing.document_id, &patch, now)
+                    .await?
+                    .ok_or(Error::NotFound)?;
+                return Ok(AddResult {
+                    document_id: existing.document_id,
+                    chunks_created: 0,
+                    tokens_embedded: 0,
+                    created_at: existing.created_at,
+                    outcome: AddOutcome::Unchanged,
+                });
+            }
+        }
+
+        let (chunks, sections, tokens_embedded) = match doc.body {
+            DocumentBody::Text(text) => {
+                if text.trim().is_empty() {
+                    return Err(Error::invalid("content", "must not be empty"));
+                }
+                let counter = embedder.token_counter();
+                let opts = doc.chunking;
+                let doc_type = doc.doc_type;
+                let (pieces, sections) = tokio::task::spawn_blocking(move || {
+                    let c = chunk_text(&text, doc_type, &opts, &*counter);
+                    let pieces: Vec<(String, u32, Option<String>, Option<u32>, usize, usize)> = c
+                        .chunks
+                        .iter()
+                        .map(|d| {
+                            (
+                                text[d.start..d.end].to_owned(),
+                                d.token_count,
+                                d.section.clone(),
+                                d.parent,
+                                d.start,
+                                d.end,
+                            )
+                        })
+                        .collect();
+                    let sections: Vec<SectionRecord> = c
+                        .sections
+                        .iter()
+                        .enumerate()
+                        .map(|(i, s)| SectionRecord {
+                            index: i as u32,
+                            content: text[s.start..s.end].to_owned(),
+                            token_count: s.token_count,
+                        })
+                        .collect();
+                    (pieces, sections)
+                })
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))?;
+                if pieces.len() > limits.max_chunks_per_document {
+                    return Err(Error::invalid(
+                        "content",
+                        format!(
+                            "produces {} chunks; the limit is {}",
+                            pieces.len(),
+                            limits.max_chunks_per_document
+                        ),
+                    ));
+                }
+                let vectors = embedder
+                    .embed(pieces.iter().map(|p| p.0.clone()).collect())
+                    .await?;
+                let tokens: u64 = pieces.iter().map(|p| p.1 as u64).sum();
+                let chunks = pieces
+                    .into_iter()
+                    .zip(vectors)
+                    .enumerate()
+                    .map(
+                        |(i, ((content, token_count, section, parent, start, end), embedding))| {
+                            let mut metadata = Map::new();
+                            if let Some(s) = section {
+                                metadata.insert("section".into(), Value::String(s));
+                            }
+                            metadata.insert("start".into(), start.into());
+                            metadata.insert("end".into(), end.into());
+                            ChunkRecord {
+                                chunk_id: enclave_core::ChunkId::new(),
+                                index: i as u32,
+                                content,
+                                token_count,
+                                metadata,
+                                parent_index: parent,
+                                embedding,
+                            }
+                        },
+                    )
+                    .collect::<Vec<_>>();
+                (chunks, sections, tokens)
+            }
+            DocumentBody::Chunks(provided) => {
+                if provided.is_empty() {
+                    return Err(Error::invalid("chunks", "must hold at least one chunk"));
+                }
+                if provided.len() > limits.max_chunks_per_document {
+                    return Err(Error::invalid(
+                        "chunks",
+                        format!("at most {} chunks", limits.max_chunks_per_document),
+                    ));
+                }
+                let counter = embedder.token_counter();
+                let mut chunks = Vec::with_capacity(provided.len());
+                for (i, p) in provided.into_iter().enumerate() {
+                    if p.content.trim().is_empty() {
+                        return Err(Error::invalid(
+                            &format!("chunks[{i}].content"),
+                            "must not be empty",
+                        ));
+                    }
+                    if p.embedding.len() != dims {
+                        return Err(Error::invalid(
+                            &format!("chunks[{i}].embedding"),
+                            format!("has {} dimensions; expected {dims}", p.embedding.len()),
+                        ));
+                    }
+                    if p.embedding.iter().any(|x| !x.is_finite())
+                        || p.embedding.iter().all(|x| *x == 0.0)
+                    {
+                        return Err(Error::invalid(
+                            &format!("chunks[{i}].embedding"),
+                            "must be finite and non-zero",
+                        ));
+                    }
+                    let mut embedding = p.embedding;
+                    enclave_embed::l2_normalize(&mut embedding);
+                    chunks.push(ChunkRecord {
+                        chunk_id: enclave_core::ChunkId::new(),
+                        index: i as u32,
+                        token_count: counter.count_tokens(&p.content) as u32,
+                        content: p.content,
+                        metadata: Map::new(),
+                        parent_index: None,
+                        embedding,
+                    });
+                }
+                (chunks, Vec::new(), 0)
+            }
+        };
+        if chunks.is_empty() {
+            return Err(Error::invalid("content", "holds no text to index"));
+        }
+        let chunks_created = chunks.len() as u64;
+        let record = DocumentRecord {
+            document_id: DocumentId::new(),
+            dedupe_key: key,
+            name: doc.name,
+            doc_type: doc.doc_type,
+            origin: doc.origin,
+            external_id: doc.external_id,
+            metadata: doc.metadata,
+            content_hash: hash,
+            size_bytes: bytes as u64,
+            document_date: doc.document_date,
+            now,
+            chunks,
+            sections,
+        };
+        let (document_id, outcome) = self.store.put_document(record).await?;
+        tracing::debug!(tenant_id = %self.id, %document_id, chunks_created, "document stored");
+        Ok(AddResult {
+            document_id,
+            chunks_created,
+            tokens_embedded,
+            created_at: now,
+            outcome: match outcome {
+                PutOutcome::Created => AddOutcome::Created,
+                PutOutcome::Replaced => AddOutcome::Replaced,
+            },
+        })
+    }
+
+    /// Vector, full-text or hybrid (RRF) search over this tenant's chunks.
+    pub async fn search(&self, params: SearchParams) -> Result<SearchResults> {
+        let started = Instant::now();
+        let search = Search::parse(&params)?;
+        let depth = (search.limit as usize * 4).clamp(40, 400);
+        let vector_fut = async {
+            if !search.mode.uses_vectors() {
+                return Ok::<_, Error>(Vec::new());
+            }
+            let q = self.query_vector(&search.query).await?;
+            Ok(self
+                .store
+                .vector_candidates(&q, &search.filter, depth)
+                .await?)
+        };
+        let text_fut = async {
+            if !search.mode.uses_text() {
+                return Ok::<_, Error>(Vec::new());
+            }
+            Ok(self
+                .store
+                .text_candidates(&search.text, &search.filter, depth)
+                .await?)
+        };
+        let (vector, text) = futures::try_join!(vector_fut, text_fut)?;
+        let vscore: HashMap<i64, f64> = vector.iter().map(|c| (c.key, c.score)).collect();
+        let tscore: HashMap<i64, f64> = text.iter().map(|c| (c.key, c.score)).collect();
+        let ranked: Vec<(i64, f64)> = match search.mode {
+            SearchMode::Vector => vector.iter().map(|c| (c.key, c.score)).collect(),
+            SearchMode::Text => text.iter().map(|c| (c.key, c.score)).collect(),
+            _ => {
+                let vk: Vec<i64> = vector.iter().map(|c| c.key).collect();
+                let tk: Vec<i64> = text.iter().map(|c| c.key).collect();
+                rrf(&vk, &tk, search.alpha)
+                    .into_iter()
+                    .map(|f| (f.item, f.score))
+                    .collect()
+            }
+        };
+        let ranked: Vec<(i64, f64)> = ranked
+            .into_iter()
+            .filter(|(_, s)| search.min_score.is_none_or(|m| *s >= m))
+            .take(search.limit as usize)
+            .collect();
+        let keys: Vec<i64> = ranked.iter().map(|(k, _)| *k).collect();
+        let mut rows: HashMap<i64, _> = self
+            .store
+            .hydrate(&keys)
+            .await?
+            .into_iter()
+            .map(|r| (r.key, r))
+            .collect();
+        let mut results = Vec::with_capacity(ranked.len());
+        for (key, score) in ranked {
+            let Some(row) = rows.remove(&key) else {
+                continue;
+            };
+            let doc = row.document;
+            results.push(SearchHit {
+                chunk_id: row.chunk_id,
+                document_id: doc.document_id,
+                document_name: doc.name.clone(),
+                doc_type: doc.doc_type,
+                origin: doc.origin.clone(),
+                content: row.content,
+                score,
+                vector_score: vscore.get(&key).copied(),
+                text_score: tscore.get(&key).copied(),
+                rank: results.len() as u32 + 1,
+                metadata: doc.metadata.clone(),
+                chunk_index: row.index,
+                parent_content: row.parent_content,
+                document: search.include_documents.then_some(doc),
+            });
+        }
+        Ok(SearchResults {
+            results,
+            mode: search.mode,
+            took_ms: started.elapsed().as_secs_f64() * 1000.0,
+        })
+    }
+
+    /// `search` with each hit's document attached.
+    pub async fn search_with_documents(&self, mut params: SearchParams) -> Result<SearchResults> {
+        params.include_documents = true;
+        self.search(params).await
+    }
+
+    async fn query_vector(&self, query: &str) -> Result<Arc<Vec<f32>>> {
+        let key = (self.id.clone(), query.to_owned());
+        if let Some(cache) = &self.shared.query_cache {
+            if let Some(v) = cache.lock().get(&key) {
+                return Ok(v.clone());
+            }
+        }
+        let v = Arc::new(
+            self.shared
+                .embedder
+                .embed(vec![query.to_owned()])
+                .await?
+                .pop()
+                .ok_or_else(|| Error::Internal("embedder returned nothing".into()))?,
+        );
+        if let Some(cache) = &self.shared.query_cache {
+            cache.lock().put(key, v.clone());
+        }
+        Ok(v)
+    }
+
+    /// A page of documents, newest first, with the total matching count.
+    pub async fn list_documents(&self, params: ListParams) -> Result<DocumentList> {
+        let limit = params.limit.unwrap_or(20);
+        if !(1..=100).contains(&limit) {
+            return Err(Error::invalid("limit", "must be between 1 and 100"));
+        }
+        let after = match params.cursor.as_deref() {
+            None | Some("") => None,
+            Some(c) => Some(
+                c.strip_prefix(CURSOR_PREFIX)
+                    .and_then(|id| DocumentId::parse(id).ok())
+                    .ok_or_else(|| {
+                        Error::invalid("cursor", "is not a cursor this server issued")
+                    })?,
+            ),
+        };
+        let origins: Vec<String> = params.origin.into_iter().collect();
+        let types: Vec<String> = params.doc_type.into_iter().collect();
+        let (origins, types) = DocumentFilter::parse_lists(&origins, &types)?;
+        let filter = DocumentFilter {
+            origins,
+            types,
+            metadata: MetadataFilter::parse(params.metadata.as_ref().unwrap_or(&Value::Null))?,
+            created_after: params.created_after,
+            created_before: params.created_before,
+            ..Default::default()
+        };
+        let page = self
+            .store
+            .list_documents(&ListQuery {
+                filter,
+                limit,
+                after,
+                offset: params.offset.unwrap_or(0),
+            })
+            .await?;
+        Ok(DocumentList {
+            documents: page.documents,
+            total: page.total,
+            next_cursor: page.next_after.map(|id| format!("{CURSOR_PREFIX}{id}")),
+        })
+    }
+
+    /// One document, optionally with its chunks. Missing and foreign ids are
+    /// the same `NotFound`.
+    pub async fn get_document(&self, id: &DocumentId, include_chunks: bool) -> Result<Document> {
+        self.store
+            .get_document(*id, include_chunks)
+            .await?
+            .ok_or(Error::NotFound)
+    }
+
+    /// Renames a document and/or replaces its metadata.
+    pub async fn update_document(
+        &self,
+        id: &DocumentId,
+        patch: DocumentPatch,
+    ) -> Result<DocumentInfo> {
+        if let Some(n) = &patch.name {
+            validate_name(n, self.shared.limits.max_name_chars)?;
+        }
+        if let Some(m) = &patch.metadata {
+            validate_metadata(m, &self.shared.limits)?;
+        }
+        self.store
+            .update_document(*id, &patch, Utc::now())
+            .await?
+            .ok_or(Error::NotFound)
+    }
+
+    /// Deletes one document (its chunks, vectors and index entries with it).
+    pub async fn delete_document(&self, id: &DocumentId) -> Result<()> {
+        match self
+            .store
+            .delete_documents(std::slice::from_ref(id))
+            .await?
+        {
+            0 => Err(Error::NotFound),
+            _ => Ok(()),
+        }
+    }
+
+    /// Deletes those of `ids` that exist in this tenant; others are not counted.
+    pub async fn delete_documents(&self, ids: &[DocumentId]) -> Result<u64> {
+        if ids.len() > 1000 {
+            return Err(Error::invalid("document_ids", "at most 1000 ids per call"));
+        }
+        Ok(self.store.delete_documents(ids).await?)
+    }
+
+    pub async fn statistics(&self) -> Result<Statistics> {
+        Ok(self.store.statistics().await?)
+    }
+
+    /// Every document with its chunks and vectors, streamed in id order.
+    pub fn export(&self) -> impl Stream<Item = Result<ExportedDocument>> + Send + 'static {
+        let store = self.store.clone();
+        futures::stream::try_unfold(
+            (store, None::<DocumentId>, false),
+            |(store, after, done)| async move {
+                if done {
+                    return Ok(None);
+                }
+                let page = store.export_page(after, EXPORT_PAGE).await?;
+                let done = page.len() < EXPORT_PAGE as usize;
+                let next = page.last().map(|d| d.info.document_id);
+                Ok::<_, Error>(Some((
+                    futures::stream::iter(page.into_iter().map(Ok)),
+                    (store, next, done),
+                )))
+            },
+        )
+        .try_flatten()
+    }
+}
+
+use futures::TryStreamExt;
+
+fn validate_name(name: &str, max: usize) -> Result<()> {
+    if name.trim().is_empty() {
+        return Err(Error::invalid("name", "must not be empty"));
+    }
+    if name.chars().count() > max {
+        return Err(Error::invalid(
+            "name",
+            format!("must be at most {max} characters"),
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            "name",
+            "must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_metadata(m: &Map<String, Value>, limits: &crate::Limits) -> Result<()> {
+    fn depth(v: &Value) -> usize {
+        match v {
+            Value::Object(o) => 1 + o.values().map(depth).max().unwrap_or(0),
+            Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+    let d = m.values().map(depth).max().unwrap_or(0) + 1;
+    if d > limits.max_metadata_depth {
+        return Err(Error::invalid(
+            "metadata",
+            format!(
+                "nests {d} levels; the limit is {}",
+                limits.max_metadata_depth
+            ),
+        ));
+    }
+    let size = Value::Object(m.clone()).to_string().len();
+    if size > limits.max_metadata_bytes {
+        return Err(Error::TooLarge {
+            what: "metadata",
+            actual: size,
+            limit: limits.max_metadata_bytes,
+        });
+    }
+    Ok(())
+}
+
+/// Identifies the indexed form of a document: equal hashes mean re-adding it
+/// would produce the same chunks and vectors.
+fn content_hash(doc: &NewDocument) -> String {
+    let mut h = Sha256::new();
+    h.update(doc.doc_type.as_str());
+    h.update([0]);
+    match &doc.body {
+        DocumentBody::Text(t) => {
+            h.update(b"text\0");
+            h.update(t.as_bytes());
+            let strategy = match doc.chunking.strategy {
+                ChunkStrategy::Auto => "auto",
+                ChunkStrategy::Fixed => "fixed",
+                ChunkStrategy::Sliding => "sliding",
+                ChunkStrategy::Hierarchical => "hierarchical",
+                _ => "other",
+            };
+            h.update(format!(
+                "\0{strategy}\0{}\0{}",
+                doc.chunking.max_tokens, doc.chunking.overlap_tokens
+            ));
+        }
+        DocumentBody::Chunks(cs) => {
+            h.update(b"chunks\0");
+            for c in cs {
+                h.update((c.content.len() as u64).to_le_bytes());
+                h.update(c.content.as_bytes());
+                for x in &c.embedding {
+                    h.update(x.to_le_bytes());
+                }
+            }
+        }
+    }
+    if let Some(d) = doc.document_date {
+        h.update(d.to_rfc3339());
+    }
+    hex::encode(h.finalize())
+}
+
+#[allow(dead_code)]
+fn _assert_types(_: DocumentType) {}
