@@ -1,0 +1,64 @@
+//! Shared helpers for the library's integration tests: every behaviour test
+//! runs against each backend returned by [`backends`].
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use enclave::core::{DocumentType, NewDocument, TenantId};
+use enclave::{EmbedderConfig, Layout, Memory, MemoryConfig, StoreConfig};
+
+/// A backend under test: its name, the opened library, and what keeps its
+/// data alive.
+pub struct Backend {
+    pub name: &'static str,
+    pub memory: Memory,
+    pub _dir: tempfile::TempDir,
+}
+
+pub async fn open(layout: Layout, embedder: EmbedderConfig) -> Backend {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let memory = Memory::open(MemoryConfig::new(
+        StoreConfig::embedded(dir.path(), layout),
+        embedder,
+    ))
+    .await
+    .expect("open memory");
+    Backend {
+        name: match layout {
+            Layout::SharedFile => "embedded-shared-file",
+            Layout::FilePerTenant => "embedded-file-per-tenant",
+        },
+        memory,
+        _dir: dir,
+    }
+}
+
+/// Every backend, with the fast deterministic embedder.
+pub async fn backends() -> Vec<Backend> {
+    let mut out = Vec::new();
+    for layout in [Layout::SharedFile, Layout::FilePerTenant] {
+        out.push(open(layout, EmbedderConfig::Hash { dimensions: 384 }).await);
+    }
+    out
+}
+
+pub fn tenant(s: &str) -> TenantId {
+    TenantId::parse(s).unwrap()
+}
+
+pub fn text_doc(name: &str, content: &str) -> NewDocument {
+    NewDocument::text(name, DocumentType::Text, content)
+}
+
+/// The real model's directory, fetched by the setup step.
+pub fn model_dir() -> PathBuf {
+    let dir = std::env::var_os("ENCLAVE_MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/model"));
+    assert!(
+        dir.join("model.safetensors").exists(),
+        "the embedding model is missing from {}; run scripts/setup (the README's test command does)",
+        dir.display()
+    );
+    dir
+}
