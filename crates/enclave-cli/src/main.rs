@@ -1,1 +1,311 @@
-fn main() {}
+//! `enclave`: the command-line face of the library. Thin: parses flags into
+//! typed options, opens a `Memory`, calls one `Tenant` method, prints.
+
+mod bench;
+mod demo;
+mod files;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use enclave::core::{DocumentId, SearchMode, SearchParams, TenantId};
+use enclave::{EmbedderConfig, Layout, ListParams, Memory, MemoryConfig, StoreConfig, Tenant};
+use futures::TryStreamExt;
+use tokio::io::AsyncWriteExt;
+
+#[derive(Parser)]
+#[command(name = "enclave", version, about = "Multi-tenant memory and hybrid search for LLM applications")]
+struct Cli {
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+pub struct StoreArgs {
+    /// Data directory of the embedded store.
+    #[arg(long, global = true, env = "ENCLAVE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Directory holding all-MiniLM-L6-v2 (model.safetensors, tokenizer.json, config.json).
+    #[arg(long, global = true, env = "ENCLAVE_MODEL_DIR")]
+    model_dir: Option<PathBuf>,
+    /// Embedded layout: one shared file, or one file per tenant.
+    #[arg(long, global = true, env = "ENCLAVE_LAYOUT", value_enum, default_value = "shared")]
+    layout: LayoutArg,
+    /// Embedder: the local model, or the deterministic hashing embedder (tests only).
+    #[arg(long, global = true, env = "ENCLAVE_EMBEDDER", value_enum, default_value = "local", hide = true)]
+    embedder: EmbedderArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LayoutArg {
+    Shared,
+    PerTenant,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+enum EmbedderArg {
+    Local,
+    Hash,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ModeArg {
+    Vector,
+    Text,
+    Hybrid,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Add files to a tenant (markdown, text, HTML, code; globs allowed).
+    Ingest {
+        #[arg(long)]
+        tenant: String,
+        /// Sub-scope (user, project…) to file the documents under.
+        #[arg(long)]
+        origin: Option<String>,
+        /// Documents processed concurrently.
+        #[arg(long, default_value_t = 4)]
+        jobs: usize,
+        #[arg(required = true)]
+        paths: Vec<String>,
+    },
+    /// Search a tenant.
+    Search {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, value_enum, default_value = "hybrid")]
+        mode: ModeArg,
+        #[arg(long, default_value_t = 10)]
+        limit: u32,
+        /// Only documents with this origin (repeatable).
+        #[arg(long)]
+        origin: Vec<String>,
+        /// Metadata filter as JSON, e.g. '{"year": {"$gte": 2024}}'.
+        #[arg(long)]
+        filter: Option<String>,
+        /// Print the API's JSON shape.
+        #[arg(long)]
+        json: bool,
+        query: String,
+    },
+    /// List a tenant's documents, newest first.
+    List {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[arg(long)]
+        cursor: Option<String>,
+        #[arg(long)]
+        origin: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one document.
+    Get {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        chunks: bool,
+        id: String,
+    },
+    /// Delete documents.
+    Delete {
+        #[arg(long)]
+        tenant: String,
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Counts for a tenant.
+    Stats {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stream every document of a tenant as NDJSON (stdout or --output).
+    Export {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Ingest the bundled sample corpus into two tenants and show that each
+    /// tenant's hybrid search sees only its own documents.
+    Demo {
+        /// Directory holding one sub-directory of documents per tenant.
+        #[arg(long)]
+        corpus: Option<PathBuf>,
+    },
+    /// Measure embedding, ingestion and search; prints figures.
+    Bench(bench::BenchArgs),
+}
+
+impl StoreArgs {
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(|| {
+            directories::ProjectDirs::from("dev", "enclave", "enclave")
+                .map(|d| d.data_dir().to_owned())
+                .unwrap_or_else(|| PathBuf::from("enclave-data"))
+        })
+    }
+
+    pub fn model_dir(&self) -> PathBuf {
+        if let Some(d) = &self.model_dir {
+            return d.clone();
+        }
+        let local = PathBuf::from(".cache/model");
+        if local.join("model.safetensors").exists() {
+            return local;
+        }
+        directories::ProjectDirs::from("dev", "enclave", "enclave")
+            .map(|d| d.cache_dir().join("model"))
+            .unwrap_or(local)
+    }
+
+    pub fn embedder_config(&self) -> EmbedderConfig {
+        match self.embedder {
+            EmbedderArg::Local => EmbedderConfig::Local { model_dir: self.model_dir() },
+            EmbedderArg::Hash => EmbedderConfig::Hash { dimensions: 384 },
+        }
+    }
+
+    pub fn layout(&self) -> Layout {
+        match self.layout {
+            LayoutArg::Shared => Layout::SharedFile,
+            LayoutArg::PerTenant => Layout::FilePerTenant,
+        }
+    }
+
+    pub async fn open(&self) -> Result<Memory> {
+        let dir = self.data_dir();
+        Memory::open(MemoryConfig::new(StoreConfig::embedded(&dir, self.layout()), self.embedder_config()))
+            .await
+            .with_context(|| format!("opening the store in {}", dir.display()))
+    }
+}
+
+fn tenant_of(memory: &Memory, id: &str) -> Result<Tenant> {
+    Ok(memory.tenant(&TenantId::parse(id)?))
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("ENCLAVE_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Ingest { tenant, origin, jobs, paths } => {
+            let memory = cli.store.open().await?;
+            let t = tenant_of(&memory, &tenant)?;
+            let origin = origin.map(|o| enclave::core::Origin::parse(&o)).transpose()?;
+            files::ingest(&t, origin, &paths, jobs.max(1)).await
+        }
+        Command::Search { tenant, mode, limit, origin, filter, json, query } => {
+            let memory = cli.store.open().await?;
+            let t = tenant_of(&memory, &tenant)?;
+            let mut p = SearchParams::new(query).limit(limit).mode(match mode {
+                ModeArg::Vector => SearchMode::Vector,
+                ModeArg::Text => SearchMode::Text,
+                ModeArg::Hybrid => SearchMode::Hybrid,
+            });
+            p.origins = origin;
+            if let Some(f) = filter {
+                p.metadata = serde_json::from_str(&f).context("--filter is not JSON")?;
+            }
+            let results = t.search(p).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&results)?);
+            } else {
+                demo::print_hits(&results);
+            }
+            Ok(())
+        }
+        Command::List { tenant, limit, cursor, origin, json } => {
+            let memory = cli.store.open().await?;
+            let t = tenant_of(&memory, &tenant)?;
+            let page = t.list_documents(ListParams { limit: Some(limit), cursor, origin, ..Default::default() }).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&page)?);
+            } else {
+                for d in &page.documents {
+                    println!("{}  {:<8} {:>4} chunks  {}", d.document_id, d.doc_type, d.chunk_count, d.name);
+                }
+                println!("{} of {} documents", page.documents.len(), page.total);
+                if let Some(c) = page.next_cursor {
+                    println!("next: --cursor {c}");
+                }
+            }
+            Ok(())
+        }
+        Command::Get { tenant, chunks, id } => {
+            let memory = cli.store.open().await?;
+            let t = tenant_of(&memory, &tenant)?;
+            let doc = t.get_document(&DocumentId::parse(&id)?, chunks).await?;
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+            Ok(())
+        }
+        Command::Delete { tenant, ids } => {
+            let memory = cli.store.open().await?;
+            let t = tenant_of(&memory, &tenant)?;
+            let ids = ids.iter().map(|i| DocumentId::parse(i)).collect::<Result<Vec<_>, _>>()?;
+            let n = t.delete_documents(&ids).await?;
+            println!("{{\"deleted_count\": {n}}}");
+            Ok(())
+        }
+        Command::Stats { tenant, json } => {
+            let memory = cli.store.open().await?;
+            let s = tenant_of(&memory, &tenant)?.statistics().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                println!(
+                    "{} documents, {} chunks, {} bytes, {} tokens",
+                    s.document_count, s.chunk_count, s.total_size_bytes, s.total_tokens
+                );
+                for (ty, n) in &s.by_type {
+                    println!("  {ty}: {n}");
+                }
+            }
+            Ok(())
+        }
+        Command::Export { tenant, output } => {
+            let memory = cli.store.open().await?;
+            let t = tenant_of(&memory, &tenant)?;
+            let mut out: Box<dyn tokio::io::AsyncWrite + Unpin + Send> = match &output {
+                Some(p) => Box::new(tokio::fs::File::create(p).await.with_context(|| p.display().to_string())?),
+                None => Box::new(tokio::io::stdout()),
+            };
+            let mut stream = std::pin::pin!(t.export());
+            let mut n = 0u64;
+            while let Some(doc) = stream.try_next().await? {
+                let mut line = serde_json::to_vec(&doc)?;
+                line.push(b'\n');
+                out.write_all(&line).await?;
+                n += 1;
+            }
+            out.flush().await?;
+            if output.is_some() {
+                eprintln!("exported {n} documents");
+            }
+            Ok(())
+        }
+        Command::Demo { corpus } => demo::run(&cli.store, corpus).await,
+        Command::Bench(args) => bench::run(&cli.store, args).await,
+    }
+}

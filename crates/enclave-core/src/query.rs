@@ -75,6 +75,11 @@ impl TextQuery {
             }
         }
         dedup(&mut q.should);
+        // Function words match nearly every chunk and only add noise to the
+        // ranking; drop them unless nothing else is left.
+        if q.should.iter().any(|w| !is_stopword(w)) {
+            q.should.retain(|w| !is_stopword(w));
+        }
         q.should.truncate(MAX_TERMS);
         q.must.truncate(MAX_TERMS);
         q.must_not.truncate(MAX_TERMS);
@@ -98,6 +103,23 @@ impl TextQuery {
 fn dedup(v: &mut Vec<String>) {
     let mut seen = std::collections::HashSet::new();
     v.retain(|s| seen.insert(s.clone()));
+}
+
+/// English function words (a short list: only words that carry no topic).
+const STOPWORDS: &[&str] = &[
+    "a", "about", "after", "all", "also", "am", "an", "and", "any", "are", "as", "at", "be", "because", "been", "before",
+    "being", "between", "both", "but", "by", "can", "could", "did", "do", "does", "doing", "down", "during", "each", "few",
+    "for", "from", "further", "had", "has", "have", "having", "he", "her", "here", "hers", "him", "his", "how", "i", "if",
+    "in", "into", "is", "it", "its", "itself", "just", "me", "more", "most", "my", "myself", "no", "nor", "not", "now", "of",
+    "off", "on", "once", "only", "or", "other", "our", "ours", "out", "over", "own", "same", "she", "should", "so", "some",
+    "such", "than", "that", "the", "their", "theirs", "them", "then", "there", "these", "they", "this", "those", "through",
+    "to", "too", "under", "until", "up", "very", "was", "we", "were", "what", "when", "where", "which", "while", "who",
+    "whom", "why", "will", "with", "would", "you", "your", "yours",
+];
+
+/// Whether `w` (lower-case) is an English function word.
+pub fn is_stopword(w: &str) -> bool {
+    STOPWORDS.binary_search(&w).is_ok()
 }
 
 /// Splits text into lower-cased alphanumeric words.
@@ -152,5 +174,13 @@ mod tests {
             TextQuery::parse("Überweisung ÄRGER").should,
             ["überweisung", "ärger"]
         );
+    }
+
+    #[test]
+    fn function_words_are_dropped_unless_nothing_else_is_left() {
+        assert_eq!(TextQuery::parse("how do I get my money back?").should, ["get", "money", "back"]);
+        assert_eq!(TextQuery::parse("to be or not to be").should, ["to", "be", "or", "not"]);
+        assert_eq!(TextQuery::parse("\"the who\" tour").must, [vec!["the".to_string(), "who".to_string()]]);
+        assert!(STOPWORDS.windows(2).all(|w| w[0] < w[1]), "sorted for binary search");
     }
 }
