@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use enclave::core::{DocumentBody, DocumentType, NewDocument, ProvidedChunk, SearchMode, SearchParams, TenantId};
+use enclave::core::{
+    DocumentBody, DocumentType, NewDocument, ProvidedChunk, SearchMode, SearchParams, TenantId,
+};
 use enclave::{EmbedderConfig, Memory, MemoryConfig, StoreConfig};
 use enclave_embed::{Embedder, HashEmbedder, MiniLm, MiniLmOptions};
 use enclave_store::sqlite::{SqliteOptions, SqliteStore};
@@ -45,10 +47,15 @@ enum What {
 }
 
 pub async fn run(store: &StoreArgs, args: BenchArgs) -> Result<()> {
-    println!("machine: {} cores, {}", std::thread::available_parallelism().map_or(1, |p| p.get()), cpu_model());
+    println!(
+        "machine: {} cores, {}",
+        std::thread::available_parallelism().map_or(1, |p| p.get()),
+        cpu_model()
+    );
     if matches!(args.what, What::All | What::Embed | What::Ingest) {
         let model = Arc::new(
-            MiniLm::load(MiniLmOptions::new(store.model_dir())).context("loading the model (run scripts/setup)")?,
+            MiniLm::load(MiniLmOptions::new(store.model_dir()))
+                .context("loading the model (run scripts/setup)")?,
         );
         if matches!(args.what, What::All | What::Embed) {
             bench_embed(&model, args.sentences)?;
@@ -66,7 +73,11 @@ pub async fn run(store: &StoreArgs, args: BenchArgs) -> Result<()> {
 fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
         .unwrap_or_else(|| "unknown CPU".into())
 }
 
@@ -80,14 +91,61 @@ fn cpu_seconds() -> f64 {
 }
 
 const WORDS: &[&str] = &[
-    "the", "quarterly", "revenue", "report", "shows", "growth", "across", "regions", "while", "costs", "stayed", "flat",
-    "customers", "asked", "about", "refunds", "shipping", "delays", "and", "pricing", "engineers", "deployed", "a", "new",
-    "search", "service", "that", "indexes", "documents", "for", "every", "tenant", "in", "real", "time", "with", "strict",
-    "isolation", "between", "accounts", "support", "team", "answered", "tickets", "within", "two", "business", "days",
+    "the",
+    "quarterly",
+    "revenue",
+    "report",
+    "shows",
+    "growth",
+    "across",
+    "regions",
+    "while",
+    "costs",
+    "stayed",
+    "flat",
+    "customers",
+    "asked",
+    "about",
+    "refunds",
+    "shipping",
+    "delays",
+    "and",
+    "pricing",
+    "engineers",
+    "deployed",
+    "a",
+    "new",
+    "search",
+    "service",
+    "that",
+    "indexes",
+    "documents",
+    "for",
+    "every",
+    "tenant",
+    "in",
+    "real",
+    "time",
+    "with",
+    "strict",
+    "isolation",
+    "between",
+    "accounts",
+    "support",
+    "team",
+    "answered",
+    "tickets",
+    "within",
+    "two",
+    "business",
+    "days",
 ];
 
 fn sentence(rng: &mut StdRng, words: usize) -> String {
-    (0..words).map(|_| WORDS[rng.random_range(0..WORDS.len())]).collect::<Vec<_>>().join(" ")
+    (0..words)
+        .map(|_| WORDS[rng.random_range(0..WORDS.len())])
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn bench_embed(model: &MiniLm, n: usize) -> Result<()> {
@@ -95,7 +153,10 @@ fn bench_embed(model: &MiniLm, n: usize) -> Result<()> {
     // ~43 words of this vocabulary make ~45 model tokens with [CLS]/[SEP].
     let texts: Vec<String> = (0..n).map(|_| sentence(&mut rng, 43)).collect();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let tokens: usize = refs.iter().map(|t| enclave::core::TokenCounter::count_tokens(&*model.tokens(), t) + 2).sum();
+    let tokens: usize = refs
+        .iter()
+        .map(|t| enclave::core::TokenCounter::count_tokens(&*model.tokens(), t) + 2)
+        .sum();
     model.embed_sync(&refs[..32.min(n)])?; // warm-up
     let (t0, c0) = (Instant::now(), cpu_seconds());
     model.embed_sync(&refs)?;
@@ -120,12 +181,19 @@ async fn bench_ingest_model(model: Arc<MiniLm>) -> Result<()> {
     let t = memory.tenant(&TenantId::parse("bench")?);
     let mut rng = StdRng::seed_from_u64(7);
     let docs: Vec<String> = (0..40)
-        .map(|_| (0..12).map(|_| sentence(&mut rng, 40) + ".").collect::<Vec<_>>().join("\n\n"))
+        .map(|_| {
+            (0..12)
+                .map(|_| sentence(&mut rng, 40) + ".")
+                .collect::<Vec<_>>()
+                .join("\n\n")
+        })
         .collect();
     let t0 = Instant::now();
     let (mut chunks, mut tokens) = (0, 0);
     for (i, d) in docs.into_iter().enumerate() {
-        let r = t.add_document(NewDocument::text(format!("doc-{i}"), DocumentType::Text, d)).await?;
+        let r = t
+            .add_document(NewDocument::text(format!("doc-{i}"), DocumentType::Text, d))
+            .await?;
         chunks += r.chunks_created;
         tokens += r.tokens_embedded;
     }
@@ -153,10 +221,21 @@ async fn bench_corpus(args: &BenchArgs) -> Result<()> {
     const DIMS: usize = 384;
     const PER_DOC: usize = 10;
     let dir = tempfile::tempdir()?;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(SqliteOptions::new(dir.path(), enclave::Layout::SharedFile, DIMS))?);
-    let memory = Memory::from_parts(store.clone(), Arc::new(HashEmbedder::new(DIMS)), Default::default(), 0);
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(SqliteOptions::new(
+        dir.path(),
+        enclave::Layout::SharedFile,
+        DIMS,
+    ))?);
+    let memory = Memory::from_parts(
+        store.clone(),
+        Arc::new(HashEmbedder::new(DIMS)),
+        Default::default(),
+        0,
+    );
     let h: f64 = (1..=args.tenants).map(|r| 1.0 / r as f64).sum();
-    let sizes: Vec<usize> = (1..=args.tenants).map(|r| ((args.chunks as f64 / (r as f64 * h)).round() as usize).max(PER_DOC)).collect();
+    let sizes: Vec<usize> = (1..=args.tenants)
+        .map(|r| ((args.chunks as f64 / (r as f64 * h)).round() as usize).max(PER_DOC))
+        .collect();
     let mut rng = StdRng::seed_from_u64(1);
     // Vectors cluster around a few centres per tenant, like real topics do.
     let mut vectors: HashMap<usize, Vec<Vec<f32>>> = HashMap::new();
@@ -175,7 +254,10 @@ async fn bench_corpus(args: &BenchArgs) -> Result<()> {
                     let mut v: Vec<f32> = c.iter().zip(&noise).map(|(a, b)| a + 0.6 * b).collect();
                     enclave_embed::l2_normalize(&mut v);
                     mine.push(v.clone());
-                    ProvidedChunk { content: sentence(&mut rng, 30), embedding: v }
+                    ProvidedChunk {
+                        content: sentence(&mut rng, 30),
+                        embedding: v,
+                    }
                 })
                 .collect();
             let mut doc = NewDocument::text(format!("doc-{d}"), DocumentType::Text, "");
@@ -196,10 +278,20 @@ async fn bench_corpus(args: &BenchArgs) -> Result<()> {
     if args.what == What::Ingest {
         return Ok(());
     }
-    let buckets: [(&str, usize, usize); 4] = [("<=100", 0, 100), ("101-1k", 101, 1000), ("1k-10k", 1001, 10_000), (">10k", 10_001, usize::MAX)];
-    println!("{:<8} {:>7} {:>10} {:>10} {:>10} {:>11} {:>11}", "bucket", "tenants", "chunks", "p50 ms", "p99 ms", "recall@10", "hybrid p50");
+    let buckets: [(&str, usize, usize); 4] = [
+        ("<=100", 0, 100),
+        ("101-1k", 101, 1000),
+        ("1k-10k", 1001, 10_000),
+        (">10k", 10_001, usize::MAX),
+    ];
+    println!(
+        "{:<8} {:>7} {:>10} {:>10} {:>10} {:>11} {:>11}",
+        "bucket", "tenants", "chunks", "p50 ms", "p99 ms", "recall@10", "hybrid p50"
+    );
     for (name, lo, hi) in buckets {
-        let members: Vec<usize> = (0..sizes.len()).filter(|&i| sizes[i] >= lo && sizes[i] <= hi).collect();
+        let members: Vec<usize> = (0..sizes.len())
+            .filter(|&i| sizes[i] >= lo && sizes[i] <= hi)
+            .collect();
         if members.is_empty() {
             continue;
         }
@@ -215,19 +307,36 @@ async fn bench_corpus(args: &BenchArgs) -> Result<()> {
             let mut query: Vec<f32> = base.iter().zip(&noise).map(|(a, b)| a + 0.3 * b).collect();
             enclave_embed::l2_normalize(&mut query);
             // Exact answer by a plain loop over the tenant's own vectors.
-            let mut exact: Vec<(usize, f32)> = mine.iter().enumerate().map(|(i, v)| (i, v.iter().zip(&query).map(|(a, b)| a * b).sum())).collect();
+            let mut exact: Vec<(usize, f32)> = mine
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (i, v.iter().zip(&query).map(|(a, b)| a * b).sum()))
+                .collect();
             exact.sort_by(|a, b| b.1.total_cmp(&a.1));
             let want: Vec<f32> = exact.iter().take(10).map(|e| e.1).collect();
             let handle = store.tenant(&id);
             let t = Instant::now();
-            let got = handle.vector_candidates(&query, &Default::default(), 10).await?;
+            let got = handle
+                .vector_candidates(&query, &Default::default(), 10)
+                .await?;
             lat.push(t.elapsed().as_secs_f64() * 1000.0);
             // Compare by score: equal vectors may have different keys.
             let threshold = want.last().copied().unwrap_or(f32::MIN) - 1e-5;
-            let hits = got.iter().filter(|c| c.score as f32 >= threshold).count().min(want.len());
+            let hits = got
+                .iter()
+                .filter(|c| c.score as f32 >= threshold)
+                .count()
+                .min(want.len());
             recall_sum += hits as f64 / want.len() as f64;
             let t = Instant::now();
-            memory.tenant(&id).search(SearchParams::new(sentence(&mut rng, 4)).mode(SearchMode::Hybrid).limit(10)).await?;
+            memory
+                .tenant(&id)
+                .search(
+                    SearchParams::new(sentence(&mut rng, 4))
+                        .mode(SearchMode::Hybrid)
+                        .limit(10),
+                )
+                .await?;
             hybrid.push(t.elapsed().as_secs_f64() * 1000.0);
         }
         lat.sort_by(f64::total_cmp);

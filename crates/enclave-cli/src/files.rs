@@ -17,8 +17,9 @@ pub fn type_of(path: &Path) -> Option<DocumentType> {
         "html" | "htm" | "xhtml" => DocumentType::Html,
         "eml" => DocumentType::Email,
         "json" | "jsonl" | "ndjson" => DocumentType::Json,
-        "rs" | "py" | "js" | "ts" | "tsx" | "jsx" | "go" | "java" | "kt" | "c" | "h" | "cc" | "cpp" | "hpp" | "rb" | "php"
-        | "cs" | "swift" | "scala" | "sh" | "bash" | "sql" | "toml" | "yaml" | "yml" | "css" | "scss" => DocumentType::Code,
+        "rs" | "py" | "js" | "ts" | "tsx" | "jsx" | "go" | "java" | "kt" | "c" | "h" | "cc"
+        | "cpp" | "hpp" | "rb" | "php" | "cs" | "swift" | "scala" | "sh" | "bash" | "sql"
+        | "toml" | "yaml" | "yml" | "css" | "scss" => DocumentType::Code,
         _ => return None,
     })
 }
@@ -31,7 +32,9 @@ pub fn expand(args: &[String]) -> Result<Vec<PathBuf>> {
         if p.is_dir() {
             let mut stack = vec![p];
             while let Some(d) = stack.pop() {
-                let mut entries: Vec<PathBuf> = std::fs::read_dir(&d)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+                let mut entries: Vec<PathBuf> = std::fs::read_dir(&d)?
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .collect();
                 entries.sort();
                 for e in entries {
                     if e.is_dir() {
@@ -44,7 +47,11 @@ pub fn expand(args: &[String]) -> Result<Vec<PathBuf>> {
         } else if p.is_file() {
             out.push(p);
         } else {
-            let matches: Vec<PathBuf> = glob::glob(a).with_context(|| format!("bad pattern {a}"))?.filter_map(Result::ok).filter(|p| p.is_file()).collect();
+            let matches: Vec<PathBuf> = glob::glob(a)
+                .with_context(|| format!("bad pattern {a}"))?
+                .filter_map(Result::ok)
+                .filter(|p| p.is_file())
+                .collect();
             if matches.is_empty() {
                 bail!("{a}: no such file, and no file matches it as a pattern");
             }
@@ -59,17 +66,25 @@ pub fn read_document(path: &Path) -> Result<NewDocument> {
     let ty = type_of(path).unwrap_or(DocumentType::Text);
     let bytes = std::fs::read(path).with_context(|| path.display().to_string())?;
     let content = if ty == DocumentType::Html {
-        html2text::from_read(&bytes[..], 100).with_context(|| format!("{}: not readable HTML", path.display()))?
+        html2text::from_read(&bytes[..], 100)
+            .with_context(|| format!("{}: not readable HTML", path.display()))?
     } else {
         String::from_utf8(bytes).with_context(|| format!("{}: not UTF-8 text", path.display()))?
     };
     Ok(NewDocument::text(path.display().to_string(), ty, content))
 }
 
-pub async fn ingest(t: &Tenant, origin: Option<Origin>, args: &[String], jobs: usize) -> Result<()> {
+pub async fn ingest(
+    t: &Tenant,
+    origin: Option<Origin>,
+    args: &[String],
+    jobs: usize,
+) -> Result<()> {
     let paths = expand(args)?;
     let bar = ProgressBar::new(paths.len() as u64);
-    bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}").expect("static template"));
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}").expect("static template"),
+    );
     let mut chunks = 0u64;
     let mut failures = 0usize;
     let mut stream = futures::stream::iter(paths.into_iter().map(|p| {
@@ -111,14 +126,26 @@ mod tests {
 
     #[test]
     fn types_follow_extensions_and_html_becomes_text() {
-        assert_eq!(type_of(Path::new("a/README.md")), Some(DocumentType::Markdown));
+        assert_eq!(
+            type_of(Path::new("a/README.md")),
+            Some(DocumentType::Markdown)
+        );
         assert_eq!(type_of(Path::new("x.RS")), Some(DocumentType::Code));
         assert_eq!(type_of(Path::new("x.bin")), None);
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("page.html");
-        std::fs::write(&p, "<html><body><h1>Title</h1><p>Hello <b>world</b></p><script>x()</script></body></html>").unwrap();
+        std::fs::write(
+            &p,
+            "<html><body><h1>Title</h1><p>Hello <b>world</b></p><script>x()</script></body></html>",
+        )
+        .unwrap();
         let doc = read_document(&p).unwrap();
-        let enclave::core::DocumentBody::Text(t) = doc.body else { panic!() };
-        assert!(t.contains("Title") && t.contains("Hello") && !t.contains("<p>"), "{t}");
+        let enclave::core::DocumentBody::Text(t) = doc.body else {
+            panic!()
+        };
+        assert!(
+            t.contains("Title") && t.contains("Hello") && !t.contains("<p>"),
+            "{t}"
+        );
     }
 }

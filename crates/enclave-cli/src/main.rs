@@ -15,7 +15,11 @@ use futures::TryStreamExt;
 use tokio::io::AsyncWriteExt;
 
 #[derive(Parser)]
-#[command(name = "enclave", version, about = "Multi-tenant memory and hybrid search for LLM applications")]
+#[command(
+    name = "enclave",
+    version,
+    about = "Multi-tenant memory and hybrid search for LLM applications"
+)]
 struct Cli {
     #[command(flatten)]
     store: StoreArgs,
@@ -32,10 +36,23 @@ pub struct StoreArgs {
     #[arg(long, global = true, env = "ENCLAVE_MODEL_DIR")]
     model_dir: Option<PathBuf>,
     /// Embedded layout: one shared file, or one file per tenant.
-    #[arg(long, global = true, env = "ENCLAVE_LAYOUT", value_enum, default_value = "shared")]
+    #[arg(
+        long,
+        global = true,
+        env = "ENCLAVE_LAYOUT",
+        value_enum,
+        default_value = "shared"
+    )]
     layout: LayoutArg,
     /// Embedder: the local model, or the deterministic hashing embedder (tests only).
-    #[arg(long, global = true, env = "ENCLAVE_EMBEDDER", value_enum, default_value = "local", hide = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "ENCLAVE_EMBEDDER",
+        value_enum,
+        default_value = "local",
+        hide = true
+    )]
     embedder: EmbedderArg,
 }
 
@@ -169,7 +186,9 @@ impl StoreArgs {
 
     pub fn embedder_config(&self) -> EmbedderConfig {
         match self.embedder {
-            EmbedderArg::Local => EmbedderConfig::Local { model_dir: self.model_dir() },
+            EmbedderArg::Local => EmbedderConfig::Local {
+                model_dir: self.model_dir(),
+            },
             EmbedderArg::Hash => EmbedderConfig::Hash { dimensions: 384 },
         }
     }
@@ -183,9 +202,12 @@ impl StoreArgs {
 
     pub async fn open(&self) -> Result<Memory> {
         let dir = self.data_dir();
-        Memory::open(MemoryConfig::new(StoreConfig::embedded(&dir, self.layout()), self.embedder_config()))
-            .await
-            .with_context(|| format!("opening the store in {}", dir.display()))
+        Memory::open(MemoryConfig::new(
+            StoreConfig::embedded(&dir, self.layout()),
+            self.embedder_config(),
+        ))
+        .await
+        .with_context(|| format!("opening the store in {}", dir.display()))
     }
 }
 
@@ -196,7 +218,10 @@ fn tenant_of(memory: &Memory, id: &str) -> Result<Tenant> {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("ENCLAVE_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ENCLAVE_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     match run(Cli::parse()).await {
@@ -210,13 +235,28 @@ async fn main() -> std::process::ExitCode {
 
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Ingest { tenant, origin, jobs, paths } => {
+        Command::Ingest {
+            tenant,
+            origin,
+            jobs,
+            paths,
+        } => {
             let memory = cli.store.open().await?;
             let t = tenant_of(&memory, &tenant)?;
-            let origin = origin.map(|o| enclave::core::Origin::parse(&o)).transpose()?;
+            let origin = origin
+                .map(|o| enclave::core::Origin::parse(&o))
+                .transpose()?;
             files::ingest(&t, origin, &paths, jobs.max(1)).await
         }
-        Command::Search { tenant, mode, limit, origin, filter, json, query } => {
+        Command::Search {
+            tenant,
+            mode,
+            limit,
+            origin,
+            filter,
+            json,
+            query,
+        } => {
             let memory = cli.store.open().await?;
             let t = tenant_of(&memory, &tenant)?;
             let mut p = SearchParams::new(query).limit(limit).mode(match mode {
@@ -236,15 +276,31 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::List { tenant, limit, cursor, origin, json } => {
+        Command::List {
+            tenant,
+            limit,
+            cursor,
+            origin,
+            json,
+        } => {
             let memory = cli.store.open().await?;
             let t = tenant_of(&memory, &tenant)?;
-            let page = t.list_documents(ListParams { limit: Some(limit), cursor, origin, ..Default::default() }).await?;
+            let page = t
+                .list_documents(ListParams {
+                    limit: Some(limit),
+                    cursor,
+                    origin,
+                    ..Default::default()
+                })
+                .await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&page)?);
             } else {
                 for d in &page.documents {
-                    println!("{}  {:<8} {:>4} chunks  {}", d.document_id, d.doc_type, d.chunk_count, d.name);
+                    println!(
+                        "{}  {:<8} {:>4} chunks  {}",
+                        d.document_id, d.doc_type, d.chunk_count, d.name
+                    );
                 }
                 println!("{} of {} documents", page.documents.len(), page.total);
                 if let Some(c) = page.next_cursor {
@@ -263,7 +319,10 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Delete { tenant, ids } => {
             let memory = cli.store.open().await?;
             let t = tenant_of(&memory, &tenant)?;
-            let ids = ids.iter().map(|i| DocumentId::parse(i)).collect::<Result<Vec<_>, _>>()?;
+            let ids = ids
+                .iter()
+                .map(|i| DocumentId::parse(i))
+                .collect::<Result<Vec<_>, _>>()?;
             let n = t.delete_documents(&ids).await?;
             println!("{{\"deleted_count\": {n}}}");
             Ok(())
@@ -288,7 +347,11 @@ async fn run(cli: Cli) -> Result<()> {
             let memory = cli.store.open().await?;
             let t = tenant_of(&memory, &tenant)?;
             let mut out: Box<dyn tokio::io::AsyncWrite + Unpin + Send> = match &output {
-                Some(p) => Box::new(tokio::fs::File::create(p).await.with_context(|| p.display().to_string())?),
+                Some(p) => Box::new(
+                    tokio::fs::File::create(p)
+                        .await
+                        .with_context(|| p.display().to_string())?,
+                ),
                 None => Box::new(tokio::io::stdout()),
             };
             let mut stream = std::pin::pin!(t.export());

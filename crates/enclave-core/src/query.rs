@@ -107,13 +107,15 @@ fn dedup(v: &mut Vec<String>) {
 
 /// English function words (a short list: only words that carry no topic).
 const STOPWORDS: &[&str] = &[
-    "a", "about", "after", "all", "also", "am", "an", "and", "any", "are", "as", "at", "be", "because", "been", "before",
-    "being", "between", "both", "but", "by", "can", "could", "did", "do", "does", "doing", "down", "during", "each", "few",
-    "for", "from", "further", "had", "has", "have", "having", "he", "her", "here", "hers", "him", "his", "how", "i", "if",
-    "in", "into", "is", "it", "its", "itself", "just", "me", "more", "most", "my", "myself", "no", "nor", "not", "now", "of",
-    "off", "on", "once", "only", "or", "other", "our", "ours", "out", "over", "own", "same", "she", "should", "so", "some",
-    "such", "than", "that", "the", "their", "theirs", "them", "then", "there", "these", "they", "this", "those", "through",
-    "to", "too", "under", "until", "up", "very", "was", "we", "were", "what", "when", "where", "which", "while", "who",
+    "a", "about", "after", "all", "also", "am", "an", "and", "any", "are", "as", "at", "be",
+    "because", "been", "before", "being", "between", "both", "but", "by", "can", "could", "did",
+    "do", "does", "doing", "down", "during", "each", "few", "for", "from", "further", "had", "has",
+    "have", "having", "he", "her", "here", "hers", "him", "his", "how", "i", "if", "in", "into",
+    "is", "it", "its", "itself", "just", "me", "more", "most", "my", "myself", "no", "nor", "not",
+    "now", "of", "off", "on", "once", "only", "or", "other", "our", "ours", "out", "over", "own",
+    "same", "she", "should", "so", "some", "such", "than", "that", "the", "their", "theirs",
+    "them", "then", "there", "these", "they", "this", "those", "through", "to", "too", "under",
+    "until", "up", "very", "was", "we", "were", "what", "when", "where", "which", "while", "who",
     "whom", "why", "will", "with", "would", "you", "your", "yours",
 ];
 
@@ -178,9 +180,21 @@ mod tests {
 
     #[test]
     fn function_words_are_dropped_unless_nothing_else_is_left() {
-        assert_eq!(TextQuery::parse("how do I get my money back?").should, ["get", "money", "back"]);
-        assert_eq!(TextQuery::parse("to be or not to be").should, ["to", "be", "or", "not"]);
-        assert_eq!(TextQuery::parse("\"the who\" tour").must, [vec!["the".to_string(), "who".to_string()]]);
-        assert!(STOPWORDS.windows(2).all(|w| w[0] < w[1]), "sorted for binary search");
+        assert_eq!(
+            TextQuery::parse("how do I get my money back?").should,
+            ["get", "money", "back"]
+        );
+        assert_eq!(
+            TextQuery::parse("to be or not to be").should,
+            ["to", "be", "or", "not"]
+        );
+        assert_eq!(
+            TextQuery::parse("\"the who\" tour").must,
+            [vec!["the".to_string(), "who".to_string()]]
+        );
+        assert!(
+            STOPWORDS.windows(2).all(|w| w[0] < w[1]),
+            "sorted for binary search"
+        );
     }
 }

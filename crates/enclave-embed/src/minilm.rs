@@ -200,6 +200,17 @@ impl MiniLm {
         Ok(rows)
     }
 
+    /// The model input for `text`: token ids with `[CLS]`/`[SEP]`, truncated
+    /// to the model's input size.
+    pub fn input_ids(&self, text: &str) -> Result<Vec<u32>, EmbedError> {
+        let enc = self
+            .inner
+            .tokenizer
+            .encode(text, true)
+            .map_err(|e| EmbedError::Input(e.to_string()))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
     pub fn tokens(&self) -> Arc<MiniLmTokens> {
         self.inner.counter.clone()
     }

@@ -20,11 +20,14 @@ pub struct Memory {
     pub(crate) inner: Arc<Shared>,
 }
 
+/// Query embeddings, keyed by tenant and query text.
+pub(crate) type QueryCache = Mutex<LruCache<(TenantId, String), Arc<Vec<f32>>>>;
+
 pub(crate) struct Shared {
     pub store: Arc<dyn Store>,
     pub embedder: Arc<dyn Embedder>,
     pub limits: Limits,
-    pub query_cache: Option<Mutex<LruCache<(TenantId, String), Arc<Vec<f32>>>>>,
+    pub query_cache: Option<QueryCache>,
 }
 
 impl Memory {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use enclave_core::chunk::{chunk_text, ChunkStrategy};
+use enclave_core::chunk::{chunk_text, ChunkDraft, ChunkStrategy};
 use enclave_core::fusion::rrf;
 use enclave_core::{
     Document, DocumentBody, DocumentFilter, DocumentId, DocumentInfo, DocumentPatch, DocumentType,
@@ -152,19 +152,10 @@ impl Tenant {
                 let doc_type = doc.doc_type;
                 let (pieces, sections) = tokio::task::spawn_blocking(move || {
                     let c = chunk_text(&text, doc_type, &opts, &*counter);
-                    let pieces: Vec<(String, u32, Option<String>, Option<u32>, usize, usize)> = c
+                    let pieces: Vec<(String, ChunkDraft)> = c
                         .chunks
                         .iter()
-                        .map(|d| {
-                            (
-                                text[d.start..d.end].to_owned(),
-                                d.token_count,
-                                d.section.clone(),
-                                d.parent,
-                                d.start,
-                                d.end,
-                            )
-                        })
+                        .map(|d| (text[d.start..d.end].to_owned(), d.clone()))
                         .collect();
                     let sections: Vec<SectionRecord> = c
                         .sections
@@ -193,30 +184,28 @@ impl Tenant {
                 let vectors = embedder
                     .embed(pieces.iter().map(|p| p.0.clone()).collect())
                     .await?;
-                let tokens: u64 = pieces.iter().map(|p| p.1 as u64).sum();
+                let tokens: u64 = pieces.iter().map(|p| p.1.token_count as u64).sum();
                 let chunks = pieces
                     .into_iter()
                     .zip(vectors)
                     .enumerate()
-                    .map(
-                        |(i, ((content, token_count, section, parent, start, end), embedding))| {
-                            let mut metadata = Map::new();
-                            if let Some(s) = section {
-                                metadata.insert("section".into(), Value::String(s));
-                            }
-                            metadata.insert("start".into(), start.into());
-                            metadata.insert("end".into(), end.into());
-                            ChunkRecord {
-                                chunk_id: enclave_core::ChunkId::new(),
-                                index: i as u32,
-                                content,
-                                token_count,
-                                metadata,
-                                parent_index: parent,
-                                embedding,
-                            }
-                        },
-                    )
+                    .map(|(i, ((content, draft), embedding))| {
+                        let mut metadata = Map::new();
+                        if let Some(s) = draft.section {
+                            metadata.insert("section".into(), Value::String(s));
+                        }
+                        metadata.insert("start".into(), draft.start.into());
+                        metadata.insert("end".into(), draft.end.into());
+                        ChunkRecord {
+                            chunk_id: enclave_core::ChunkId::new(),
+                            index: i as u32,
+                            content,
+                            token_count: draft.token_count,
+                            metadata,
+                            parent_index: draft.parent,
+                            embedding,
+                        }
+                    })
                     .collect::<Vec<_>>();
                 (chunks, sections, tokens)
             }

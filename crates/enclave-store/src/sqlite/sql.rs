@@ -131,7 +131,7 @@ fn condition(c: &Condition, sql: &mut String, params: &mut Vec<SqlValue>) {
             });
             params.push(SqlValue::Text(path));
         }
-        _ => sql.push_str("0"),
+        _ => sql.push('0'),
     }
 }
 
@@ -190,8 +190,8 @@ mod tests {
             r#"("net margin" AND ("revenue" OR "growth" OR "net margin")) NOT "draft""#
         );
         assert_eq!(
-            fts_query(&TextQuery::parse("and OR near")).unwrap(),
-            r#"("and" OR "near")"#
+            fts_query(&TextQuery::parse("NEAR OR column:x")).unwrap(),
+            r#"("near" OR "column" OR "x")"#
         );
         assert!(fts_query(&TextQuery::parse("-only")).is_none());
     }

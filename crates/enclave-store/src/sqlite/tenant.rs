@@ -120,7 +120,7 @@ fn encode_vector(v: &[f32]) -> Vec<u8> {
 }
 
 fn decode_vector(blob: &[u8], out: &mut Vec<f32>) -> StoreResult<()> {
-    if blob.len() % 4 != 0 {
+    if !blob.len().is_multiple_of(4) {
         return Err(StoreError::Internal("corrupt vector blob".into()));
     }
     out.clear();

@@ -1,0 +1,163 @@
+//! A process killed (SIGKILL) while ingesting leaves every completed document
+//! whole and no partial one: the document, its chunks, vectors and full-text
+//! rows commit together.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use enclave::core::{SearchMode, SearchParams, TenantId};
+use enclave::{EmbedderConfig, Layout, ListParams, Memory, MemoryConfig, StoreConfig};
+
+const DOCS: usize = 1500;
+
+fn write_corpus(dir: &Path) {
+    for d in 0..DOCS {
+        // ~40 paragraphs of ~60 words: dozens of chunks per document, so a
+        // kill is likely to land inside a write.
+        let body: String = (0..40)
+            .map(|p| {
+                format!(
+                    "marker{d:04} paragraph {p} {}\n\n",
+                    "lorem ipsum dolor sit amet consectetur ".repeat(10)
+                )
+            })
+            .collect();
+        std::fs::write(dir.join(format!("doc{d:04}.txt")), body).unwrap();
+    }
+}
+
+fn count_documents(data: &Path, layout: &str) -> u64 {
+    let out = Command::new(env!("CARGO_BIN_EXE_enclave"))
+        .args(["--embedder", "hash", "--layout", layout, "--data-dir"])
+        .arg(data)
+        .args(["stats", "--tenant", "crash", "--json"])
+        .output()
+        .unwrap();
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .map(|v| v["document_count"].as_u64().unwrap_or(0))
+        .unwrap_or(0)
+}
+
+async fn check(data: &Path, layout: Layout, layout_arg: &str) {
+    let corpus = tempfile::tempdir().unwrap();
+    write_corpus(corpus.path());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_enclave"))
+        .args(["--embedder", "hash", "--layout", layout_arg, "--data-dir"])
+        .arg(data)
+        .args(["ingest", "--tenant", "crash", "--jobs", "4"])
+        .arg(corpus.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Let it commit some documents, then kill it mid-stream.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while count_documents(data, layout_arg) < 10 {
+        assert!(Instant::now() < deadline, "ingest made no progress");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "ingest finished before it could be killed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    let memory = Memory::open(MemoryConfig::new(
+        StoreConfig::embedded(data, layout),
+        EmbedderConfig::Hash { dimensions: 384 },
+    ))
+    .await
+    .unwrap();
+    let t = memory.tenant(&TenantId::parse("crash").unwrap());
+    let stats = t.statistics().await.unwrap();
+    assert!(
+        stats.document_count >= 10 && (stats.document_count as usize) < DOCS,
+        "killed mid-ingest: {stats:?}"
+    );
+    let mut total_chunks = 0;
+    let mut cursor = None;
+    loop {
+        let page = t
+            .list_documents(ListParams {
+                limit: Some(100),
+                cursor,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        for info in &page.documents {
+            let doc = t.get_document(&info.document_id, true).await.unwrap();
+            let chunks = doc.chunks.unwrap();
+            assert!(info.chunk_count > 10);
+            assert_eq!(
+                chunks.len() as u64,
+                info.chunk_count,
+                "{}: every chunk of a committed document is there",
+                info.name
+            );
+            let marker = chunks[0]
+                .content
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .to_owned();
+            let hits = t
+                .search(
+                    SearchParams::new(marker.clone())
+                        .mode(SearchMode::Text)
+                        .limit(100),
+                )
+                .await
+                .unwrap();
+            assert_eq!(
+                hits.results.len() as u64,
+                info.chunk_count,
+                "{marker}: every chunk is in the text index"
+            );
+            assert!(hits
+                .results
+                .iter()
+                .all(|h| h.document_id == info.document_id));
+            total_chunks += chunks.len() as u64;
+        }
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(total_chunks, stats.chunk_count);
+    // No orphans anywhere: chunks, vectors and text rows all belong to a committed document.
+    let file = match layout {
+        Layout::SharedFile => data.join("enclave.sqlite"),
+        _ => enclave_store::sqlite::SqliteStore::tenant_file(
+            data,
+            &TenantId::parse("crash").unwrap(),
+        ),
+    };
+    let conn = rusqlite::Connection::open(file).unwrap();
+    let ok: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(ok, "ok");
+    let q = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
+    assert_eq!(q("SELECT COUNT(*) FROM chunks WHERE document_id NOT IN (SELECT document_id FROM documents)"), 0);
+    assert_eq!(q("SELECT COUNT(*) FROM vectors"), stats.chunk_count as i64);
+    assert_eq!(
+        q("SELECT COUNT(*) FROM chunks WHERE kind = 0"),
+        stats.chunk_count as i64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_during_ingest_leaves_only_whole_documents_shared_file() {
+    let data = tempfile::tempdir().unwrap();
+    check(data.path(), Layout::SharedFile, "shared").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_during_ingest_leaves_only_whole_documents_file_per_tenant() {
+    let data = tempfile::tempdir().unwrap();
+    check(data.path(), Layout::FilePerTenant, "per-tenant").await;
+}

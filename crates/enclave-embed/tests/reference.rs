@@ -1,0 +1,78 @@
+//! The candle MiniLM agrees with an independent reference: golden vectors from
+//! a float64 numpy forward pass over the same weights (tools/reference_embed.py).
+
+use std::path::PathBuf;
+
+use enclave_embed::{MiniLm, MiniLmOptions};
+use serde_json::Value;
+
+fn model_dir() -> PathBuf {
+    let dir = std::env::var_os("ENCLAVE_MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/model"));
+    assert!(
+        dir.join("model.safetensors").exists(),
+        "model missing in {}; run scripts/setup",
+        dir.display()
+    );
+    dir
+}
+
+fn cosine_distance(a: &[f32], b: &[f64]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * y).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| x.powi(2)).sum::<f64>().sqrt();
+    1.0 - dot / (na * nb)
+}
+
+#[test]
+fn embeddings_match_the_numpy_reference_within_1e_4_cosine_distance() {
+    let golden: Value = serde_json::from_str(include_str!("fixtures/minilm_golden.json")).unwrap();
+    let cases = golden["cases"].as_array().unwrap();
+    let model = MiniLm::load(MiniLmOptions::new(model_dir())).unwrap();
+    let texts: Vec<&str> = cases.iter().map(|c| c["text"].as_str().unwrap()).collect();
+    // One call: different lengths share padded batches.
+    let batched = model.embed_sync(&texts).unwrap();
+    let mut worst: f64 = 0.0;
+    for (case, got) in cases.iter().zip(&batched) {
+        let text = case["text"].as_str().unwrap();
+        let ids: Vec<u32> = case["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(
+            model.input_ids(text).unwrap(),
+            ids,
+            "tokenization of {text:?}"
+        );
+        let want: Vec<f64> = case["vector"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(got.len(), 384);
+        let norm: f32 = got.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-5, "unit length");
+        let d = cosine_distance(got, &want);
+        worst = worst.max(d);
+        assert!(d <= 1e-4, "{text:?}: cosine distance {d:e}");
+        // Alone (no padding) gives the same vector as in a padded batch.
+        let alone = model.embed_sync(&[text]).unwrap().remove(0);
+        assert!(cosine_distance(&alone, &got.iter().map(|x| *x as f64).collect::<Vec<_>>()) < 1e-6);
+    }
+    eprintln!("worst cosine distance to the reference: {worst:e}");
+}
+
+#[test]
+fn token_counter_spans_cover_the_text_without_special_tokens() {
+    let model = MiniLm::load(MiniLmOptions::new(model_dir())).unwrap();
+    let counter = model.tokens();
+    let text = "Refunds take 5-7 days.";
+    let spans = enclave_core::TokenCounter::token_spans(&*counter, text);
+    let pieces: Vec<&str> = spans.iter().map(|(s, e)| &text[*s..*e]).collect();
+    assert_eq!(pieces, ["Ref", "unds", "take", "5", "-", "7", "days", "."]);
+    assert_eq!(model.input_ids(text).unwrap().len(), spans.len() + 2);
+}
