@@ -22,6 +22,7 @@ CREATE TABLE IF NOT EXISTS tenants (
     tenant_id     TEXT PRIMARY KEY,
     tenant_no     INTEGER NOT NULL UNIQUE,
     next_chunk_no INTEGER NOT NULL DEFAULT 1,
+    chunk_rows    INTEGER NOT NULL DEFAULT 0, -- searchable chunks, for BM25's N
     add_gen       INTEGER NOT NULL DEFAULT 0,
     del_gen       INTEGER NOT NULL DEFAULT 0,
     created_at    TEXT NOT NULL

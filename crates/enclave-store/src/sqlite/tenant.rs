@@ -232,7 +232,7 @@ fn delete_document_rows(
     tenant: &TenantId,
     tno: i64,
     id: &str,
-) -> StoreResult<()> {
+) -> StoreResult<i64> {
     tx.execute(
         &format!(
             "DELETE FROM {} WHERE rowid IN (SELECT chunk_no FROM chunks WHERE tenant_id = ?1 AND document_id = ?2 AND kind = 0)",
@@ -241,18 +241,20 @@ fn delete_document_rows(
         params![tenant.as_str(), id],
     )
     .map_err(sql_err)?;
-    tx.execute(
-        "DELETE FROM vectors WHERE tenant_id = ?1 AND chunk_no IN \
+    // Only searchable chunks have vectors: this counts them.
+    let leaves = tx
+        .execute(
+            "DELETE FROM vectors WHERE tenant_id = ?1 AND chunk_no IN \
          (SELECT chunk_no FROM chunks WHERE tenant_id = ?1 AND document_id = ?2)",
-        params![tenant.as_str(), id],
-    )
-    .map_err(sql_err)?;
+            params![tenant.as_str(), id],
+        )
+        .map_err(sql_err)?;
     tx.execute(
         "DELETE FROM chunks WHERE tenant_id = ?1 AND document_id = ?2",
         params![tenant.as_str(), id],
     )
     .map_err(sql_err)?;
-    Ok(())
+    Ok(leaves as i64)
 }
 
 fn load_document(
@@ -384,10 +386,11 @@ impl TenantStore for SqliteTenant {
                 .optional()
                 .map_err(sql_err)?;
             let token_count: u64 = doc.chunks.iter().map(|c| c.token_count as u64).sum();
+            let mut removed = 0;
             let outcome;
             let id = match existing {
                 Some((id, _created)) => {
-                    delete_document_rows(tx, tenant, tno, &id)?;
+                    removed = delete_document_rows(tx, tenant, tno, &id)?;
                     tx.execute(
                         "UPDATE documents SET name = ?3, doc_type = ?4, origin = ?5, external_id = ?6, metadata = ?7, \
                          content_hash = ?8, size_bytes = ?9, chunk_count = ?10, token_count = ?11, document_date = ?12, \
@@ -455,8 +458,9 @@ impl TenantStore for SqliteTenant {
             }
             let replaced = (outcome == PutOutcome::Replaced) as i64;
             tx.execute(
-                "UPDATE tenants SET next_chunk_no = ?2, add_gen = add_gen + 1, del_gen = del_gen + ?3 WHERE tenant_id = ?1",
-                params![t, next, replaced],
+                "UPDATE tenants SET next_chunk_no = ?2, add_gen = add_gen + 1, del_gen = del_gen + ?3, \
+                 chunk_rows = chunk_rows + ?4 WHERE tenant_id = ?1",
+                params![t, next, replaced, doc.chunks.len() as i64 - removed],
             )
             .map_err(sql_err)?;
             let id = DocumentId::parse(&id).map_err(|e| internal("document_id")(e.to_string()))?;
@@ -510,12 +514,17 @@ impl TenantStore for SqliteTenant {
         filter: &DocumentFilter,
         k: usize,
     ) -> StoreResult<Vec<Candidate>> {
-        let Some(fts) = sql::fts_query(query) else {
+        if query.is_empty() {
             return Ok(Vec::new());
-        };
+        }
+        let mut query = query.clone();
         let filter = filter.clone();
         self.read(move |tx, tenant, _| {
             let Some(tno) = tenant_no(tx, tenant)? else {
+                return Ok(Vec::new());
+            };
+            prune_common_terms(tx, tenant, tno, &mut query)?;
+            let Some(fts) = sql::fts_query(&query) else {
                 return Ok(Vec::new());
             };
             let table = fts_table(tno);
@@ -554,10 +563,11 @@ impl TenantStore for SqliteTenant {
         self.read(move |tx, tenant, _| {
             let sql = format!(
                 "SELECT c.chunk_no, c.chunk_id, c.idx, c.content, p.content, {DOC_COLS} \
-                 FROM chunks c \
+                 FROM json_each(?2) AS k \
+                 CROSS JOIN chunks c ON c.tenant_id = ?1 AND c.chunk_no = k.value \
                  JOIN documents d ON d.tenant_id = c.tenant_id AND d.document_id = c.document_id \
                  LEFT JOIN chunks p ON p.tenant_id = c.tenant_id AND p.document_id = c.document_id AND p.kind = 1 AND p.idx = c.parent_idx \
-                 WHERE c.tenant_id = ?1 AND c.kind = 0 AND c.chunk_no IN (SELECT value FROM json_each(?2))"
+                 WHERE c.kind = 0"
             );
             let mut stmt = tx.prepare(&sql).map_err(sql_err)?;
             let rows = stmt
@@ -686,6 +696,7 @@ impl TenantStore for SqliteTenant {
                 return Ok(0);
             };
             let mut n = 0;
+            let mut removed = 0i64;
             for id in &ids {
                 let found: Option<i64> = tx
                     .query_row(
@@ -698,7 +709,7 @@ impl TenantStore for SqliteTenant {
                 if found.is_none() {
                     continue;
                 }
-                delete_document_rows(tx, tenant, tno, id)?;
+                removed += delete_document_rows(tx, tenant, tno, id)?;
                 tx.execute(
                     "DELETE FROM documents WHERE tenant_id = ?1 AND document_id = ?2",
                     params![tenant.as_str(), id],
@@ -708,8 +719,8 @@ impl TenantStore for SqliteTenant {
             }
             if n > 0 {
                 tx.execute(
-                    "UPDATE tenants SET del_gen = del_gen + 1 WHERE tenant_id = ?1",
-                    [tenant.as_str()],
+                    "UPDATE tenants SET del_gen = del_gen + 1, chunk_rows = chunk_rows - ?2 WHERE tenant_id = ?1",
+                    params![tenant.as_str(), removed],
                 )
                 .map_err(sql_err)?;
             }
@@ -776,6 +787,62 @@ impl TenantStore for SqliteTenant {
         })
         .await
     }
+}
+
+/// Drops optional words that occur in more than half of the tenant's chunks.
+/// BM25 gives such words a non-positive IDF (FTS5 clamps it to 1e-6), so they
+/// cannot change a ranking — but they would make every chunk a match that has
+/// to be scored. Only the tenant's own statistics are consulted.
+fn prune_common_terms(
+    tx: &Transaction<'_>,
+    tenant: &TenantId,
+    tno: i64,
+    query: &mut TextQuery,
+) -> StoreResult<()> {
+    if !query.must.is_empty() || query.should.len() < 2 {
+        return Ok(());
+    }
+    let rows: i64 = tx
+        .query_row(
+            "SELECT chunk_rows FROM tenants WHERE tenant_id = ?1",
+            [tenant.as_str()],
+            |r| r.get(0),
+        )
+        .map_err(sql_err)?;
+    let table = fts_table(tno);
+    let mut stmt = tx
+        .prepare_cached(&format!(
+            "SELECT count(*) FROM {table} WHERE {table} MATCH ?1"
+        ))
+        .map_err(sql_err)?;
+    let mut dfs = Vec::with_capacity(query.should.len());
+    for w in &query.should {
+        let q = sql::fts_query(&TextQuery {
+            should: vec![w.clone()],
+            ..Default::default()
+        })
+        .expect("one word");
+        let df: i64 = stmt.query_row([q], |r| r.get(0)).map_err(sql_err)?;
+        dfs.push(df);
+    }
+    if dfs.iter().all(|&df| 2 * df > rows) {
+        // Keep the rarest so the query still matches what it can.
+        let rarest = dfs
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, df)| **df)
+            .map(|(i, _)| i)
+            .unwrap_or(0);
+        query.should = vec![query.should[rarest].clone()];
+        return Ok(());
+    }
+    let mut i = 0;
+    query.should.retain(|_| {
+        let keep = 2 * dfs[i] <= rows;
+        i += 1;
+        keep
+    });
+    Ok(())
 }
 
 #[allow(non_snake_case)]
