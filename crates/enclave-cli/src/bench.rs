@@ -150,8 +150,8 @@ fn sentence(rng: &mut StdRng, words: usize) -> String {
 
 fn bench_embed(model: &MiniLm, n: usize) -> Result<()> {
     let mut rng = StdRng::seed_from_u64(42);
-    // ~43 words of this vocabulary make ~45 model tokens with [CLS]/[SEP].
-    let texts: Vec<String> = (0..n).map(|_| sentence(&mut rng, 43)).collect();
+    // ~41 words of this vocabulary make ~45 model tokens with [CLS]/[SEP].
+    let texts: Vec<String> = (0..n).map(|_| sentence(&mut rng, 41)).collect();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let tokens: usize = refs
         .iter()

@@ -6,6 +6,7 @@
 //! - [`HashEmbedder`]: a deterministic feature-hashing embedder for fast
 //!   tests of logic that does not depend on semantic quality.
 
+mod bert;
 mod hash;
 mod minilm;
 

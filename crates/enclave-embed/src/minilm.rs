@@ -1,43 +1,35 @@
-//! all-MiniLM-L6-v2 on candle: BERT forward pass, attention-masked mean
-//! pooling and L2 normalisation, as sentence-transformers does.
+//! all-MiniLM-L6-v2: WordPiece tokenization, the BERT encoder of [`crate::bert`],
+//! mean pooling over real tokens and L2 normalisation, as sentence-transformers
+//! does.
 //!
-//! Throughput comes from how work is fed to the model, not from a different
-//! model: inputs are tokenized in parallel, sorted by length and cut into
-//! batches of similar length (so little compute is spent on padding), and the
-//! batches run on a pool of workers sized to the machine's cores.
+//! Inputs are tokenized in parallel, sorted by length and cut into batches of
+//! about `max_batch_tokens` real tokens (no padding: the encoder concatenates
+//! sequences); the batches run in parallel, one per core.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config};
 use enclave_core::TokenCounter;
+use rayon::prelude::*;
 use tokenizers::{Tokenizer, TruncationParams};
 
-use crate::{l2_normalize, EmbedError, Embedder};
-
-/// The model's position embeddings: the longest sequence it can take,
-/// including `[CLS]` and `[SEP]`.
-const MAX_SEQUENCE: usize = 512;
+use crate::bert::{Bert, BertConfig};
+use crate::{EmbedError, Embedder};
 
 /// How to load and run the local model.
 #[derive(Debug, Clone)]
 pub struct MiniLmOptions {
     /// Directory holding `config.json`, `tokenizer.json` and `model.safetensors`.
     pub model_dir: PathBuf,
-    /// Upper bound on `batch_size × sequence_length` per forward pass.
+    /// Real tokens per forward pass (a batch holds at least one sequence).
     pub max_batch_tokens: usize,
-    /// Most sequences in one forward pass.
-    pub max_batch_size: usize,
 }
 
 impl MiniLmOptions {
     pub fn new(model_dir: impl Into<PathBuf>) -> Self {
         Self {
             model_dir: model_dir.into(),
-            max_batch_tokens: 4096,
-            max_batch_size: 64,
+            max_batch_tokens: 512,
         }
     }
 }
@@ -49,13 +41,14 @@ pub struct MiniLm {
 }
 
 struct Inner {
-    model: BertModel,
+    model: Bert,
     /// Tokenizer truncating to the model's input size.
     tokenizer: Tokenizer,
     /// Same vocabulary, no truncation: for counting tokens of whole documents.
     counter: Arc<MiniLmTokens>,
     opts: MiniLmOptions,
     dims: usize,
+    max_sequence: usize,
 }
 
 /// Token spans from the model's own WordPiece tokenizer.
@@ -81,10 +74,21 @@ impl MiniLm {
     pub fn load(opts: MiniLmOptions) -> Result<Self, EmbedError> {
         let dir = &opts.model_dir;
         let config_path = dir.join("config.json");
-        let config: Config = serde_json::from_str(
+        let config: BertConfig = serde_json::from_str(
             &std::fs::read_to_string(&config_path).map_err(|e| model_err(&config_path, e))?,
         )
         .map_err(|e| model_err(&config_path, e))?;
+        let weights = dir.join("model.safetensors");
+        if !weights.exists() {
+            return Err(model_err(
+                &weights,
+                "missing (run the setup step to fetch the model)",
+            ));
+        }
+        let model = Bert::load(&weights, config)?;
+        let dims = model.hidden_size();
+        // The longest sequence the position embeddings allow, with [CLS]/[SEP].
+        let max_sequence = model.max_positions();
         let tok_path = dir.join("tokenizer.json");
         let mut base = Tokenizer::from_file(&tok_path).map_err(|e| model_err(&tok_path, e))?;
         base.with_padding(None);
@@ -96,25 +100,10 @@ impl MiniLm {
         let mut tokenizer = base;
         tokenizer
             .with_truncation(Some(TruncationParams {
-                max_length: MAX_SEQUENCE,
+                max_length: max_sequence,
                 ..Default::default()
             }))
             .map_err(|e| model_err(&tok_path, e))?;
-        let weights = dir.join("model.safetensors");
-        if !weights.exists() {
-            return Err(model_err(
-                &weights,
-                "missing (run the setup step to fetch the model)",
-            ));
-        }
-        // SAFETY: the weights file is memory-mapped read-only; it is not
-        // modified while the process runs (it lives in the model cache).
-        let vb = unsafe {
-            VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &Device::Cpu)
-                .map_err(|e| model_err(&weights, e))?
-        };
-        let model = BertModel::load(vb, &config).map_err(|e| model_err(&weights, e))?;
-        let dims = config.hidden_size;
         Ok(Self {
             inner: Arc::new(Inner {
                 model,
@@ -122,6 +111,7 @@ impl MiniLm {
                 counter,
                 opts,
                 dims,
+                max_sequence,
             }),
         })
     }
@@ -137,23 +127,36 @@ impl MiniLm {
             .encode_batch(texts.to_vec(), true)
             .map_err(|e| EmbedError::Input(e.to_string()))?;
         let ids: Vec<&[u32]> = encodings.iter().map(|e| e.get_ids()).collect();
-        // Longest first, so each batch pads to its own first element.
+        // Similar lengths together; batches of about max_batch_tokens tokens,
+        // and at least one batch per core when there is enough input.
         let mut order: Vec<usize> = (0..ids.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
+        let total: usize = ids.iter().map(|s| s.len()).sum();
+        let workers = rayon::current_num_threads().max(1);
+        let budget = inner
+            .opts
+            .max_batch_tokens
+            .min(total.div_ceil(workers))
+            .max(1);
         let mut batches: Vec<&[usize]> = Vec::new();
         let mut start = 0;
         while start < order.len() {
-            let len = ids[order[start]].len().max(1);
-            let fit = (inner.opts.max_batch_tokens / len).clamp(1, inner.opts.max_batch_size);
-            let end = (start + fit).min(order.len());
+            let mut end = start;
+            let mut tokens = 0;
+            while end < order.len() && (end == start || tokens + ids[order[end]].len() <= budget) {
+                tokens += ids[order[end]].len();
+                end += 1;
+            }
             batches.push(&order[start..end]);
             start = end;
         }
-        use rayon::prelude::*;
         let results: Vec<Vec<Vec<f32>>> = batches
             .par_iter()
-            .map(|batch| self.forward(batch.iter().map(|&i| ids[i]).collect()))
-            .collect::<Result<_, _>>()?;
+            .map(|batch| {
+                let seqs: Vec<&[u32]> = batch.iter().map(|&i| ids[i]).collect();
+                inner.model.embed_batch(&seqs)
+            })
+            .collect();
         let mut out = vec![Vec::new(); ids.len()];
         for (batch, vectors) in batches.iter().zip(results) {
             for (&i, v) in batch.iter().zip(vectors) {
@@ -161,43 +164,6 @@ impl MiniLm {
             }
         }
         Ok(out)
-    }
-
-    fn forward(&self, seqs: Vec<&[u32]>) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let compute = |e: candle_core::Error| EmbedError::Compute(e.to_string());
-        let b = seqs.len();
-        let l = seqs.iter().map(|s| s.len()).max().unwrap_or(1);
-        let mut input = vec![0u32; b * l];
-        let mut mask = vec![0u32; b * l];
-        for (r, s) in seqs.iter().enumerate() {
-            input[r * l..r * l + s.len()].copy_from_slice(s);
-            mask[r * l..r * l + s.len()].iter_mut().for_each(|m| *m = 1);
-        }
-        let dev = &Device::Cpu;
-        let input = Tensor::from_vec(input, (b, l), dev).map_err(compute)?;
-        let mask_t = Tensor::from_vec(mask, (b, l), dev).map_err(compute)?;
-        let types = input.zeros_like().map_err(compute)?;
-        let hidden = self
-            .inner
-            .model
-            .forward(&input, &types, Some(&mask_t))
-            .map_err(compute)?;
-        // Mean over real tokens only.
-        let m = mask_t
-            .to_dtype(DType::F32)
-            .map_err(compute)?
-            .unsqueeze(2)
-            .map_err(compute)?;
-        let summed = hidden
-            .broadcast_mul(&m)
-            .map_err(compute)?
-            .sum(1)
-            .map_err(compute)?;
-        let counts = m.sum(1).map_err(compute)?;
-        let mean = summed.broadcast_div(&counts).map_err(compute)?;
-        let mut rows: Vec<Vec<f32>> = mean.to_vec2().map_err(compute)?;
-        rows.iter_mut().for_each(|r| l2_normalize(r));
-        Ok(rows)
     }
 
     /// The model input for `text`: token ids with `[CLS]`/`[SEP]`, truncated
@@ -225,7 +191,7 @@ impl Embedder for MiniLm {
         self.inner.dims
     }
     fn max_input_tokens(&self) -> u32 {
-        (MAX_SEQUENCE - 2) as u32
+        (self.inner.max_sequence - 2) as u32
     }
     fn token_counter(&self) -> Arc<dyn TokenCounter> {
         self.inner.counter.clone()
