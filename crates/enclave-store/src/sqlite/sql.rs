@@ -18,30 +18,35 @@ pub fn parse_ts(s: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
+/// Appends ` AND column IN (?, …)` for a non-empty list of values.
+fn in_list<'a>(
+    sql: &mut String,
+    params: &mut Vec<SqlValue>,
+    column: &str,
+    values: impl Iterator<Item = &'a str>,
+) {
+    let start = params.len();
+    params.extend(values.map(|v| SqlValue::Text(v.to_owned())));
+    let n = params.len() - start;
+    if n > 0 {
+        sql.push_str(&format!(" AND {column} IN ({})", vec!["?"; n].join(",")));
+    }
+}
+
 /// Appends `AND …` clauses for `filter` on the documents alias `d`.
 pub fn document_filter(filter: &DocumentFilter, sql: &mut String, params: &mut Vec<SqlValue>) {
-    if !filter.origins.is_empty() {
-        sql.push_str(" AND d.origin IN (");
-        for (i, o) in filter.origins.iter().enumerate() {
-            if i > 0 {
-                sql.push(',');
-            }
-            sql.push('?');
-            params.push(SqlValue::Text(o.as_str().to_owned()));
-        }
-        sql.push(')');
-    }
-    if !filter.types.is_empty() {
-        sql.push_str(" AND d.doc_type IN (");
-        for (i, t) in filter.types.iter().enumerate() {
-            if i > 0 {
-                sql.push(',');
-            }
-            sql.push('?');
-            params.push(SqlValue::Text(t.as_str().to_owned()));
-        }
-        sql.push(')');
-    }
+    in_list(
+        sql,
+        params,
+        "d.origin",
+        filter.origins.iter().map(|o| o.as_str()),
+    );
+    in_list(
+        sql,
+        params,
+        "d.doc_type",
+        filter.types.iter().map(|t| t.as_str()),
+    );
     let mut range = |col: &str, op: &str, t: Option<DateTime<Utc>>| {
         if let Some(t) = t {
             sql.push_str(&format!(" AND d.{col} {op} ?"));
