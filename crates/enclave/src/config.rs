@@ -16,6 +16,9 @@ pub enum StoreConfig {
         dir: PathBuf,
         layout: Layout,
         durability: Durability,
+        /// Memory for in-memory vector matrices (least recently searched
+        /// tenants are unloaded beyond it).
+        vector_cache_bytes: usize,
     },
 }
 
@@ -25,6 +28,7 @@ impl StoreConfig {
             dir: dir.into(),
             layout,
             durability: Durability::default(),
+            vector_cache_bytes: 1 << 30,
         }
     }
 }

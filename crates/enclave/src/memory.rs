@@ -51,9 +51,11 @@ impl Memory {
                 dir,
                 layout,
                 durability,
+                vector_cache_bytes,
             } => {
                 let mut opts = SqliteOptions::new(dir, layout, dims);
                 opts.durability = durability;
+                opts.vector_cache_bytes = vector_cache_bytes;
                 Arc::new(
                     tokio::task::spawn_blocking(move || SqliteStore::open(opts))
                         .await

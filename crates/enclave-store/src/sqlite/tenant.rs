@@ -35,6 +35,8 @@ pub(crate) struct SqliteTenant {
 /// replace reloads).
 pub(crate) struct VectorCache {
     state: RwLock<CacheState>,
+    /// Tick of the last search, for least-recently-used eviction.
+    pub(crate) last_used: std::sync::atomic::AtomicU64,
 }
 
 struct CacheState {
@@ -55,7 +57,22 @@ impl VectorCache {
                 max_chunk_no: 0,
                 loaded: false,
             }),
+            last_used: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Memory held, in bytes.
+    pub(crate) fn bytes(&self) -> usize {
+        let s = self.state.read();
+        s.set.data.len() * 4 + s.set.keys.len() * 8
+    }
+
+    /// Frees the vectors; the next search reloads them from the file.
+    pub(crate) fn unload(&self) {
+        let mut s = self.state.write();
+        s.set = VectorSet::new(s.set.dims);
+        s.max_chunk_no = 0;
+        s.loaded = false;
     }
 
     /// Brings the cache up to the snapshot `tx` sees (never backwards).
@@ -487,6 +504,7 @@ impl TenantStore for SqliteTenant {
         self.read(move |tx, tenant, inner| {
             let cache = inner.vector_cache(tenant);
             cache.refresh(tx, tenant)?;
+            inner.enforce_vector_budget(tenant);
             let allowed = if filter.is_empty() {
                 None
             } else {
