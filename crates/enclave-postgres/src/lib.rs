@@ -1,0 +1,147 @@
+//! Enclave on PostgreSQL: the schema (versioned migrations embedded in the
+//! binary), the roles around it, and the checks that make row-level security
+//! binding.
+//!
+//! Two roles, never one:
+//! - the **owner** runs [`migrate`]; it owns every table;
+//! - the **app role** (what the server connects as) owns nothing, is not a
+//!   superuser and lacks `BYPASSRLS` — [`check_app_role`] refuses anything
+//!   else, because row-level security does not bind such roles.
+//!
+//! The tenant-scoped store over this schema is the next step (issue 3).
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Executor, PgPool};
+
+/// The embedded migrations, applied in order by [`migrate`].
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Tables that hold tenant rows (all under FORCE ROW LEVEL SECURITY).
+pub const TENANT_TABLES: &[&str] = &[
+    "tenants",
+    "documents",
+    "chunks",
+    "messages",
+    "usage_daily",
+    "audit_events",
+];
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PgError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{0}")]
+    Invalid(String),
+    /// The app role could bypass row-level security; the server must not run.
+    #[error("unsafe database role: {0}")]
+    UnsafeRole(String),
+}
+
+/// Role names we create are plain identifiers (no quoting games).
+fn check_role_name(role: &str) -> Result<(), PgError> {
+    let ok = !role.is_empty()
+        && role.len() <= 63
+        && role.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && role
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(PgError::Invalid(format!(
+            "role name {role:?} must match ^[a-z_][a-z0-9_]{{0,62}}$"
+        )))
+    }
+}
+
+/// Applies the migrations as the owner (`owner_url`), then creates or updates
+/// `app_role` as a login role without superuser or `BYPASSRLS`, and grants it
+/// exactly the data privileges the server needs — no DDL, no TRUNCATE, and
+/// only INSERT/SELECT on the append-only audit log.
+pub async fn migrate(
+    owner_url: &str,
+    app_role: &str,
+    app_password: Option<&str>,
+) -> Result<(), PgError> {
+    check_role_name(app_role)?;
+    let opts: PgConnectOptions = owner_url.parse()?;
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(opts.disable_statement_logging())
+        .await?;
+    MIGRATOR.run(&pool).await?;
+
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
+            .bind(app_role)
+            .fetch_one(&pool)
+            .await?;
+    let verb = if exists { "ALTER" } else { "CREATE" };
+    // format() quotes the identifier and the password literal server-side.
+    let ddl: String = sqlx::query_scalar(
+        "SELECT format('%s ROLE %I LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOREPLICATION %s', \
+         $1::text, $2::text, CASE WHEN $3::text IS NULL THEN '' ELSE format('PASSWORD %L', $3::text) END)",
+    )
+    .bind(verb)
+    .bind(app_role)
+    .bind(app_password)
+    .fetch_one(&pool)
+    .await?;
+    pool.execute(ddl.as_str()).await?;
+    let grants = format!(
+        "GRANT USAGE ON SCHEMA public TO {app_role}; \
+         GRANT SELECT, INSERT, UPDATE, DELETE ON tenants, documents, chunks, messages, usage_daily TO {app_role}; \
+         GRANT SELECT, INSERT ON audit_events TO {app_role};"
+    );
+    pool.execute(grants.as_str()).await?;
+    pool.close().await;
+    Ok(())
+}
+
+/// Refuses to serve through a role that row-level security would not bind:
+/// a superuser, a `BYPASSRLS` role, or the owner of any Enclave table.
+pub async fn check_app_role(pool: &PgPool) -> Result<(), PgError> {
+    let (role, superuser, bypass): (String, bool, bool) = sqlx::query_as(
+        "SELECT rolname::text, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user",
+    )
+    .fetch_one(pool)
+    .await?;
+    if superuser {
+        return Err(PgError::UnsafeRole(format!("{role} is a superuser")));
+    }
+    if bypass {
+        return Err(PgError::UnsafeRole(format!("{role} has BYPASSRLS")));
+    }
+    let owned: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relname = ANY($1) AND pg_has_role(current_user, c.relowner, 'USAGE')",
+    )
+    .bind(TENANT_TABLES)
+    .fetch_all(pool)
+    .await?;
+    if !owned.is_empty() {
+        return Err(PgError::UnsafeRole(format!(
+            "{role} owns (or is a member of the owner of) {}",
+            owned.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_names_are_plain_identifiers() {
+        for ok in ["enclave_app", "_x", "app2"] {
+            assert!(check_role_name(ok).is_ok());
+        }
+        for bad in ["", "App", "a-b", "a;drop role x", "x\"y", &"a".repeat(64)] {
+            assert!(check_role_name(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! The database itself refuses cross-tenant access: SQL-level tests run as
+//! the app role against a real PostgreSQL 18 + pgvector (scripts/test starts
+//! one; `ENCLAVE_TEST_DATABASE_URL` may name an existing server's superuser).
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Executor, PgPool, Row};
+
+struct TestDb {
+    owner: PgPool,
+    app: PgPool,
+    app_url: String,
+}
+
+/// A fresh database with its own owner and app roles, migrated.
+async fn fresh_db() -> TestDb {
+    let admin_url = std::env::var("ENCLAVE_TEST_DATABASE_URL")
+        .expect("ENCLAVE_TEST_DATABASE_URL is not set: run the tests through scripts/test, which starts PostgreSQL");
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&admin_url)
+        .await
+        .unwrap();
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    let (db, owner, app) = (
+        format!("enclave_t_{id}"),
+        format!("owner_{id}"),
+        format!("app_{id}"),
+    );
+    admin
+        .execute(format!("CREATE ROLE {owner} LOGIN CREATEROLE").as_str())
+        .await
+        .unwrap();
+    admin
+        .execute(format!("CREATE DATABASE {db} OWNER {owner}").as_str())
+        .await
+        .unwrap();
+    // pgvector is not a trusted extension: a superuser creates it once per database.
+    let base: PgConnectOptions = admin_url.parse().unwrap();
+    let su_db = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(base.clone().database(&db))
+        .await
+        .unwrap();
+    su_db.execute("CREATE EXTENSION vector").await.unwrap();
+    su_db.close().await;
+    let owner_opts = base.clone().username(&owner).database(&db);
+    let owner_url = owner_opts.to_url_lossy().to_string();
+    enclave_postgres::migrate(&owner_url, &app, None)
+        .await
+        .unwrap();
+    let app_opts = base.username(&app).database(&db);
+    let app_url = app_opts.to_url_lossy().to_string();
+    TestDb {
+        owner: PgPoolOptions::new()
+            .max_connections(2)
+            .connect_with(owner_opts)
+            .await
+            .unwrap(),
+        app: PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(app_opts)
+            .await
+            .unwrap(),
+        app_url,
+    }
+}
+
+/// Two tenants with a row in every tenant table, written through RLS itself.
+async fn seed(db: &TestDb) {
+    for t in ["tenant-a", "tenant-b"] {
+        let mut tx = db.app.begin().await.unwrap();
+        sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+            .bind(t)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let doc = uuid::Uuid::now_v7();
+        tx.execute(
+            sqlx::query("INSERT INTO tenants (tenant_id, slug, name) VALUES ($1, $1, $1)").bind(t),
+        )
+        .await
+        .unwrap();
+        tx.execute(
+            sqlx::query(
+                "INSERT INTO documents (tenant_id, document_id, dedupe_key, name, doc_type, content_hash, size_bytes, chunk_count, token_count, created_at, updated_at) \
+                 VALUES ($1, $2, 'k', 'doc', 'text', 'h', 5, 1, 1, now(), now())",
+            )
+            .bind(t)
+            .bind(doc),
+        )
+        .await
+        .unwrap();
+        tx.execute(
+            sqlx::query("INSERT INTO chunks (tenant_id, chunk_id, document_id, idx, content, token_count) VALUES ($1, $2, $3, 0, $4, 1)")
+                .bind(t)
+                .bind(uuid::Uuid::now_v7())
+                .bind(doc)
+                .bind(format!("secret of {t}")),
+        )
+        .await
+        .unwrap();
+        tx.execute(
+            sqlx::query("INSERT INTO messages (tenant_id, session_id, seq, message_id, role, content) VALUES ($1, 's', 1, $2, 'user', 'hi')")
+                .bind(t)
+                .bind(uuid::Uuid::now_v7()),
+        )
+        .await
+        .unwrap();
+        tx.execute(
+            sqlx::query(
+                "INSERT INTO usage_daily (tenant_id, day, requests) VALUES ($1, current_date, 1)",
+            )
+            .bind(t),
+        )
+        .await
+        .unwrap();
+        tx.execute(
+            sqlx::query("INSERT INTO audit_events (tenant_id, seq, event_id, actor, action, hash) VALUES ($1, 1, $2, 'test', 'seed', '\\x00')")
+                .bind(t)
+                .bind(uuid::Uuid::now_v7()),
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+}
+
+async fn count(pool: &PgPool, tenant: Option<&str>, table: &str) -> Vec<String> {
+    let mut tx = pool.begin().await.unwrap();
+    if let Some(t) = tenant {
+        sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+            .bind(t)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    }
+    let rows = sqlx::query(&format!("SELECT tenant_id FROM {table}"))
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    rows.iter().map(|r| r.get::<String, _>(0)).collect()
+}
+
+#[tokio::test]
+async fn without_a_tenant_every_tenant_table_is_empty_and_with_one_only_its_rows_show() {
+    let db = fresh_db().await;
+    seed(&db).await;
+    for table in enclave_postgres::TENANT_TABLES {
+        assert!(
+            count(&db.app, None, table).await.is_empty(),
+            "{table} leaks rows with no tenant set"
+        );
+        let a = count(&db.app, Some("tenant-a"), table).await;
+        assert!(
+            !a.is_empty() && a.iter().all(|t| t == "tenant-a"),
+            "{table}: {a:?}"
+        );
+        // The owner is bound too (FORCE ROW LEVEL SECURITY).
+        assert!(
+            count(&db.owner, None, table).await.is_empty(),
+            "{table}: the owner bypasses RLS"
+        );
+    }
+}
+
+#[tokio::test]
+async fn writes_for_another_tenant_are_refused() {
+    let db = fresh_db().await;
+    seed(&db).await;
+    let mut tx = db.app.begin().await.unwrap();
+    sqlx::query("SELECT set_config('app.tenant_id', 'tenant-a', true)")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let err = tx
+        .execute("INSERT INTO usage_daily (tenant_id, day) VALUES ('tenant-b', current_date - 1)")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("row-level security"), "{err}");
+    tx.rollback().await.unwrap();
+
+    let mut tx = db.app.begin().await.unwrap();
+    sqlx::query("SELECT set_config('app.tenant_id', 'tenant-a', true)")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let err = tx
+        .execute("UPDATE chunks SET tenant_id = 'tenant-b'")
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("row-level security"),
+        "moving a row to another tenant: {err}"
+    );
+    tx.rollback().await.unwrap();
+
+    // B's rows are invisible to A's updates and deletes.
+    let mut tx = db.app.begin().await.unwrap();
+    sqlx::query("SELECT set_config('app.tenant_id', 'tenant-a', true)")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let updated = tx
+        .execute("UPDATE chunks SET content = 'pwned' WHERE tenant_id = 'tenant-b'")
+        .await
+        .unwrap();
+    let deleted = tx
+        .execute("DELETE FROM documents WHERE tenant_id = 'tenant-b'")
+        .await
+        .unwrap();
+    assert_eq!((updated.rows_affected(), deleted.rows_affected()), (0, 0));
+    tx.commit().await.unwrap();
+    let b = {
+        let mut tx = db.app.begin().await.unwrap();
+        sqlx::query("SELECT set_config('app.tenant_id', 'tenant-b', true)")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let c: String = sqlx::query_scalar("SELECT content FROM chunks")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        c
+    };
+    assert_eq!(b, "secret of tenant-b");
+}
+
+#[tokio::test]
+async fn the_app_role_cannot_escape_row_level_security() {
+    let db = fresh_db().await;
+    seed(&db).await;
+    enclave_postgres::check_app_role(&db.app)
+        .await
+        .expect("the app role is safe");
+    for stmt in [
+        "TRUNCATE chunks",
+        "ALTER TABLE chunks DISABLE ROW LEVEL SECURITY",
+        "ALTER TABLE chunks NO FORCE ROW LEVEL SECURITY",
+        "DROP POLICY tenant_isolation ON chunks",
+        "DELETE FROM audit_events",
+        "UPDATE audit_events SET action = 'x'",
+    ] {
+        let err = db.app.execute(stmt).await.unwrap_err();
+        assert!(
+            err.to_string().contains("permission denied")
+                || err.to_string().contains("must be owner"),
+            "{stmt}: {err}"
+        );
+    }
+    let owner: String =
+        sqlx::query_scalar("SELECT tableowner::text FROM pg_tables WHERE tablename = 'chunks'")
+            .fetch_one(&db.app)
+            .await
+            .unwrap();
+    let err = db
+        .app
+        .execute(format!("SET ROLE {owner}").as_str())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("permission denied"),
+        "SET ROLE owner: {err}"
+    );
+    // Turning row security off does not reveal rows: queries it would affect fail.
+    let mut conn = db.app.acquire().await.unwrap();
+    conn.execute("SET row_security = off").await.unwrap();
+    let err = conn.execute("SELECT * FROM chunks").await.unwrap_err();
+    assert!(err.to_string().contains("row-level security"), "{err}");
+    conn.execute("RESET row_security").await.unwrap();
+    // And the server's start-up check refuses the owner.
+    let err = enclave_postgres::check_app_role(&db.owner)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("owns"), "{err}");
+    assert!(!db.app_url.is_empty());
+}
+
+#[tokio::test]
+async fn a_pooled_connection_never_carries_a_tenant_into_the_next_transaction() {
+    let db = fresh_db().await; // the app pool has exactly one connection
+    seed(&db).await;
+    assert_eq!(
+        count(&db.app, Some("tenant-a"), "documents").await,
+        ["tenant-a"]
+    );
+    assert!(
+        count(&db.app, None, "documents").await.is_empty(),
+        "tenant-a's setting outlived its transaction"
+    );
+    let setting: Option<String> =
+        sqlx::query_scalar("SELECT current_setting('app.tenant_id', true)")
+            .fetch_one(&db.app)
+            .await
+            .unwrap();
+    assert!(setting.unwrap_or_default().is_empty());
+    assert_eq!(
+        count(&db.app, Some("tenant-b"), "documents").await,
+        ["tenant-b"]
+    );
+}
