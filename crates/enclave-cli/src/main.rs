@@ -158,6 +158,20 @@ enum Command {
         #[arg(long)]
         corpus: Option<PathBuf>,
     },
+    /// Apply the PostgreSQL migrations as the owner and create/grant the app
+    /// role the server connects as (no superuser, no BYPASSRLS, DML only).
+    Migrate {
+        /// The owner's URL (not the server's runtime URL).
+        #[arg(long)]
+        database_url: String,
+        /// The role the server will connect as.
+        #[arg(long, default_value = "enclave_app")]
+        app_role: String,
+        /// Name of an environment variable holding the app role's password
+        /// (omit when the server trusts local connections).
+        #[arg(long)]
+        app_password_env: Option<String>,
+    },
     /// Measure embedding, ingestion and search; prints figures.
     Bench(bench::BenchArgs),
 }
@@ -369,6 +383,21 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Demo { corpus } => demo::run(&cli.store, corpus).await,
+        Command::Migrate {
+            database_url,
+            app_role,
+            app_password_env,
+        } => {
+            let password = match app_password_env {
+                Some(var) => {
+                    Some(std::env::var(&var).with_context(|| format!("${var} is not set"))?)
+                }
+                None => None,
+            };
+            enclave_postgres::migrate(&database_url, &app_role, password.as_deref()).await?;
+            println!("migrated; app role {app_role} ready");
+            Ok(())
+        }
         Command::Bench(args) => bench::run(&cli.store, args).await,
     }
 }

@@ -79,18 +79,36 @@ pub async fn migrate(
             .bind(app_role)
             .fetch_one(&pool)
             .await?;
+    // Only a superuser may even mention SUPERUSER/BYPASSRLS on an existing
+    // role, so an existing role is altered for login/password and then checked.
+    let attrs = if exists {
+        "LOGIN"
+    } else {
+        "LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOREPLICATION"
+    };
     let verb = if exists { "ALTER" } else { "CREATE" };
     // format() quotes the identifier and the password literal server-side.
     let ddl: String = sqlx::query_scalar(
-        "SELECT format('%s ROLE %I LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOREPLICATION %s', \
-         $1::text, $2::text, CASE WHEN $3::text IS NULL THEN '' ELSE format('PASSWORD %L', $3::text) END)",
+        "SELECT format('%s ROLE %I %s %s', $1::text, $2::text, $3::text, \
+         CASE WHEN $4::text IS NULL THEN '' ELSE format('PASSWORD %L', $4::text) END)",
     )
     .bind(verb)
     .bind(app_role)
+    .bind(attrs)
     .bind(app_password)
     .fetch_one(&pool)
     .await?;
     pool.execute(ddl.as_str()).await?;
+    let (superuser, bypass): (bool, bool) =
+        sqlx::query_as("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = $1")
+            .bind(app_role)
+            .fetch_one(&pool)
+            .await?;
+    if superuser || bypass {
+        return Err(PgError::UnsafeRole(format!(
+            "{app_role} already exists as a superuser or with BYPASSRLS; pick another app role"
+        )));
+    }
     let grants = format!(
         "GRANT USAGE ON SCHEMA public TO {app_role}; \
          GRANT SELECT, INSERT, UPDATE, DELETE ON tenants, documents, chunks, messages, usage_daily TO {app_role}; \
