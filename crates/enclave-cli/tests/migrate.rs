@@ -3,45 +3,21 @@
 
 use std::process::Command;
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, Executor};
+use sqlx::postgres::PgPoolOptions;
 
 #[tokio::test]
 async fn migrate_creates_a_safe_app_role_and_is_idempotent() {
     let admin_url = std::env::var("ENCLAVE_TEST_DATABASE_URL")
         .expect("run through scripts/test, which starts PostgreSQL");
-    let admin = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&admin_url)
+    let scratch = enclave_postgres::scratch::ScratchDatabase::create(&admin_url)
         .await
         .unwrap();
-    let id = uuid::Uuid::now_v7().simple().to_string();
-    let (db, owner, app) = (
-        format!("enclave_m_{id}"),
-        format!("owner_{id}"),
-        format!("app_{id}"),
-    );
-    admin
-        .execute(format!("CREATE ROLE {owner} LOGIN CREATEROLE").as_str())
-        .await
-        .unwrap();
-    admin
-        .execute(format!("CREATE DATABASE {db} OWNER {owner}").as_str())
-        .await
-        .unwrap();
-    let base: PgConnectOptions = admin_url.parse().unwrap();
+    let (owner_url, app) = (scratch.owner_url.clone(), format!("app_{}", scratch.id));
     let su = PgPoolOptions::new()
         .max_connections(1)
-        .connect_with(base.clone().database(&db))
+        .connect_with(scratch.superuser.clone())
         .await
         .unwrap();
-    su.execute("CREATE EXTENSION vector").await.unwrap();
-    let owner_url = base
-        .clone()
-        .username(&owner)
-        .database(&db)
-        .to_url_lossy()
-        .to_string();
     for _ in 0..2 {
         let out = Command::new(env!("CARGO_BIN_EXE_enclave"))
             .args([
@@ -64,7 +40,7 @@ async fn migrate_creates_a_safe_app_role_and_is_idempotent() {
     }
     let app_pool = PgPoolOptions::new()
         .max_connections(1)
-        .connect_with(base.username(&app).database(&db))
+        .connect_with(scratch.as_role(&app))
         .await
         .unwrap();
     enclave_postgres::check_app_role(&app_pool)

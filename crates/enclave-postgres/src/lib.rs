@@ -10,6 +10,8 @@
 //!
 //! The tenant-scoped store over this schema is the next step (issue 3).
 
+pub mod scratch;
+
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Executor, PgPool};
 

@@ -2,7 +2,7 @@
 //! the app role against a real PostgreSQL 18 + pgvector (scripts/test starts
 //! one; `ENCLAVE_TEST_DATABASE_URL` may name an existing server's superuser).
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgPoolOptions;
 use sqlx::{ConnectOptions, Executor, PgPool, Row};
 
 struct TestDb {
@@ -15,45 +15,19 @@ struct TestDb {
 async fn fresh_db() -> TestDb {
     let admin_url = std::env::var("ENCLAVE_TEST_DATABASE_URL")
         .expect("ENCLAVE_TEST_DATABASE_URL is not set: run the tests through scripts/test, which starts PostgreSQL");
-    let admin = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&admin_url)
+    let scratch = enclave_postgres::scratch::ScratchDatabase::create(&admin_url)
         .await
         .unwrap();
-    let id = uuid::Uuid::now_v7().simple().to_string();
-    let (db, owner, app) = (
-        format!("enclave_t_{id}"),
-        format!("owner_{id}"),
-        format!("app_{id}"),
-    );
-    admin
-        .execute(format!("CREATE ROLE {owner} LOGIN CREATEROLE").as_str())
+    let app = format!("app_{}", scratch.id);
+    enclave_postgres::migrate(&scratch.owner_url, &app, None)
         .await
         .unwrap();
-    admin
-        .execute(format!("CREATE DATABASE {db} OWNER {owner}").as_str())
-        .await
-        .unwrap();
-    // pgvector is not a trusted extension: a superuser creates it once per database.
-    let base: PgConnectOptions = admin_url.parse().unwrap();
-    let su_db = PgPoolOptions::new()
-        .max_connections(1)
-        .connect_with(base.clone().database(&db))
-        .await
-        .unwrap();
-    su_db.execute("CREATE EXTENSION vector").await.unwrap();
-    su_db.close().await;
-    let owner_opts = base.clone().username(&owner).database(&db);
-    let owner_url = owner_opts.to_url_lossy().to_string();
-    enclave_postgres::migrate(&owner_url, &app, None)
-        .await
-        .unwrap();
-    let app_opts = base.username(&app).database(&db);
+    let app_opts = scratch.as_role(&app);
     let app_url = app_opts.to_url_lossy().to_string();
     TestDb {
         owner: PgPoolOptions::new()
             .max_connections(2)
-            .connect_with(owner_opts)
+            .connect(&scratch.owner_url)
             .await
             .unwrap(),
         app: PgPoolOptions::new()

@@ -1,0 +1,76 @@
+//! Scratch databases for tests: each test gets its own database, owned by its
+//! own (non-superuser) owner role, with pgvector created by the superuser —
+//! the shape a real deployment has. Used by this crate's tests and by the
+//! CLI's; `ENCLAVE_TEST_DATABASE_URL` names the superuser (scripts/test sets it).
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Executor};
+
+use crate::PgError;
+
+/// A fresh, empty database and the roles around it.
+pub struct ScratchDatabase {
+    /// Superuser connection options for this database.
+    pub superuser: PgConnectOptions,
+    /// The owner's URL (for `migrate`).
+    pub owner_url: String,
+    /// A unique suffix for role names that belong to this database.
+    pub id: String,
+    base: PgConnectOptions,
+    database: String,
+}
+
+impl ScratchDatabase {
+    /// Creates `enclave_t_<id>` owned by `owner_<id>` (LOGIN CREATEROLE) and
+    /// installs pgvector in it.
+    pub async fn create(admin_url: &str) -> Result<Self, PgError> {
+        let admin = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(admin_url)
+            .await?;
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let id = format!(
+            "{:x}{:x}{:x}",
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+            std::process::id()
+        );
+        let (database, owner) = (format!("enclave_t_{id}"), format!("owner_{id}"));
+        admin
+            .execute(format!("CREATE ROLE {owner} LOGIN CREATEROLE").as_str())
+            .await?;
+        admin
+            .execute(format!("CREATE DATABASE {database} OWNER {owner}").as_str())
+            .await?;
+        admin.close().await;
+        let base: PgConnectOptions = admin_url.parse()?;
+        let superuser = base.clone().database(&database);
+        // pgvector is not a trusted extension: a superuser creates it.
+        let su = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(superuser.clone())
+            .await?;
+        su.execute("CREATE EXTENSION vector").await?;
+        su.close().await;
+        let owner_url = base
+            .clone()
+            .username(&owner)
+            .database(&database)
+            .to_url_lossy()
+            .to_string();
+        Ok(Self {
+            superuser,
+            owner_url,
+            id,
+            base,
+            database,
+        })
+    }
+
+    /// Connection options for `role` on this database (trust authentication).
+    pub fn as_role(&self, role: &str) -> PgConnectOptions {
+        self.base.clone().username(role).database(&self.database)
+    }
+}
