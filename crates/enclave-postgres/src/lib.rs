@@ -11,6 +11,9 @@
 //! The tenant-scoped store over this schema is the next step (issue 3).
 
 pub mod scratch;
+mod store;
+
+pub use store::PgStore;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Executor, PgPool};

@@ -69,6 +69,11 @@ impl ScratchDatabase {
         })
     }
 
+    /// URL for `role` on this database (trust authentication).
+    pub fn url_as(&self, role: &str) -> String {
+        self.as_role(role).to_url_lossy().to_string()
+    }
+
     /// Connection options for `role` on this database (trust authentication).
     pub fn as_role(&self, role: &str) -> PgConnectOptions {
         self.base.clone().username(role).database(&self.database)

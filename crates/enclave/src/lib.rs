@@ -27,6 +27,7 @@ mod tenant;
 
 pub use config::{EmbedderConfig, Limits, MemoryConfig, StoreConfig};
 pub use enclave_core as core;
+pub use enclave_embed as embed;
 pub use enclave_store::sqlite::{Durability, Layout};
 pub use error::{Error, Result};
 pub use memory::Memory;

@@ -12,7 +12,7 @@ use enclave::{EmbedderConfig, Layout, Memory, MemoryConfig, StoreConfig};
 pub struct Backend {
     pub name: &'static str,
     pub memory: Memory,
-    pub _dir: tempfile::TempDir,
+    pub _dir: Option<tempfile::TempDir>,
 }
 
 pub async fn open(layout: Layout, embedder: EmbedderConfig) -> Backend {
@@ -29,7 +29,35 @@ pub async fn open(layout: Layout, embedder: EmbedderConfig) -> Backend {
             Layout::FilePerTenant => "embedded-file-per-tenant",
         },
         memory,
-        _dir: dir,
+        _dir: Some(dir),
+    }
+}
+
+/// PostgreSQL, shared mode: a scratch database migrated by its owner, the
+/// library connected as the app role (bound by row-level security).
+pub async fn open_postgres(embedder: std::sync::Arc<dyn enclave::embed::Embedder>) -> Backend {
+    let admin_url = std::env::var("ENCLAVE_TEST_DATABASE_URL")
+        .expect("ENCLAVE_TEST_DATABASE_URL is not set: run the tests through scripts/test, which starts PostgreSQL");
+    let scratch = enclave_postgres::scratch::ScratchDatabase::create(&admin_url)
+        .await
+        .expect("scratch database");
+    let app = format!("app_{}", scratch.id);
+    enclave_postgres::migrate(&scratch.owner_url, &app, None)
+        .await
+        .expect("migrate");
+    let url = scratch.url_as(&app);
+    let store = enclave_postgres::PgStore::connect(&url, embedder.dimensions(), 4)
+        .await
+        .expect("connect as app role");
+    Backend {
+        name: "postgres-shared",
+        memory: Memory::from_parts(
+            std::sync::Arc::new(store),
+            embedder,
+            Default::default(),
+            1024,
+        ),
+        _dir: None,
     }
 }
 
@@ -39,6 +67,7 @@ pub async fn backends() -> Vec<Backend> {
     for layout in [Layout::SharedFile, Layout::FilePerTenant] {
         out.push(open(layout, EmbedderConfig::Hash { dimensions: 384 }).await);
     }
+    out.push(open_postgres(std::sync::Arc::new(enclave::embed::HashEmbedder::new(384))).await);
     out
 }
 
