@@ -35,6 +35,10 @@ pub struct StoreArgs {
     /// Directory holding all-MiniLM-L6-v2 (model.safetensors, tokenizer.json, config.json).
     #[arg(long, global = true, env = "ENCLAVE_MODEL_DIR")]
     model_dir: Option<PathBuf>,
+    /// PostgreSQL URL of the app role (switches from the embedded store to
+    /// PostgreSQL; the role must be bound by row-level security).
+    #[arg(long, global = true, env = "ENCLAVE_DATABASE_URL")]
+    database_url: Option<String>,
     /// Embedded layout: one shared file, or one file per tenant.
     #[arg(
         long,
@@ -160,10 +164,8 @@ enum Command {
     },
     /// Apply the PostgreSQL migrations as the owner and create/grant the app
     /// role the server connects as (no superuser, no BYPASSRLS, DML only).
+    /// Give the owner's URL with `--database-url` (not the server's runtime URL).
     Migrate {
-        /// The owner's URL (not the server's runtime URL).
-        #[arg(long)]
-        database_url: String,
         /// The role the server will connect as.
         #[arg(long, default_value = "enclave_app")]
         app_role: String,
@@ -215,6 +217,18 @@ impl StoreArgs {
     }
 
     pub async fn open(&self) -> Result<Memory> {
+        if let Some(url) = &self.database_url {
+            let embedder = Memory::load_embedder(self.embedder_config()).await?;
+            let store = enclave_postgres::PgStore::connect(url, embedder.dimensions(), 8)
+                .await
+                .context("connecting to PostgreSQL")?;
+            return Ok(Memory::from_parts(
+                std::sync::Arc::new(store),
+                embedder,
+                Default::default(),
+                4096,
+            ));
+        }
         let dir = self.data_dir();
         Memory::open(MemoryConfig::new(
             StoreConfig::embedded(&dir, self.layout()),
@@ -384,10 +398,14 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Demo { corpus } => demo::run(&cli.store, corpus).await,
         Command::Migrate {
-            database_url,
             app_role,
             app_password_env,
         } => {
+            let database_url = cli
+                .store
+                .database_url
+                .clone()
+                .context("enclave migrate needs --database-url OWNER_URL")?;
             let password = match app_password_env {
                 Some(var) => {
                     Some(std::env::var(&var).with_context(|| format!("${var} is not set"))?)

@@ -27,10 +27,55 @@ fn write_corpus(dir: &Path) {
     }
 }
 
-fn count_documents(data: &Path, layout: &str) -> u64 {
+/// Where the ingesting process writes: its store flags.
+enum Target<'a> {
+    Embedded(&'a Path, Layout, &'a str),
+    Postgres(String),
+}
+
+impl Target<'_> {
+    fn args(&self) -> Vec<String> {
+        let mut a = vec!["--embedder".to_string(), "hash".to_string()];
+        match self {
+            Target::Embedded(data, _, layout) => {
+                a.extend([
+                    "--layout".into(),
+                    layout.to_string(),
+                    "--data-dir".into(),
+                    data.display().to_string(),
+                ]);
+            }
+            Target::Postgres(url) => a.extend(["--database-url".into(), url.clone()]),
+        }
+        a
+    }
+
+    async fn memory(&self) -> Memory {
+        match self {
+            Target::Embedded(data, layout, _) => Memory::open(MemoryConfig::new(
+                StoreConfig::embedded(data, *layout),
+                EmbedderConfig::Hash { dimensions: 384 },
+            ))
+            .await
+            .unwrap(),
+            Target::Postgres(url) => {
+                let store = enclave_postgres::PgStore::connect(url, 384, 4)
+                    .await
+                    .unwrap();
+                Memory::from_parts(
+                    std::sync::Arc::new(store),
+                    std::sync::Arc::new(enclave::embed::HashEmbedder::new(384)),
+                    Default::default(),
+                    0,
+                )
+            }
+        }
+    }
+}
+
+fn count_documents(target: &Target<'_>) -> u64 {
     let out = Command::new(env!("CARGO_BIN_EXE_enclave"))
-        .args(["--embedder", "hash", "--layout", layout, "--data-dir"])
-        .arg(data)
+        .args(target.args())
         .args(["stats", "--tenant", "crash", "--json"])
         .output()
         .unwrap();
@@ -39,12 +84,11 @@ fn count_documents(data: &Path, layout: &str) -> u64 {
         .unwrap_or(0)
 }
 
-async fn check(data: &Path, layout: Layout, layout_arg: &str) {
+async fn check(target: Target<'_>) -> u64 {
     let corpus = tempfile::tempdir().unwrap();
     write_corpus(corpus.path());
     let mut child = Command::new(env!("CARGO_BIN_EXE_enclave"))
-        .args(["--embedder", "hash", "--layout", layout_arg, "--data-dir"])
-        .arg(data)
+        .args(target.args())
         .args(["ingest", "--tenant", "crash", "--jobs", "4"])
         .arg(corpus.path())
         .stdout(Stdio::null())
@@ -53,7 +97,7 @@ async fn check(data: &Path, layout: Layout, layout_arg: &str) {
         .unwrap();
     // Let it commit some documents, then kill it mid-stream.
     let deadline = Instant::now() + Duration::from_secs(120);
-    while count_documents(data, layout_arg) < 10 {
+    while count_documents(&target) < 10 {
         assert!(Instant::now() < deadline, "ingest made no progress");
         assert!(
             child.try_wait().unwrap().is_none(),
@@ -64,12 +108,7 @@ async fn check(data: &Path, layout: Layout, layout_arg: &str) {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
 
-    let memory = Memory::open(MemoryConfig::new(
-        StoreConfig::embedded(data, layout),
-        EmbedderConfig::Hash { dimensions: 384 },
-    ))
-    .await
-    .unwrap();
+    let memory = target.memory().await;
     let t = memory.tenant(&TenantId::parse("crash").unwrap());
     let stats = t.statistics().await.unwrap();
     assert!(
@@ -128,7 +167,12 @@ async fn check(data: &Path, layout: Layout, layout_arg: &str) {
         }
     }
     assert_eq!(total_chunks, stats.chunk_count);
-    // No orphans anywhere: chunks, vectors and text rows all belong to a committed document.
+    stats.chunk_count
+}
+
+/// No orphans in the file: chunks, vectors and text rows all belong to a
+/// committed document, and SQLite finds the file intact.
+fn check_sqlite_file(data: &Path, layout: Layout, chunk_count: u64) {
     let file = match layout {
         Layout::SharedFile => data.join("enclave.sqlite"),
         _ => enclave_store::sqlite::SqliteStore::tenant_file(
@@ -143,21 +187,69 @@ async fn check(data: &Path, layout: Layout, layout_arg: &str) {
     assert_eq!(ok, "ok");
     let q = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
     assert_eq!(q("SELECT COUNT(*) FROM chunks WHERE document_id NOT IN (SELECT document_id FROM documents)"), 0);
-    assert_eq!(q("SELECT COUNT(*) FROM vectors"), stats.chunk_count as i64);
+    assert_eq!(q("SELECT COUNT(*) FROM vectors"), chunk_count as i64);
     assert_eq!(
         q("SELECT COUNT(*) FROM chunks WHERE kind = 0"),
-        stats.chunk_count as i64
+        chunk_count as i64
     );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_during_ingest_leaves_only_whole_documents_shared_file() {
     let data = tempfile::tempdir().unwrap();
-    check(data.path(), Layout::SharedFile, "shared").await;
+    let chunks = check(Target::Embedded(data.path(), Layout::SharedFile, "shared")).await;
+    check_sqlite_file(data.path(), Layout::SharedFile, chunks);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_during_ingest_leaves_only_whole_documents_file_per_tenant() {
     let data = tempfile::tempdir().unwrap();
-    check(data.path(), Layout::FilePerTenant, "per-tenant").await;
+    let chunks = check(Target::Embedded(
+        data.path(),
+        Layout::FilePerTenant,
+        "per-tenant",
+    ))
+    .await;
+    check_sqlite_file(data.path(), Layout::FilePerTenant, chunks);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_during_ingest_leaves_only_whole_documents_postgres() {
+    let admin_url = std::env::var("ENCLAVE_TEST_DATABASE_URL")
+        .expect("run through scripts/test, which starts PostgreSQL");
+    let scratch = enclave_postgres::scratch::ScratchDatabase::create(&admin_url)
+        .await
+        .unwrap();
+    let app = format!("app_{}", scratch.id);
+    enclave_postgres::migrate(&scratch.owner_url, &app, None)
+        .await
+        .unwrap();
+    let chunks = check(Target::Postgres(scratch.url_as(&app))).await;
+    // Seen by the superuser (no row-level security): nothing but whole documents.
+    let su = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(scratch.superuser.clone())
+        .await
+        .unwrap();
+    let orphans: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM chunks c WHERE NOT EXISTS \
+         (SELECT 1 FROM documents d WHERE d.tenant_id = c.tenant_id AND d.document_id = c.document_id)",
+    )
+    .fetch_one(&su)
+    .await
+    .unwrap();
+    assert_eq!(orphans, 0);
+    let mismatched: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM documents d WHERE chunk_count <> \
+         (SELECT COUNT(*) FROM chunks c WHERE c.tenant_id = d.tenant_id AND c.document_id = d.document_id AND c.kind = 0 AND c.embedding IS NOT NULL)",
+    )
+    .fetch_one(&su)
+    .await
+    .unwrap();
+    assert_eq!(mismatched, 0, "a document with missing chunks or vectors");
+    let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM chunks WHERE kind = 0")
+        .fetch_one(&su)
+        .await
+        .unwrap();
+    assert_eq!(total as u64, chunks);
 }

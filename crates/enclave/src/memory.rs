@@ -33,18 +33,7 @@ pub(crate) struct Shared {
 impl Memory {
     /// Opens the configured store and loads the embedder.
     pub async fn open(config: MemoryConfig) -> Result<Memory> {
-        let embedder: Arc<dyn Embedder> = match config.embedder {
-            EmbedderConfig::Local { model_dir } => {
-                let m = tokio::task::spawn_blocking(move || {
-                    MiniLm::load(MiniLmOptions::new(model_dir))
-                })
-                .await
-                .map_err(|e| Error::Internal(e.to_string()))??;
-                Arc::new(m)
-            }
-            EmbedderConfig::Hash { dimensions } => Arc::new(HashEmbedder::new(dimensions)),
-            EmbedderConfig::Custom(e) => e,
-        };
+        let embedder = Self::load_embedder(config.embedder).await?;
         let dims = embedder.dimensions();
         let store: Arc<dyn Store> = match config.store {
             StoreConfig::Embedded {
@@ -69,6 +58,23 @@ impl Memory {
             config.limits,
             config.query_cache_entries,
         ))
+    }
+
+    /// Builds the configured embedder (loading model weights off the async
+    /// runtime). For callers that open a store themselves, e.g. PostgreSQL.
+    pub async fn load_embedder(config: EmbedderConfig) -> Result<Arc<dyn Embedder>> {
+        Ok(match config {
+            EmbedderConfig::Local { model_dir } => {
+                let m = tokio::task::spawn_blocking(move || {
+                    MiniLm::load(MiniLmOptions::new(model_dir))
+                })
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))??;
+                Arc::new(m)
+            }
+            EmbedderConfig::Hash { dimensions } => Arc::new(HashEmbedder::new(dimensions)),
+            EmbedderConfig::Custom(e) => e,
+        })
     }
 
     /// Assembles a `Memory` from an already-open store and embedder.
