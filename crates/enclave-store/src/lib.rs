@@ -6,10 +6,12 @@
 //! and scores); the library fuses and ranks once, above this layer.
 //!
 //! - [`sqlite`]: the embedded default (one shared file, or one file per tenant);
-//! - [`vector`]: exact SIMD similarity search shared by embedded backends;
-//! - [`kit`]: the conformance kit every backend runs.
+//! - [`vector`]: exact SIMD similarity search shared by embedded backends.
+//!
+//! Every backend runs the library's conformance suite
+//! (`crates/enclave/tests/conformance.rs` and `isolation.rs`), one source for
+//! all backends.
 
-pub mod kit;
 mod model;
 pub mod sqlite;
 pub mod vector;

@@ -1,1 +1,0 @@
-//! The conformance kit: behaviour every backend must show, written once.
