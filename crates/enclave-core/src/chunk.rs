@@ -145,7 +145,7 @@ pub fn chunk_text(
         ChunkStrategy::Auto => {
             let blocks = blocks(text, doc_type);
             Chunked {
-                chunks: pack(text, &toks, &blocks, max, overlap, false),
+                chunks: pack(text, &toks, &blocks, max, overlap),
                 sections: vec![],
             }
         }
@@ -418,7 +418,6 @@ fn pack(
     blocks: &[Block],
     max: usize,
     overlap: usize,
-    _hier: bool,
 ) -> Vec<ChunkDraft> {
     let units = units(text, toks, blocks, max, overlap);
     let min_fill = max / 4;
@@ -490,7 +489,7 @@ fn hierarchical(
     let parent_max = max * 4;
     let mut result = Chunked::default();
     for g in groups {
-        let leaves = pack(text, toks, &g, max, overlap, true);
+        let leaves = pack(text, toks, &g, max, overlap);
         // Split a long section into parents of at most four chunks' worth.
         let mut i = 0;
         while i < leaves.len() {

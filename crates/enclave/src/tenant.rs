@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use enclave_core::chunk::{chunk_text, ChunkDraft, ChunkStrategy};
 use enclave_core::fusion::rrf;
 use enclave_core::{
-    Document, DocumentBody, DocumentFilter, DocumentId, DocumentInfo, DocumentPatch, DocumentType,
+    Document, DocumentBody, DocumentFilter, DocumentId, DocumentInfo, DocumentPatch,
     ExportedDocument, MetadataFilter, NewDocument, Search, SearchHit, SearchMode, SearchParams,
     SearchResults, Statistics, TenantId,
 };
@@ -603,6 +603,3 @@ fn content_hash(doc: &NewDocument) -> String {
     }
     hex::encode(h.finalize())
 }
-
-#[allow(dead_code)]
-fn _assert_types(_: DocumentType) {}

@@ -150,7 +150,6 @@ fn decode_vector(blob: &[u8], out: &mut Vec<f32>) -> StoreResult<()> {
 
 const DOC_COLS: &str = "d.document_id, d.name, d.doc_type, d.origin, d.external_id, d.metadata, \
     d.size_bytes, d.chunk_count, d.token_count, d.document_date, d.created_at, d.updated_at";
-const DOC_COL_COUNT: usize = 12;
 
 fn internal(what: &str) -> impl Fn(String) -> StoreError + '_ {
     move |e| StoreError::Internal(format!("{what}: {e}"))
@@ -916,6 +915,3 @@ fn load_chunks(
     }
     Ok(out)
 }
-
-#[allow(dead_code)]
-const _: usize = DOC_COL_COUNT;
