@@ -217,11 +217,7 @@ async fn sigkill_during_ingest_leaves_only_whole_documents_file_per_tenant() {
 async fn sigkill_during_ingest_leaves_only_whole_documents_postgres() {
     let admin_url = std::env::var("ENCLAVE_TEST_DATABASE_URL")
         .expect("run through scripts/test, which starts PostgreSQL");
-    let scratch = enclave_postgres::scratch::ScratchDatabase::create(&admin_url)
-        .await
-        .unwrap();
-    let app = format!("app_{}", scratch.id);
-    enclave_postgres::migrate(&scratch.owner_url, &app, None)
+    let (scratch, app) = enclave_postgres::scratch::ScratchDatabase::migrated(&admin_url)
         .await
         .unwrap();
     let chunks = check(Target::Postgres(scratch.url_as(&app))).await;

@@ -69,6 +69,16 @@ impl ScratchDatabase {
         })
     }
 
+    /// A scratch database with the migrations applied by its owner and an
+    /// app role `app_<id>` created by [`crate::migrate`]; returns the
+    /// database and the app role's name.
+    pub async fn migrated(admin_url: &str) -> Result<(Self, String), PgError> {
+        let db = Self::create(admin_url).await?;
+        let app = format!("app_{}", db.id);
+        crate::migrate(&db.owner_url, &app, None).await?;
+        Ok((db, app))
+    }
+
     /// URL for `role` on this database (trust authentication).
     pub fn url_as(&self, role: &str) -> String {
         self.as_role(role).to_url_lossy().to_string()

@@ -15,11 +15,7 @@ struct TestDb {
 async fn fresh_db() -> TestDb {
     let admin_url = std::env::var("ENCLAVE_TEST_DATABASE_URL")
         .expect("ENCLAVE_TEST_DATABASE_URL is not set: run the tests through scripts/test, which starts PostgreSQL");
-    let scratch = enclave_postgres::scratch::ScratchDatabase::create(&admin_url)
-        .await
-        .unwrap();
-    let app = format!("app_{}", scratch.id);
-    enclave_postgres::migrate(&scratch.owner_url, &app, None)
+    let (scratch, app) = enclave_postgres::scratch::ScratchDatabase::migrated(&admin_url)
         .await
         .unwrap();
     let app_opts = scratch.as_role(&app);

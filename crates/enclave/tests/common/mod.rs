@@ -38,13 +38,9 @@ pub async fn open(layout: Layout, embedder: EmbedderConfig) -> Backend {
 pub async fn open_postgres(embedder: std::sync::Arc<dyn enclave::embed::Embedder>) -> Backend {
     let admin_url = std::env::var("ENCLAVE_TEST_DATABASE_URL")
         .expect("ENCLAVE_TEST_DATABASE_URL is not set: run the tests through scripts/test, which starts PostgreSQL");
-    let scratch = enclave_postgres::scratch::ScratchDatabase::create(&admin_url)
+    let (scratch, app) = enclave_postgres::scratch::ScratchDatabase::migrated(&admin_url)
         .await
         .expect("scratch database");
-    let app = format!("app_{}", scratch.id);
-    enclave_postgres::migrate(&scratch.owner_url, &app, None)
-        .await
-        .expect("migrate");
     let url = scratch.url_as(&app);
     let store = enclave_postgres::PgStore::connect(&url, embedder.dimensions(), 4)
         .await
