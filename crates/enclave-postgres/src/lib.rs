@@ -8,12 +8,18 @@
 //!   superuser and lacks `BYPASSRLS` — [`check_app_role`] refuses anything
 //!   else, because row-level security does not bind such roles.
 //!
-//! The tenant-scoped store over this schema is the next step (issue 3).
+//! [`PgStore`] is the tenant-scoped store over this schema, in the three
+//! isolation modes of [`Placement`]; [`move_tenant`] moves a tenant between
+//! them and [`ensure_vector_indexes`] gives large tenants their own HNSW index.
 
+mod maintain;
+mod placement;
 pub mod scratch;
 mod store;
 
-pub use store::PgStore;
+pub use maintain::{ensure_vector_indexes, IndexChange, IndexPolicy};
+pub use placement::{move_tenant, schema_name, MoveReport, MoveTarget, Placement};
+pub use store::{PgOptions, PgStore};
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Executor, PgPool};
@@ -46,7 +52,7 @@ pub enum PgError {
 }
 
 /// Role names we create are plain identifiers (no quoting games).
-fn check_role_name(role: &str) -> Result<(), PgError> {
+pub(crate) fn check_role_name(role: &str) -> Result<(), PgError> {
     let ok = !role.is_empty()
         && role.len() <= 63
         && role.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
@@ -79,11 +85,12 @@ pub async fn migrate(
         .await?;
     MIGRATOR.run(&pool).await?;
 
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
-            .bind(app_role)
-            .fetch_one(&pool)
-            .await?;
+    let (exists, can_login): (bool, bool) = sqlx::query_as(
+        "SELECT count(*) > 0, COALESCE(bool_or(rolcanlogin), false) FROM pg_roles WHERE rolname = $1",
+    )
+    .bind(app_role)
+    .fetch_one(&pool)
+    .await?;
     // Only a superuser may even mention SUPERUSER/BYPASSRLS on an existing
     // role, so an existing role is altered for login/password and then checked.
     let attrs = if exists {
@@ -103,7 +110,11 @@ pub async fn migrate(
     .bind(app_password)
     .fetch_one(&pool)
     .await?;
-    pool.execute(ddl.as_str()).await?;
+    // An existing login role needs no ALTER unless its password changes (and
+    // the owner of a second database may not be allowed to alter it).
+    if !(exists && can_login && app_password.is_none()) {
+        pool.execute(ddl.as_str()).await?;
+    }
     let (superuser, bypass): (bool, bool) =
         sqlx::query_as("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = $1")
             .bind(app_role)
@@ -114,12 +125,8 @@ pub async fn migrate(
             "{app_role} already exists as a superuser or with BYPASSRLS; pick another app role"
         )));
     }
-    let grants = format!(
-        "GRANT USAGE ON SCHEMA public TO {app_role}; \
-         GRANT SELECT, INSERT, UPDATE, DELETE ON tenants, documents, chunks, messages, usage_daily TO {app_role}; \
-         GRANT SELECT, INSERT ON audit_events TO {app_role};"
-    );
-    pool.execute(grants.as_str()).await?;
+    pool.execute(placement::grants_sql("public", app_role).as_str())
+        .await?;
     pool.close().await;
     Ok(())
 }

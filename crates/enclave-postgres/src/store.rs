@@ -1,14 +1,31 @@
-//! The tenant-scoped store on PostgreSQL (shared isolation mode).
+//! The tenant-scoped store on PostgreSQL, in every isolation mode.
 //!
 //! Every unit of work is a transaction that first runs
 //! `set_config('app.tenant_id', $tenant, true)`, so row-level security binds
-//! it to the handle's tenant; every statement also states `tenant_id = $1`
+//! it to the handle's tenant; every statement also states `tenant_id = …`
 //! (defence in depth, and what makes the indexes usable).
 //!
-//! Vector search is exact (`ORDER BY embedding <=> $q`), so recall is 1.0 for
-//! every tenant size; choosing index scans for large tenants is the next step.
+//! **Placement.** The tenant's row in the main database's `tenants` table is
+//! its directory entry: `shared` (rows in the public tables), `schema` (the
+//! same tables, migrated into the tenant's own schema) or `database` (the
+//! tenant's own database, reached through a bounded, reused pool). Each
+//! transaction reads the entry in the same snapshot as the data it touches
+//! (reads run REPEATABLE READ) and writes hold `FOR KEY SHARE` on it, so a
+//! concurrent [`crate::move_tenant`] — which holds `FOR UPDATE` — can never
+//! leave a reader or writer on the old copy. The last placement seen is cached
+//! as a guess; a wrong guess costs one retry.
+//!
+//! **Vector search** is exact (`cosine_distance`, which no index can serve)
+//! unless the tenant has its own partial HNSW index (built by
+//! [`crate::ensure_vector_indexes`] once it is large). Indexed tenants are
+//! searched through that index with pgvector's iterative scans; a filtered
+//! search whose filter leaves few chunks, or an index scan that returns fewer
+//! than asked, falls back to the exact scan. Small tenants are therefore
+//! always exact (recall 1.0) and never pay for a global index's filtering.
 
+use std::num::NonZeroUsize;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use enclave_core::filter::{Condition, FilterOp, Scalar};
@@ -21,47 +38,175 @@ use enclave_store::{
     dedupe_key, Candidate, ChunkKey, DocumentPage, DocumentRecord, ExistingDocument, HitRow,
     ListQuery, PutOutcome, Store, StoreError, StoreResult, TenantStore,
 };
+use lru::LruCache;
+use parking_lot::Mutex;
+use pgvector::Vector;
 use serde_json::{Map, Value};
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
-use sqlx::{Postgres, QueryBuilder, Row, Transaction};
+use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Executor, Postgres, QueryBuilder, Row, Transaction};
 
+use crate::placement::{sql_literal, Placement};
 use crate::{check_app_role, PgError};
 
-/// PostgreSQL store, shared mode. Connects as the app role.
+/// Tuning of a [`PgStore`]. The defaults suit a server with a few cores.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// Connections to the main database.
+    pub max_connections: u32,
+    /// Connections per tenant database (database isolation mode).
+    pub tenant_pool_connections: u32,
+    /// Tenant-database pools kept open; the least recently used is closed.
+    pub max_tenant_pools: usize,
+    /// PostgreSQL text search configuration for new chunks and queries.
+    pub text_search_config: String,
+    /// `hnsw.ef_search` floor for indexed tenants (raised to 2 × k).
+    pub hnsw_ef_search: u32,
+    /// A filtered search on an indexed tenant scans exactly when the filter
+    /// leaves at most this many chunks.
+    pub exact_scan_max_chunks: u64,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            tenant_pool_connections: 4,
+            max_tenant_pools: 64,
+            text_search_config: "english".into(),
+            hnsw_ef_search: 100,
+            exact_scan_max_chunks: 20_000,
+        }
+    }
+}
+
+/// PostgreSQL store. Connects as the app role.
 pub struct PgStore {
-    pool: PgPool,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    main: PgPool,
     dims: usize,
+    opts: PgOptions,
+    /// Last placement seen per tenant (a guess, verified in every transaction).
+    placements: Mutex<LruCache<TenantId, Placement>>,
+    /// Pools of tenant databases, by URL.
+    pools: tokio::sync::Mutex<LruCache<String, PgPool>>,
 }
 
 impl PgStore {
-    /// Connects and refuses a role that row-level security would not bind.
+    /// Connects with default options and refuses a role that row-level
+    /// security would not bind.
     pub async fn connect(url: &str, dims: usize, max_connections: u32) -> Result<Self, PgError> {
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
+        Self::connect_with(
+            url,
+            dims,
+            PgOptions {
+                max_connections,
+                ..PgOptions::default()
+            },
+        )
+        .await
+    }
+
+    pub async fn connect_with(url: &str, dims: usize, opts: PgOptions) -> Result<Self, PgError> {
+        let main = PgPoolOptions::new()
+            .max_connections(opts.max_connections)
             .connect(url)
             .await?;
-        check_app_role(&pool).await?;
-        Ok(Self { pool, dims })
+        check_app_role(&main).await?;
+        // An unknown text search configuration fails here, not per query.
+        sqlx::query("SELECT $1::regconfig")
+            .bind(&opts.text_search_config)
+            .execute(&main)
+            .await?;
+        let pools = NonZeroUsize::new(opts.max_tenant_pools.max(1)).expect("non-zero");
+        Ok(Self {
+            inner: Arc::new(Inner {
+                main,
+                dims,
+                placements: Mutex::new(LruCache::new(
+                    NonZeroUsize::new(100_000).expect("non-zero"),
+                )),
+                pools: tokio::sync::Mutex::new(LruCache::new(pools)),
+                opts,
+            }),
+        })
     }
 }
 
 impl Store for PgStore {
     fn tenant(&self, id: &TenantId) -> Arc<dyn TenantStore> {
         Arc::new(PgTenant {
-            pool: self.pool.clone(),
+            inner: self.inner.clone(),
             tenant: id.clone(),
-            dims: self.dims,
         })
     }
     fn dimensions(&self) -> usize {
-        self.dims
+        self.inner.dims
+    }
+}
+
+impl Inner {
+    /// The pool of a tenant database, opened (and its role checked) on first
+    /// use; the least recently used pool beyond the bound is closed.
+    async fn tenant_pool(&self, url: &str) -> StoreResult<PgPool> {
+        let mut pools = self.pools.lock().await;
+        if let Some(p) = pools.get(url) {
+            return Ok(p.clone());
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(self.opts.tenant_pool_connections)
+            .min_connections(0)
+            .idle_timeout(Duration::from_secs(60))
+            .connect(url)
+            .await
+            .map_err(db_err)?;
+        check_app_role(&pool)
+            .await
+            .map_err(|e| StoreError::Internal(format!("tenant database: {e}")))?;
+        if let Some((old_url, old)) = pools.push(url.to_owned(), pool.clone()) {
+            if old_url != url {
+                tokio::spawn(async move { old.close().await });
+            }
+        }
+        Ok(pool)
+    }
+}
+
+const READ: bool = false;
+const WRITE: bool = true;
+
+/// One unit of work for one tenant: a transaction on the main database
+/// (holding the directory entry) and, in database mode, one on the tenant's
+/// database where the data lives.
+struct Tx {
+    main: Transaction<'static, Postgres>,
+    tenant: Option<Transaction<'static, Postgres>>,
+    /// The tenant has its own HNSW index.
+    vector_index: bool,
+}
+
+impl Tx {
+    /// The connection that holds the tenant's data.
+    fn db(&mut self) -> &mut PgConnection {
+        match &mut self.tenant {
+            Some(t) => t,
+            None => &mut self.main,
+        }
+    }
+
+    async fn commit(self) -> StoreResult<()> {
+        if let Some(t) = self.tenant {
+            t.commit().await.map_err(db_err)?;
+        }
+        self.main.commit().await.map_err(db_err)
     }
 }
 
 struct PgTenant {
-    pool: PgPool,
+    inner: Arc<Inner>,
     tenant: TenantId,
-    dims: usize,
 }
 
 fn db_err(e: sqlx::Error) -> StoreError {
@@ -74,31 +219,6 @@ fn db_err(e: sqlx::Error) -> StoreError {
         }
         _ => StoreError::Internal(e.to_string()),
     }
-}
-
-fn vector_literal(v: &[f32]) -> String {
-    let mut s = String::with_capacity(v.len() * 10);
-    s.push('[');
-    for (i, x) in v.iter().enumerate() {
-        if i > 0 {
-            s.push(',');
-        }
-        s.push_str(&x.to_string());
-    }
-    s.push(']');
-    s
-}
-
-fn parse_vector(s: &str) -> StoreResult<Vec<f32>> {
-    s.trim_matches(['[', ']'])
-        .split(',')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            p.trim()
-                .parse::<f32>()
-                .map_err(|e| StoreError::Internal(format!("vector: {e}")))
-        })
-        .collect()
 }
 
 const DOC_COLS: &str = "d.document_id, d.name, d.doc_type, d.origin, d.external_id, d.metadata, \
@@ -267,23 +387,208 @@ fn tsquery(q: &TextQuery) -> Option<String> {
 }
 
 impl PgTenant {
-    async fn begin(&self) -> StoreResult<Transaction<'static, Postgres>> {
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
-        sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
-            .bind(self.tenant.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        Ok(tx)
+    /// Opens the tenant's transaction(s): sets the tenant (and, in schema
+    /// mode, the search path), and checks the directory entry in the same
+    /// transaction — retrying when the cached placement was stale.
+    async fn begin(&self, write: bool) -> StoreResult<Tx> {
+        let lit = sql_literal(self.tenant.as_str());
+        let prologue = if write {
+            ""
+        } else {
+            "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY; "
+        };
+        for _ in 0..4 {
+            let guess = self
+                .inner
+                .placements
+                .lock()
+                .get(&self.tenant)
+                .cloned()
+                .unwrap_or(Placement::Shared);
+            let mut main = self.inner.main.begin().await.map_err(db_err)?;
+            // Tenant ids and schema names are validated identifiers, so they
+            // can be literals: one round trip, and partial indexes match.
+            let sql = format!(
+                "{prologue}SELECT set_config('app.tenant_id', {lit}, true), set_config('search_path', {path}, true); \
+                 SELECT d.isolation, d.location, \
+                        COALESCE((SELECT t.vector_index FROM tenants t WHERE t.tenant_id = {lit}), false) \
+                 FROM public.tenants d WHERE d.tenant_id = {lit}{lock}",
+                path = sql_literal(&guess.search_path()),
+                lock = if write { " FOR KEY SHARE OF d" } else { "" },
+            );
+            let rows = main.fetch_all(sql.as_str()).await.map_err(db_err)?;
+            let (actual, mut vector_index) = match rows.iter().find(|r| r.len() == 3) {
+                Some(r) => (
+                    Placement::from_row(
+                        r.try_get::<String, _>(0).map_err(db_err)?.as_str(),
+                        r.try_get(1).map_err(db_err)?,
+                    )
+                    .map_err(|e| StoreError::Internal(e.to_string()))?,
+                    r.try_get::<bool, _>(2).map_err(db_err)?,
+                ),
+                None => (Placement::Shared, false),
+            };
+            if actual != guess {
+                self.inner
+                    .placements
+                    .lock()
+                    .put(self.tenant.clone(), actual);
+                continue;
+            }
+            let tenant = match &actual {
+                Placement::Database(url) => {
+                    let pool = self.inner.tenant_pool(url).await?;
+                    let mut t = pool.begin().await.map_err(db_err)?;
+                    let sql = format!(
+                        "{prologue}SELECT set_config('app.tenant_id', {lit}, true); \
+                         SELECT COALESCE((SELECT vector_index FROM tenants WHERE tenant_id = {lit}), false)"
+                    );
+                    let rows = t.fetch_all(sql.as_str()).await.map_err(db_err)?;
+                    vector_index = match rows.last() {
+                        Some(r) => r.try_get::<bool, _>(0).unwrap_or(false),
+                        None => false,
+                    };
+                    Some(t)
+                }
+                _ => None,
+            };
+            return Ok(Tx {
+                main,
+                tenant,
+                vector_index,
+            });
+        }
+        Err(StoreError::Unavailable(
+            "the tenant is being moved; retry".into(),
+        ))
     }
 
     fn t(&self) -> String {
         self.tenant.as_str().to_owned()
     }
+
+    /// How this query searches vectors: exact unless the tenant has its own
+    /// HNSW index and the filter (if any) leaves many chunks.
+    async fn vector_strategy(
+        &self,
+        tx: &mut Tx,
+        filter: &DocumentFilter,
+    ) -> StoreResult<VectorStrategy> {
+        if !tx.vector_index {
+            return Ok(VectorStrategy::Exact);
+        }
+        if filter.is_empty() {
+            return Ok(VectorStrategy::Index);
+        }
+        let mut qb = QueryBuilder::<Postgres>::new(
+            "SELECT COALESCE(SUM(d.chunk_count), 0)::int8 FROM documents d WHERE d.tenant_id = ",
+        );
+        qb.push_bind(self.t());
+        push_filter(&mut qb, filter);
+        let matching: i64 = qb
+            .build()
+            .fetch_one(tx.db())
+            .await
+            .map_err(db_err)?
+            .try_get(0)
+            .map_err(db_err)?;
+        Ok(if matching as u64 > self.inner.opts.exact_scan_max_chunks {
+            VectorStrategy::Index
+        } else {
+            VectorStrategy::Exact
+        })
+    }
+
+    /// Exact nearest neighbours among the tenant's (filtered) chunks.
+    /// `cosine_distance()` rather than `<=>`: no index can serve it, so the
+    /// planner reads the tenant's rows through its btree and sorts.
+    async fn exact_scan(
+        &self,
+        tx: &mut Tx,
+        q: &Vector,
+        filter: &DocumentFilter,
+        k: usize,
+    ) -> StoreResult<Vec<Candidate>> {
+        let mut qb =
+            QueryBuilder::<Postgres>::new("SELECT c.chunk_no, 1 - cosine_distance(c.embedding, ");
+        qb.push_bind(q.clone()).push(") AS s FROM chunks c");
+        if !filter.is_empty() {
+            qb.push(
+                " JOIN documents d ON d.tenant_id = c.tenant_id AND d.document_id = c.document_id",
+            );
+        }
+        qb.push(" WHERE c.tenant_id = ")
+            .push_bind(self.t())
+            .push(" AND c.kind = 0");
+        push_filter(&mut qb, filter);
+        qb.push(" ORDER BY cosine_distance(c.embedding, ")
+            .push_bind(q.clone())
+            .push("), c.chunk_no LIMIT ")
+            .push_bind(k as i64);
+        let rows = qb.build().fetch_all(tx.db()).await.map_err(db_err)?;
+        candidates(&rows)
+    }
+
+    /// Approximate nearest neighbours through the tenant's partial HNSW
+    /// index (its predicate is `tenant_id = '<tenant>'`, so the tenant is a
+    /// literal here), with iterative scans so filters do not starve it, and
+    /// the relaxed-order results re-sorted by exact distance.
+    async fn index_scan(
+        &self,
+        tx: &mut Tx,
+        q: &Vector,
+        filter: &DocumentFilter,
+        k: usize,
+    ) -> StoreResult<Vec<Candidate>> {
+        let ef = (self.inner.opts.hnsw_ef_search as usize)
+            .max(2 * k)
+            .min(1000);
+        let settings = format!(
+            "SELECT set_config('hnsw.ef_search', '{ef}', true), \
+                    set_config('hnsw.iterative_scan', 'relaxed_order', true)"
+        );
+        tx.db().execute(settings.as_str()).await.map_err(db_err)?;
+        let mut qb = QueryBuilder::<Postgres>::new(
+            "SELECT no, 1 - dist AS s FROM (SELECT c.chunk_no AS no, c.embedding <=> ",
+        );
+        qb.push_bind(q.clone()).push(" AS dist FROM chunks c");
+        if !filter.is_empty() {
+            qb.push(
+                " JOIN documents d ON d.tenant_id = c.tenant_id AND d.document_id = c.document_id",
+            );
+        }
+        qb.push(format!(
+            " WHERE c.tenant_id = {} AND c.kind = 0",
+            sql_literal(self.tenant.as_str())
+        ));
+        push_filter(&mut qb, filter);
+        qb.push(" ORDER BY c.embedding <=> ")
+            .push_bind(q.clone())
+            .push(format!(" LIMIT {k}) x ORDER BY dist, no"));
+        let rows = qb.build().fetch_all(tx.db()).await.map_err(db_err)?;
+        candidates(&rows)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum VectorStrategy {
+    Exact,
+    Index,
+}
+
+fn candidates(rows: &[PgRow]) -> StoreResult<Vec<Candidate>> {
+    rows.iter()
+        .map(|r| {
+            Ok(Candidate {
+                key: r.try_get(0).map_err(db_err)?,
+                score: r.try_get(1).map_err(db_err)?,
+            })
+        })
+        .collect()
 }
 
 async fn load_document(
-    tx: &mut Transaction<'static, Postgres>,
+    db: &mut PgConnection,
     tenant: &str,
     id: DocumentId,
 ) -> StoreResult<Option<DocumentInfo>> {
@@ -292,31 +597,31 @@ async fn load_document(
     ))
     .bind(tenant)
     .bind(uuid_of(id))
-    .fetch_optional(&mut **tx)
+    .fetch_optional(&mut *db)
     .await
     .map_err(db_err)?;
     row.map(|r| doc_from_row(&r)).transpose()
 }
 
 async fn load_chunks(
-    tx: &mut Transaction<'static, Postgres>,
+    db: &mut PgConnection,
     tenant: &str,
     id: DocumentId,
 ) -> StoreResult<Vec<(ChunkInfo, Vec<f32>)>> {
     let rows = sqlx::query(
-        "SELECT chunk_id, idx, content, token_count, metadata, parent_idx, embedding::text AS embedding FROM chunks \
+        "SELECT chunk_id, idx, content, token_count, metadata, parent_idx, embedding FROM chunks \
          WHERE tenant_id = $1 AND document_id = $2 AND kind = 0 ORDER BY idx",
     )
     .bind(tenant)
     .bind(uuid_of(id))
-    .fetch_all(&mut **tx)
+    .fetch_all(&mut *db)
     .await
     .map_err(db_err)?;
     rows.iter()
         .map(|r| {
             let cid: sqlx::types::Uuid = r.try_get("chunk_id").map_err(db_err)?;
             let meta: Value = r.try_get("metadata").map_err(db_err)?;
-            let emb: Option<String> = r.try_get("embedding").map_err(db_err)?;
+            let emb: Option<Vector> = r.try_get("embedding").map_err(db_err)?;
             Ok((
                 ChunkInfo {
                     chunk_id: ChunkId::parse(&cid.hyphenated().to_string())
@@ -333,10 +638,7 @@ async fn load_chunks(
                         .map_err(db_err)?
                         .map(|p| p as u32),
                 },
-                emb.as_deref()
-                    .map(parse_vector)
-                    .transpose()?
-                    .unwrap_or_default(),
+                emb.map(|v| v.to_vec()).unwrap_or_default(),
             ))
         })
         .collect()
@@ -345,14 +647,14 @@ async fn load_chunks(
 #[async_trait::async_trait]
 impl TenantStore for PgTenant {
     async fn find_by_key(&self, key: &str) -> StoreResult<Option<ExistingDocument>> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(READ).await?;
         let row = sqlx::query("SELECT document_id, content_hash, chunk_count, token_count, created_at FROM documents WHERE tenant_id = $1 AND dedupe_key = $2")
             .bind(self.t())
             .bind(key)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(tx.db())
             .await
             .map_err(db_err)?;
-        tx.commit().await.map_err(db_err)?;
+        tx.commit().await?;
         row.map(|r| {
             let id: sqlx::types::Uuid = r.try_get(0).map_err(db_err)?;
             Ok(ExistingDocument {
@@ -368,20 +670,24 @@ impl TenantStore for PgTenant {
     }
 
     async fn put_document(&self, doc: DocumentRecord) -> StoreResult<(DocumentId, PutOutcome)> {
-        if let Some(bad) = doc.chunks.iter().find(|c| c.embedding.len() != self.dims) {
+        if let Some(bad) = doc
+            .chunks
+            .iter()
+            .find(|c| c.embedding.len() != self.inner.dims)
+        {
             return Err(StoreError::Invalid(format!(
                 "chunk {} has a {}-dimensional embedding; this store holds {}-dimensional vectors",
                 bad.index,
                 bad.embedding.len(),
-                self.dims
+                self.inner.dims
             )));
         }
         let t = self.t();
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(WRITE).await?;
         // The tenant's directory row, created with its first document.
         sqlx::query("INSERT INTO tenants (tenant_id, slug, name) VALUES ($1, 't' || substr(md5($1), 1, 24), $1) ON CONFLICT (tenant_id) DO NOTHING")
             .bind(&t)
-            .execute(&mut *tx)
+            .execute(tx.db())
             .await
             .map_err(db_err)?;
         let existing: Option<sqlx::types::Uuid> = sqlx::query_scalar(
@@ -389,7 +695,7 @@ impl TenantStore for PgTenant {
         )
         .bind(&t)
         .bind(&doc.dedupe_key)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(tx.db())
         .await
         .map_err(db_err)?;
         let token_count: i64 = doc.chunks.iter().map(|c| c.token_count as i64).sum();
@@ -399,7 +705,7 @@ impl TenantStore for PgTenant {
                 sqlx::query("DELETE FROM chunks WHERE tenant_id = $1 AND document_id = $2")
                     .bind(&t)
                     .bind(id)
-                    .execute(&mut *tx)
+                    .execute(tx.db())
                     .await
                     .map_err(db_err)?;
                 sqlx::query(
@@ -410,7 +716,7 @@ impl TenantStore for PgTenant {
                 .bind(&t).bind(id).bind(&doc.name).bind(doc.doc_type.as_str()).bind(doc.origin.as_ref().map(|o| o.as_str()))
                 .bind(&doc.external_id).bind(&metadata).bind(&doc.content_hash).bind(doc.size_bytes as i64)
                 .bind(doc.chunks.len() as i32).bind(token_count).bind(doc.document_date).bind(doc.now)
-                .execute(&mut *tx).await.map_err(db_err)?;
+                .execute(tx.db()).await.map_err(db_err)?;
                 (id, PutOutcome::Replaced)
             }
             None => {
@@ -423,7 +729,7 @@ impl TenantStore for PgTenant {
                 .bind(&t).bind(id).bind(&doc.dedupe_key).bind(&doc.name).bind(doc.doc_type.as_str()).bind(doc.origin.as_ref().map(|o| o.as_str()))
                 .bind(&doc.external_id).bind(&metadata).bind(&doc.content_hash).bind(doc.size_bytes as i64)
                 .bind(doc.chunks.len() as i32).bind(token_count).bind(doc.document_date).bind(doc.now)
-                .execute(&mut *tx).await.map_err(db_err)?;
+                .execute(tx.db()).await.map_err(db_err)?;
                 (id, PutOutcome::Created)
             }
         };
@@ -435,7 +741,7 @@ impl TenantStore for PgTenant {
         let mut tokens = Vec::new();
         let mut metas = Vec::new();
         let mut parents: Vec<Option<i32>> = Vec::new();
-        let mut vectors: Vec<Option<String>> = Vec::new();
+        let mut vectors: Vec<Option<Vector>> = Vec::new();
         for s in &doc.sections {
             ids.push(ChunkId::new().as_uuid());
             kinds.push(1i16);
@@ -454,19 +760,19 @@ impl TenantStore for PgTenant {
             tokens.push(c.token_count as i32);
             metas.push(Value::Object(c.metadata.clone()));
             parents.push(c.parent_index.map(|p| p as i32));
-            vectors.push(Some(vector_literal(&c.embedding)));
+            vectors.push(Some(Vector::from(c.embedding.clone())));
         }
         sqlx::query(
-            "INSERT INTO chunks (tenant_id, chunk_id, document_id, kind, idx, content, token_count, metadata, parent_idx, embedding) \
-             SELECT $1, u.id, $2, u.kind, u.idx, u.content, u.tokens, u.meta, u.parent, u.vec::vector \
-             FROM unnest($3::uuid[], $4::int2[], $5::int4[], $6::text[], $7::int4[], $8::jsonb[], $9::int4[], $10::text[]) \
+            "INSERT INTO chunks (tenant_id, chunk_id, document_id, kind, idx, content, token_count, metadata, parent_idx, embedding, ts_config) \
+             SELECT $1, u.id, $2, u.kind, u.idx, u.content, u.tokens, u.meta, u.parent, u.vec, $11::regconfig \
+             FROM unnest($3::uuid[], $4::int2[], $5::int4[], $6::text[], $7::int4[], $8::jsonb[], $9::int4[], $10::vector[]) \
                   AS u(id, kind, idx, content, tokens, meta, parent, vec)",
         )
-        .bind(&t).bind(id).bind(&ids).bind(&kinds).bind(&idxs).bind(&contents).bind(&tokens).bind(&metas).bind(&parents).bind(&vectors)
-        .execute(&mut *tx)
+        .bind(&t).bind(id).bind(&ids).bind(&kinds).bind(&idxs).bind(&contents).bind(&tokens).bind(&metas).bind(&parents).bind(&vectors).bind(&self.inner.opts.text_search_config)
+        .execute(tx.db())
         .await
         .map_err(db_err)?;
-        tx.commit().await.map_err(db_err)?;
+        tx.commit().await?;
         let id = DocumentId::parse(&id.hyphenated().to_string())
             .map_err(|e| StoreError::Internal(e.to_string()))?;
         Ok((id, outcome))
@@ -478,33 +784,28 @@ impl TenantStore for PgTenant {
         filter: &DocumentFilter,
         k: usize,
     ) -> StoreResult<Vec<Candidate>> {
-        if query.len() != self.dims {
+        if query.len() != self.inner.dims {
             return Err(StoreError::Invalid(format!(
                 "query vector has {} dimensions; this store holds {}",
                 query.len(),
-                self.dims
+                self.inner.dims
             )));
         }
-        let q = vector_literal(query);
-        let mut qb = QueryBuilder::<Postgres>::new("SELECT c.chunk_no, 1 - (c.embedding <=> ");
-        qb.push_bind(q.clone()).push("::vector) AS s FROM chunks c JOIN documents d ON d.tenant_id = c.tenant_id AND d.document_id = c.document_id WHERE c.tenant_id = ");
-        qb.push_bind(self.t()).push(" AND c.kind = 0");
-        push_filter(&mut qb, filter);
-        qb.push(" ORDER BY c.embedding <=> ")
-            .push_bind(q)
-            .push("::vector, c.chunk_no LIMIT ")
-            .push_bind(k as i64);
-        let mut tx = self.begin().await?;
-        let rows = qb.build().fetch_all(&mut *tx).await.map_err(db_err)?;
-        tx.commit().await.map_err(db_err)?;
-        rows.iter()
-            .map(|r| {
-                Ok(Candidate {
-                    key: r.try_get(0).map_err(db_err)?,
-                    score: r.try_get(1).map_err(db_err)?,
-                })
-            })
-            .collect()
+        let q = Vector::from(query.to_vec());
+        let mut tx = self.begin(READ).await?;
+        let strategy = self.vector_strategy(&mut tx, filter).await?;
+        if strategy == VectorStrategy::Index {
+            let found = self.index_scan(&mut tx, &q, filter, k).await?;
+            if found.len() >= k {
+                tx.commit().await?;
+                return Ok(found);
+            }
+            // The filter let fewer than k chunks through the scan's budget:
+            // only the exact scan knows whether more exist.
+        }
+        let found = self.exact_scan(&mut tx, &q, filter, k).await?;
+        tx.commit().await?;
+        Ok(found)
     }
 
     async fn text_candidates(
@@ -517,29 +818,25 @@ impl TenantStore for PgTenant {
             return Ok(Vec::new());
         };
         let mut qb = QueryBuilder::<Postgres>::new(
-            "SELECT c.chunk_no, ts_rank_cd(c.tsv, q)::float8 AS s FROM to_tsquery('english', ",
+            "SELECT c.chunk_no, ts_rank_cd(c.tsv, q)::float8 AS s FROM to_tsquery(",
         );
-        qb.push_bind(tsq).push(") q, chunks c JOIN documents d ON d.tenant_id = c.tenant_id AND d.document_id = c.document_id WHERE c.tenant_id = ");
+        qb.push_bind(self.inner.opts.text_search_config.clone())
+            .push("::regconfig, ")
+            .push_bind(tsq)
+            .push(") q, chunks c JOIN documents d ON d.tenant_id = c.tenant_id AND d.document_id = c.document_id WHERE c.tenant_id = ");
         qb.push_bind(self.t())
             .push(" AND c.kind = 0 AND c.tsv @@ q");
         push_filter(&mut qb, filter);
         qb.push(" ORDER BY s DESC, c.chunk_no LIMIT ")
             .push_bind(k as i64);
-        let mut tx = self.begin().await?;
-        let rows = qb.build().fetch_all(&mut *tx).await.map_err(db_err)?;
-        tx.commit().await.map_err(db_err)?;
-        rows.iter()
-            .map(|r| {
-                Ok(Candidate {
-                    key: r.try_get(0).map_err(db_err)?,
-                    score: r.try_get(1).map_err(db_err)?,
-                })
-            })
-            .collect()
+        let mut tx = self.begin(READ).await?;
+        let rows = qb.build().fetch_all(tx.db()).await.map_err(db_err)?;
+        tx.commit().await?;
+        candidates(&rows)
     }
 
     async fn hydrate(&self, keys: &[ChunkKey]) -> StoreResult<Vec<HitRow>> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(READ).await?;
         let rows = sqlx::query(&format!(
             "SELECT c.chunk_no, c.chunk_id, c.idx, c.content, p.content AS parent_content, {DOC_COLS} \
              FROM unnest($2::int8[]) AS k(no) \
@@ -550,10 +847,10 @@ impl TenantStore for PgTenant {
         ))
         .bind(self.t())
         .bind(keys)
-        .fetch_all(&mut *tx)
+        .fetch_all(tx.db())
         .await
         .map_err(db_err)?;
-        tx.commit().await.map_err(db_err)?;
+        tx.commit().await?;
         rows.iter()
             .map(|r| {
                 let cid: sqlx::types::Uuid = r.try_get("chunk_id").map_err(db_err)?;
@@ -571,14 +868,14 @@ impl TenantStore for PgTenant {
     }
 
     async fn list_documents(&self, q: &ListQuery) -> StoreResult<DocumentPage> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(READ).await?;
         let mut count =
             QueryBuilder::<Postgres>::new("SELECT COUNT(*) FROM documents d WHERE d.tenant_id = ");
         count.push_bind(self.t());
         push_filter(&mut count, &q.filter);
         let total: i64 = count
             .build()
-            .fetch_one(&mut *tx)
+            .fetch_one(tx.db())
             .await
             .map_err(db_err)?
             .try_get(0)
@@ -595,8 +892,8 @@ impl TenantStore for PgTenant {
             .push_bind(q.limit as i64 + 1)
             .push(" OFFSET ")
             .push_bind(q.offset as i64);
-        let rows = qb.build().fetch_all(&mut *tx).await.map_err(db_err)?;
-        tx.commit().await.map_err(db_err)?;
+        let rows = qb.build().fetch_all(tx.db()).await.map_err(db_err)?;
+        tx.commit().await?;
         let mut docs = rows
             .iter()
             .map(doc_from_row)
@@ -621,13 +918,13 @@ impl TenantStore for PgTenant {
         include_chunks: bool,
     ) -> StoreResult<Option<Document>> {
         let t = self.t();
-        let mut tx = self.begin().await?;
-        let Some(info) = load_document(&mut tx, &t, id).await? else {
+        let mut tx = self.begin(READ).await?;
+        let Some(info) = load_document(tx.db(), &t, id).await? else {
             return Ok(None);
         };
         let chunks = if include_chunks {
             Some(
-                load_chunks(&mut tx, &t, id)
+                load_chunks(tx.db(), &t, id)
                     .await?
                     .into_iter()
                     .map(|(c, _)| c)
@@ -636,7 +933,7 @@ impl TenantStore for PgTenant {
         } else {
             None
         };
-        tx.commit().await.map_err(db_err)?;
+        tx.commit().await?;
         Ok(Some(Document { info, chunks }))
     }
 
@@ -647,8 +944,8 @@ impl TenantStore for PgTenant {
         now: DateTime<Utc>,
     ) -> StoreResult<Option<DocumentInfo>> {
         let t = self.t();
-        let mut tx = self.begin().await?;
-        let Some(current) = load_document(&mut tx, &t, id).await? else {
+        let mut tx = self.begin(WRITE).await?;
+        let Some(current) = load_document(tx.db(), &t, id).await? else {
             return Ok(None);
         };
         let name = patch.name.clone().unwrap_or(current.name.clone());
@@ -660,46 +957,46 @@ impl TenantStore for PgTenant {
         );
         sqlx::query("UPDATE documents SET name = $3, metadata = $4, dedupe_key = $5, updated_at = $6 WHERE tenant_id = $1 AND document_id = $2")
             .bind(&t).bind(uuid_of(id)).bind(&name).bind(&metadata).bind(&key).bind(now)
-            .execute(&mut *tx)
+            .execute(tx.db())
             .await
             .map_err(db_err)?;
-        let out = load_document(&mut tx, &t, id).await?;
-        tx.commit().await.map_err(db_err)?;
+        let out = load_document(tx.db(), &t, id).await?;
+        tx.commit().await?;
         Ok(out)
     }
 
     async fn delete_documents(&self, ids: &[DocumentId]) -> StoreResult<u64> {
         let ids: Vec<sqlx::types::Uuid> = ids.iter().map(|i| uuid_of(*i)).collect();
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(WRITE).await?;
         let n = sqlx::query("DELETE FROM documents WHERE tenant_id = $1 AND document_id = ANY($2)")
             .bind(self.t())
             .bind(&ids)
-            .execute(&mut *tx)
+            .execute(tx.db())
             .await
             .map_err(db_err)?
             .rows_affected();
-        tx.commit().await.map_err(db_err)?;
+        tx.commit().await?;
         Ok(n)
     }
 
     async fn statistics(&self) -> StoreResult<Statistics> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(READ).await?;
         let r = sqlx::query(
             "SELECT COUNT(*), COALESCE(SUM(chunk_count), 0)::int8, COALESCE(SUM(size_bytes), 0)::int8, COALESCE(SUM(token_count), 0)::int8 \
              FROM documents WHERE tenant_id = $1",
         )
         .bind(self.t())
-        .fetch_one(&mut *tx)
+        .fetch_one(tx.db())
         .await
         .map_err(db_err)?;
         let by_type: Vec<(String, i64)> = sqlx::query_as(
             "SELECT doc_type, COUNT(*) FROM documents WHERE tenant_id = $1 GROUP BY doc_type",
         )
         .bind(self.t())
-        .fetch_all(&mut *tx)
+        .fetch_all(tx.db())
         .await
         .map_err(db_err)?;
-        tx.commit().await.map_err(db_err)?;
+        tx.commit().await?;
         Ok(Statistics {
             document_count: r.try_get::<i64, _>(0).map_err(db_err)? as u64,
             chunk_count: r.try_get::<i64, _>(1).map_err(db_err)? as u64,
@@ -715,7 +1012,7 @@ impl TenantStore for PgTenant {
         limit: u32,
     ) -> StoreResult<Vec<ExportedDocument>> {
         let t = self.t();
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(READ).await?;
         let after = after.map(uuid_of).unwrap_or_else(sqlx::types::Uuid::nil);
         let rows = sqlx::query(&format!(
             "SELECT {DOC_COLS} FROM documents d WHERE d.tenant_id = $1 AND d.document_id > $2 ORDER BY d.document_id LIMIT $3"
@@ -723,20 +1020,20 @@ impl TenantStore for PgTenant {
         .bind(&t)
         .bind(after)
         .bind(limit as i64)
-        .fetch_all(&mut *tx)
+        .fetch_all(tx.db())
         .await
         .map_err(db_err)?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             let info = doc_from_row(r)?;
-            let chunks = load_chunks(&mut tx, &t, info.document_id)
+            let chunks = load_chunks(tx.db(), &t, info.document_id)
                 .await?
                 .into_iter()
                 .map(|(chunk, embedding)| ExportedChunk { chunk, embedding })
                 .collect();
             out.push(ExportedDocument { info, chunks });
         }
-        tx.commit().await.map_err(db_err)?;
+        tx.commit().await?;
         Ok(out)
     }
 }

@@ -34,8 +34,20 @@ impl Memory {
     /// Opens the configured store and loads the embedder.
     pub async fn open(config: MemoryConfig) -> Result<Memory> {
         let embedder = Self::load_embedder(config.embedder).await?;
-        let dims = embedder.dimensions();
-        let store: Arc<dyn Store> = match config.store {
+        let store = Self::open_store(config.store, embedder.dimensions()).await?;
+        Ok(Self::from_parts(
+            store,
+            embedder,
+            config.limits,
+            config.query_cache_entries,
+        ))
+    }
+
+    /// Opens the configured embedded store for `dims`-dimensional vectors
+    /// (off the async runtime). For callers that share one embedder between
+    /// several stores.
+    pub async fn open_store(config: StoreConfig, dims: usize) -> Result<Arc<dyn Store>> {
+        Ok(match config {
             StoreConfig::Embedded {
                 dir,
                 layout,
@@ -51,13 +63,7 @@ impl Memory {
                         .map_err(|e| Error::Internal(e.to_string()))??,
                 )
             }
-        };
-        Ok(Self::from_parts(
-            store,
-            embedder,
-            config.limits,
-            config.query_cache_entries,
-        ))
+        })
     }
 
     /// Builds the configured embedder (loading model weights off the async

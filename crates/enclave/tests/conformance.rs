@@ -14,7 +14,7 @@ use serde_json::json;
 #[tokio::test]
 async fn documents_roundtrip_through_add_get_update_delete() {
     for b in backends().await {
-        let t = b.memory.tenant(&tenant("acme"));
+        let t = b.tenant("acme").await;
         let doc = text_doc(
             "notes.txt",
             "Quarterly revenue grew twelve percent.\n\nCosts stayed flat.",
@@ -78,7 +78,7 @@ async fn documents_roundtrip_through_add_get_update_delete() {
 #[tokio::test]
 async fn re_adding_the_same_identity_reindexes_in_place() {
     for b in backends().await {
-        let t = b.memory.tenant(&tenant("acme"));
+        let t = b.tenant("acme").await;
         let first = t
             .add_document(text_doc("a.txt", "alpha beta gamma"))
             .await
@@ -146,8 +146,8 @@ async fn re_adding_the_same_identity_reindexes_in_place() {
 #[tokio::test]
 async fn a_foreign_document_id_behaves_exactly_like_a_missing_one() {
     for b in backends().await {
-        let a = b.memory.tenant(&tenant("tenant-a"));
-        let other = b.memory.tenant(&tenant("tenant-b"));
+        let a = b.tenant("tenant-a").await;
+        let other = b.tenant("tenant-b").await;
         let doc = a
             .add_document(text_doc("secret.txt", "the launch code is swordfish"))
             .await
@@ -197,7 +197,7 @@ async fn a_foreign_document_id_behaves_exactly_like_a_missing_one() {
 #[tokio::test]
 async fn search_filters_agree_with_the_reference_evaluator() {
     for b in backends().await {
-        let t = b.memory.tenant(&tenant("acme"));
+        let t = b.tenant("acme").await;
         let metas = [
             json!({"year": 2024, "quarter": "Q4", "tags": {"team": "sales"}}),
             json!({"year": 2025, "quarter": "Q1"}),
@@ -289,7 +289,7 @@ async fn search_filters_agree_with_the_reference_evaluator() {
 #[tokio::test]
 async fn cursor_pagination_visits_every_document_once_newest_first() {
     for b in backends().await {
-        let t = b.memory.tenant(&tenant("acme"));
+        let t = b.tenant("acme").await;
         for i in 0..23 {
             t.add_document(text_doc(&format!("d{i:02}"), &format!("document {i}")))
                 .await
@@ -348,7 +348,7 @@ async fn cursor_pagination_visits_every_document_once_newest_first() {
 #[tokio::test]
 async fn statistics_and_export_cover_exactly_the_tenants_documents() {
     for b in backends().await {
-        let t = b.memory.tenant(&tenant("acme"));
+        let t = b.tenant("acme").await;
         t.add_document(NewDocument::text(
             "a.md",
             DocumentType::Markdown,
@@ -366,8 +366,8 @@ async fn statistics_and_export_cover_exactly_the_tenants_documents() {
         t.add_document(NewDocument::text("c.pdf", DocumentType::Pdf, "gamma text"))
             .await
             .unwrap();
-        b.memory
-            .tenant(&tenant("other"))
+        b.tenant("other")
+            .await
             .add_document(text_doc("x", "other tenant"))
             .await
             .unwrap();
@@ -390,7 +390,7 @@ async fn statistics_and_export_cover_exactly_the_tenants_documents() {
 #[tokio::test]
 async fn hierarchical_chunks_return_their_parent_section() {
     for b in backends().await {
-        let t = b.memory.tenant(&tenant("acme"));
+        let t = b.tenant("acme").await;
         let body = "# Handbook\n\n## Travel\n\nBook flights through the portal. Economy class for trips under six hours. \
                     Hotels up to the city rate. Receipts within thirty days.\n\n## Equipment\n\nLaptops are replaced every three years.";
         let mut doc = NewDocument::text("handbook.md", DocumentType::Markdown, body);
@@ -415,7 +415,7 @@ async fn hierarchical_chunks_return_their_parent_section() {
 #[tokio::test]
 async fn precomputed_vectors_are_accepted_and_checked() {
     for b in backends().await {
-        let t = b.memory.tenant(&tenant("acme"));
+        let t = b.tenant("acme").await;
         let mut v = vec![0.0f32; 384];
         v[7] = 2.0;
         let mut doc = text_doc("pre", "");

@@ -6,9 +6,9 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::{backends, tenant, text_doc};
+use common::{backends, text_doc, Backend};
 use enclave::core::{DocumentId, SearchMode, SearchParams};
-use enclave::{ListParams, Memory};
+use enclave::ListParams;
 use futures::TryStreamExt;
 use proptest::prelude::*;
 
@@ -51,8 +51,8 @@ fn op() -> impl Strategy<Value = Op> {
 /// The oracle: which documents each tenant owns.
 type Model = BTreeMap<usize, BTreeMap<DocumentId, String>>;
 
-async fn check_tenant(memory: &Memory, model: &Model, t: usize) {
-    let handle = memory.tenant(&tenant(TENANTS[t]));
+async fn check_tenant(b: &Backend, model: &Model, t: usize) {
+    let handle = b.tenant(TENANTS[t]).await;
     let mine: BTreeMap<DocumentId, String> = model.get(&t).cloned().unwrap_or_default();
     let stats = handle.statistics().await.unwrap();
     assert_eq!(
@@ -97,8 +97,8 @@ async fn run(ops: Vec<Op>) {
                     let content: Vec<&str> = words.iter().map(|w| WORDS[*w]).collect();
                     let name = format!("doc-{n}");
                     let added = b
-                        .memory
-                        .tenant(&tenant(TENANTS[*t]))
+                        .tenant(TENANTS[*t])
+                        .await
                         .add_document(text_doc(&name, &content.join(" ")))
                         .await
                         .unwrap();
@@ -115,8 +115,8 @@ async fn run(ops: Vec<Op>) {
                         continue;
                     };
                     let n = b
-                        .memory
-                        .tenant(&tenant(TENANTS[*t]))
+                        .tenant(TENANTS[*t])
+                        .await
                         .delete_documents(&[id])
                         .await
                         .unwrap();
@@ -134,8 +134,8 @@ async fn run(ops: Vec<Op>) {
                     }
                     let id = foreign[victim % foreign.len()];
                     let n = b
-                        .memory
-                        .tenant(&tenant(TENANTS[*t]))
+                        .tenant(TENANTS[*t])
+                        .await
                         .delete_documents(&[id])
                         .await
                         .unwrap();
@@ -153,8 +153,8 @@ async fn run(ops: Vec<Op>) {
                     let mode =
                         [SearchMode::Text, SearchMode::Vector, SearchMode::Hybrid][*mode as usize];
                     let hits = b
-                        .memory
-                        .tenant(&tenant(TENANTS[*t]))
+                        .tenant(TENANTS[*t])
+                        .await
                         .search(SearchParams::new(WORDS[*word]).mode(mode).limit(100))
                         .await
                         .unwrap();
@@ -183,7 +183,7 @@ async fn run(ops: Vec<Op>) {
             }
         }
         for t in 0..TENANTS.len() {
-            check_tenant(&b.memory, &model, t).await;
+            check_tenant(&b, &model, t).await;
         }
     }
 }
@@ -200,7 +200,7 @@ proptest! {
 #[tokio::test]
 async fn text_and_hybrid_scores_do_not_depend_on_other_tenants() {
     for b in backends().await {
-        let a = b.memory.tenant(&tenant("tenant-a"));
+        let a = b.tenant("tenant-a").await;
         for (i, text) in [
             "the quarterly revenue report for the northern region",
             "revenue fell in the southern region this quarter",
@@ -242,7 +242,7 @@ async fn text_and_hybrid_scores_do_not_depend_on_other_tenants() {
         assert!(text_before.len() >= 3);
 
         // Tenant B floods the store with the query's terms.
-        let bt = b.memory.tenant(&tenant("tenant-b"));
+        let bt = b.tenant("tenant-b").await;
         for i in 0..200 {
             let text = match i % 3 {
                 0 => "quarterly quarterly revenue revenue revenue",

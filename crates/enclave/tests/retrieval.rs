@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{model_dir, open, tenant, text_doc};
+use common::{model_backends, model_dir, open, text_doc};
 use enclave::core::{SearchMode, SearchParams};
 use enclave::{EmbedderConfig, Layout};
 
@@ -39,15 +39,8 @@ const OTHER: &[&str] = &[
 
 #[tokio::test]
 async fn hybrid_search_ranks_a_paraphrase_above_keyword_only_distractors() {
-    for layout in [Layout::SharedFile, Layout::FilePerTenant] {
-        let b = open(
-            layout,
-            EmbedderConfig::Local {
-                model_dir: model_dir(),
-            },
-        )
-        .await;
-        let t = b.memory.tenant(&tenant("acme"));
+    for b in model_backends().await {
+        let t = b.tenant("acme").await;
         t.add_document(text_doc("refund-policy.txt", TARGET))
             .await
             .unwrap();
@@ -62,8 +55,8 @@ async fn hybrid_search_ranks_a_paraphrase_above_keyword_only_distractors() {
                 .unwrap();
         }
         // A second tenant holding the same target must not interfere.
-        b.memory
-            .tenant(&tenant("globex"))
+        b.tenant("globex")
+            .await
             .add_document(text_doc("refund-policy.txt", TARGET))
             .await
             .unwrap();
@@ -123,7 +116,7 @@ async fn semantic_search_finds_documents_across_wording() {
         },
     )
     .await;
-    let t = b.memory.tenant(&tenant("acme"));
+    let t = b.tenant("acme").await;
     let docs = [
         (
             "security.md",
