@@ -18,7 +18,9 @@ pub mod scratch;
 mod store;
 
 pub use maintain::{ensure_vector_indexes, IndexChange, IndexPolicy};
-pub use placement::{move_tenant, schema_name, MoveReport, MoveTarget, Placement};
+pub use placement::{
+    move_tenant, schema_name, vector_index_name, MoveReport, MoveTarget, Placement,
+};
 pub use store::{PgOptions, PgStore};
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};

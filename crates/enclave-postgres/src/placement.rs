@@ -152,6 +152,10 @@ pub struct MoveReport {
     pub rows: Vec<(&'static str, u64)>,
 }
 
+/// How long a move waits between switching the directory entry and removing
+/// the old copy (reads in flight finish on the old copy).
+const MOVE_GRACE: Duration = Duration::from_secs(2);
+
 /// Tables copied by a move, parents first.
 const DATA_TABLES: &[&str] = &[
     "documents",
@@ -491,32 +495,50 @@ pub async fn move_tenant(
     .bind(to.location())
     .execute(&mut *mtx)
     .await?;
-    match &from {
-        Placement::Shared => delete_rows(&mut mtx, "public", tenant, true).await?,
-        Placement::Schema(s) => {
-            mtx.execute(format!("DROP SCHEMA {s} CASCADE").as_str())
-                .await?;
-        }
-        Placement::Database(_) => {}
-    }
     mtx.commit().await?;
-    if matches!(from, Placement::Shared) {
-        // A per-tenant index on the shared table now covers no rows.
-        sqlx::raw_sql(&format!(
-            "DROP INDEX CONCURRENTLY IF EXISTS public.{}",
-            vector_index_name(tenant)
-        ))
-        .execute(&main)
-        .await?;
+
+    // The old copy goes in a later transaction, after a grace period: a
+    // reader whose snapshot predates the flip still reads the old place.
+    // Deleted rows stay visible to such snapshots (MVCC), and a reader
+    // already inside the old schema holds a lock that DROP SCHEMA waits for.
+    // (A tenant without data has nothing a reader could miss.)
+    if rows.iter().any(|(_, n)| *n > 0) {
+        tokio::time::sleep(MOVE_GRACE).await;
+    }
+    let cleanup = async {
+        match &from {
+            Placement::Shared => {
+                let mut tx = tenant_tx(&main, tenant).await?;
+                delete_rows(&mut tx, "public", tenant, true).await?;
+                tx.commit().await?;
+                // A per-tenant index on the shared table now covers no rows.
+                sqlx::raw_sql(&format!(
+                    "DROP INDEX CONCURRENTLY IF EXISTS public.{}",
+                    vector_index_name(tenant)
+                ))
+                .execute(&main)
+                .await?;
+            }
+            Placement::Schema(s) => {
+                main.execute(format!("DROP SCHEMA {s} CASCADE").as_str())
+                    .await?;
+            }
+            Placement::Database(_) => {
+                if let Some(mut s) = src_tx {
+                    delete_rows(&mut s, "public", tenant, false).await?;
+                    s.commit().await?;
+                }
+            }
+        }
+        Ok::<_, PgError>(())
+    };
+    if let Err(e) = cleanup.await {
+        return Err(PgError::Invalid(format!(
+            "{tenant} now lives in {to}, but removing the old copy in {from} failed: {e}; \
+             the old copy is unreachable through Enclave; remove it by hand"
+        )));
     }
     main.close().await;
-
-    if let Some(mut s) = src_tx {
-        // Readers that saw the old entry finish before the old copy goes.
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        delete_rows(&mut s, "public", tenant, false).await?;
-        s.commit().await?;
-    }
     if let Some(p) = src_pool {
         p.close().await;
     }

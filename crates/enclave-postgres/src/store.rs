@@ -73,7 +73,7 @@ impl Default for PgOptions {
             tenant_pool_connections: 4,
             max_tenant_pools: 64,
             text_search_config: "english".into(),
-            hnsw_ef_search: 100,
+            hnsw_ef_search: 200,
             exact_scan_max_chunks: 20_000,
         }
     }
@@ -408,13 +408,24 @@ impl PgTenant {
             let mut main = self.inner.main.begin().await.map_err(db_err)?;
             // Tenant ids and schema names are validated identifiers, so they
             // can be literals: one round trip, and partial indexes match.
+            // A writer locks the entry before it touches any table of the
+            // placement (a move drops the old schema while holding the entry);
+            // a reader also learns whether the tenant has its own index.
+            let directory = if write {
+                format!(
+                    "SELECT d.isolation, d.location, false FROM public.tenants d \
+                     WHERE d.tenant_id = {lit} FOR KEY SHARE"
+                )
+            } else {
+                format!(
+                    "SELECT d.isolation, d.location, \
+                            COALESCE((SELECT t.vector_index FROM tenants t WHERE t.tenant_id = {lit}), false) \
+                     FROM public.tenants d WHERE d.tenant_id = {lit}"
+                )
+            };
             let sql = format!(
-                "{prologue}SELECT set_config('app.tenant_id', {lit}, true), set_config('search_path', {path}, true); \
-                 SELECT d.isolation, d.location, \
-                        COALESCE((SELECT t.vector_index FROM tenants t WHERE t.tenant_id = {lit}), false) \
-                 FROM public.tenants d WHERE d.tenant_id = {lit}{lock}",
+                "{prologue}SELECT set_config('app.tenant_id', {lit}, true), set_config('search_path', {path}, true); {directory}",
                 path = sql_literal(&guess.search_path()),
-                lock = if write { " FOR KEY SHARE OF d" } else { "" },
             );
             let rows = main.fetch_all(sql.as_str()).await.map_err(db_err)?;
             let (actual, mut vector_index) = match rows.iter().find(|r| r.len() == 3) {

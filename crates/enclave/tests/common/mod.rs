@@ -28,17 +28,17 @@ pub struct Backend {
     pub name: &'static str,
     pub memory: Memory,
     pub _dir: Option<tempfile::TempDir>,
-    pg: Option<PgFixture>,
+    pub pg: Option<PgFixture>,
 }
 
 /// A PostgreSQL backend's databases, and the tenants placed so far.
-struct PgFixture {
-    mode: PgMode,
-    admin_url: String,
-    main: ScratchDatabase,
-    app_role: String,
+pub struct PgFixture {
+    pub mode: PgMode,
+    pub admin_url: String,
+    pub main: ScratchDatabase,
+    pub app_role: String,
     placed: tokio::sync::Mutex<HashSet<String>>,
-    tenant_databases: tokio::sync::Mutex<Vec<ScratchDatabase>>,
+    pub tenant_databases: tokio::sync::Mutex<Vec<ScratchDatabase>>,
 }
 
 impl Backend {
@@ -54,29 +54,32 @@ impl Backend {
 }
 
 impl PgFixture {
+    /// A fresh database for a tenant in database mode, and the move target.
+    pub async fn tenant_database(&self) -> MoveTarget {
+        let db = ScratchDatabase::create(&self.admin_url)
+            .await
+            .expect("tenant database");
+        let target = MoveTarget::Database {
+            owner_url: db.owner_url.clone(),
+            app_url: db.url_as(&self.app_role),
+        };
+        self.tenant_databases.lock().await.push(db);
+        target
+    }
+
     async fn place(&self, id: &TenantId) {
-        let mut placed = self.placed.lock().await;
-        if !placed.insert(id.as_str().to_owned()) {
+        if self.placed.lock().await.contains(id.as_str()) {
             return;
         }
         let target = match self.mode {
             PgMode::Shared => return,
             PgMode::Schema => MoveTarget::Schema,
-            PgMode::Database => {
-                let db = ScratchDatabase::create(&self.admin_url)
-                    .await
-                    .expect("tenant database");
-                let target = MoveTarget::Database {
-                    owner_url: db.owner_url.clone(),
-                    app_url: db.url_as(&self.app_role),
-                };
-                self.tenant_databases.lock().await.push(db);
-                target
-            }
+            PgMode::Database => self.tenant_database().await,
         };
         enclave_postgres::move_tenant(&self.main.owner_url, id, target, &self.app_role, None)
             .await
             .expect("place tenant");
+        self.placed.lock().await.insert(id.as_str().to_owned());
     }
 }
 
@@ -108,13 +111,9 @@ pub fn admin_url() -> String {
 /// connected as the app role (bound by row-level security); tenants are
 /// placed in `mode` when first used through [`Backend::tenant`].
 pub async fn open_postgres(embedder: Arc<dyn Embedder>, mode: PgMode) -> Backend {
-    let admin_url = admin_url();
-    let (main, app_role) = ScratchDatabase::migrated(&admin_url)
-        .await
-        .expect("scratch database");
-    let store = PgStore::connect_with(
-        &main.url_as(&app_role),
-        embedder.dimensions(),
+    open_postgres_with(
+        embedder,
+        mode,
         PgOptions {
             max_connections: 4,
             tenant_pool_connections: 2,
@@ -122,7 +121,20 @@ pub async fn open_postgres(embedder: Arc<dyn Embedder>, mode: PgMode) -> Backend
         },
     )
     .await
-    .expect("connect as app role");
+}
+
+pub async fn open_postgres_with(
+    embedder: Arc<dyn Embedder>,
+    mode: PgMode,
+    options: PgOptions,
+) -> Backend {
+    let admin_url = admin_url();
+    let (main, app_role) = ScratchDatabase::migrated(&admin_url)
+        .await
+        .expect("scratch database");
+    let store = PgStore::connect_with(&main.url_as(&app_role), embedder.dimensions(), options)
+        .await
+        .expect("connect as app role");
     Backend {
         name: match mode {
             PgMode::Shared => "postgres-shared",
