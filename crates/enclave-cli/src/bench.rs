@@ -36,6 +36,12 @@ pub struct BenchArgs {
     /// Queries per tenant-size bucket.
     #[arg(long, default_value_t = 200)]
     queries: usize,
+    /// `postgres`: chunks of the largest tenant.
+    #[arg(long, default_value_t = 100_000)]
+    big_tenant: usize,
+    /// `postgres`: documents ingested concurrently.
+    #[arg(long, default_value_t = 8)]
+    jobs: usize,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
@@ -44,6 +50,8 @@ enum What {
     Embed,
     Ingest,
     Search,
+    /// PostgreSQL (needs a superuser `--database-url`; not part of `all`).
+    Postgres,
 }
 
 pub async fn run(store: &StoreArgs, args: BenchArgs) -> Result<()> {
@@ -52,6 +60,20 @@ pub async fn run(store: &StoreArgs, args: BenchArgs) -> Result<()> {
         std::thread::available_parallelism().map_or(1, |p| p.get()),
         cpu_model()
     );
+    if args.what == What::Postgres {
+        return crate::bench_pg::run(crate::bench_pg::PgBenchArgs {
+            admin_url: store
+                .database_url
+                .clone()
+                .context("enclave bench postgres needs --database-url SUPERUSER_URL")?,
+            chunks: args.chunks,
+            tenants: args.tenants,
+            big: args.big_tenant,
+            queries: args.queries,
+            jobs: args.jobs,
+        })
+        .await;
+    }
     if matches!(args.what, What::All | What::Embed | What::Ingest) {
         let model = Arc::new(
             MiniLm::load(MiniLmOptions::new(store.model_dir()))
@@ -90,7 +112,7 @@ fn cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-const WORDS: &[&str] = &[
+pub(crate) const WORDS: &[&str] = &[
     "the",
     "quarterly",
     "revenue",
@@ -236,7 +258,7 @@ fn unit(rng: &mut StdRng, dims: usize) -> Vec<f32> {
     v
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }

@@ -2,6 +2,7 @@
 //! typed options, opens a `Memory`, calls one `Tenant` method, prints.
 
 mod bench;
+mod bench_pg;
 mod demo;
 mod files;
 
@@ -173,6 +174,40 @@ enum Command {
         /// (omit when the server trusts local connections).
         #[arg(long)]
         app_password_env: Option<String>,
+    },
+    /// Move a tenant between PostgreSQL isolation modes without losing data
+    /// (copy, count, switch the directory entry, remove the old copy).
+    /// Runs as the owner: `--database-url OWNER_URL` of the main database.
+    MoveTenant {
+        #[arg(long)]
+        tenant: String,
+        /// shared | schema | database
+        #[arg(long)]
+        to: String,
+        /// For `--to database`: the tenant database's owner URL (it must
+        /// have pgvector; it is migrated here).
+        #[arg(long)]
+        target_owner_url: Option<String>,
+        /// For `--to database`: the URL the server connects to the tenant
+        /// database with, as the app role (stored in the tenant directory;
+        /// leave the password out and use PGPASSWORD or a passfile).
+        #[arg(long)]
+        target_app_url: Option<String>,
+        /// When the tenant now lives in its own database: that database's
+        /// owner URL.
+        #[arg(long)]
+        source_owner_url: Option<String>,
+        #[arg(long, default_value = "enclave_app")]
+        app_role: String,
+    },
+    /// Owner maintenance: build a partial HNSW index for each tenant that
+    /// has grown past `--min-chunks` (CONCURRENTLY, no write lock) and drop
+    /// the ones no longer needed. Run it periodically.
+    Maintain {
+        #[arg(long, default_value_t = 20_000)]
+        min_chunks: u64,
+        #[arg(long, default_value_t = 10_000)]
+        drop_below: u64,
     },
     /// Measure embedding, ingestion and search; prints figures.
     Bench(bench::BenchArgs),
@@ -414,6 +449,91 @@ async fn run(cli: Cli) -> Result<()> {
             };
             enclave_postgres::migrate(&database_url, &app_role, password.as_deref()).await?;
             println!("migrated; app role {app_role} ready");
+            Ok(())
+        }
+        Command::MoveTenant {
+            tenant,
+            to,
+            target_owner_url,
+            target_app_url,
+            source_owner_url,
+            app_role,
+        } => {
+            let owner_url = cli
+                .store
+                .database_url
+                .clone()
+                .context("enclave move-tenant needs --database-url OWNER_URL")?;
+            let id = TenantId::parse(&tenant)?;
+            let target = match to.as_str() {
+                "shared" => enclave_postgres::MoveTarget::Shared,
+                "schema" => enclave_postgres::MoveTarget::Schema,
+                "database" => enclave_postgres::MoveTarget::Database {
+                    owner_url: target_owner_url
+                        .context("--to database needs --target-owner-url")?,
+                    app_url: target_app_url.context("--to database needs --target-app-url")?,
+                },
+                other => anyhow::bail!("--to {other:?}: expected shared, schema or database"),
+            };
+            let report = enclave_postgres::move_tenant(
+                &owner_url,
+                &id,
+                target,
+                &app_role,
+                source_owner_url.as_deref(),
+            )
+            .await?;
+            if report.rows.is_empty() {
+                println!("{tenant} already lives in {}", report.to);
+            } else {
+                let rows: Vec<String> = report
+                    .rows
+                    .iter()
+                    .map(|(t, n)| format!("{t} {n}"))
+                    .collect();
+                println!(
+                    "moved {tenant}: {} -> {} ({})",
+                    report.from,
+                    report.to,
+                    rows.join(", ")
+                );
+            }
+            Ok(())
+        }
+        Command::Maintain {
+            min_chunks,
+            drop_below,
+        } => {
+            let owner_url = cli
+                .store
+                .database_url
+                .clone()
+                .context("enclave maintain needs --database-url OWNER_URL")?;
+            let changes = enclave_postgres::ensure_vector_indexes(
+                &owner_url,
+                &enclave_postgres::IndexPolicy {
+                    min_chunks,
+                    drop_below,
+                    ..Default::default()
+                },
+            )
+            .await?;
+            for c in &changes {
+                match c {
+                    enclave_postgres::IndexChange::Built { tenant, chunks } => {
+                        println!("built vector index for {tenant} ({chunks} chunks)")
+                    }
+                    enclave_postgres::IndexChange::Dropped { tenant, chunks } => {
+                        println!("dropped vector index of {tenant} ({chunks} chunks)")
+                    }
+                    enclave_postgres::IndexChange::Skipped { tenant, reason } => {
+                        println!("skipped {tenant}: {reason}")
+                    }
+                }
+            }
+            if changes.is_empty() {
+                println!("vector indexes up to date");
+            }
             Ok(())
         }
         Command::Bench(args) => bench::run(&cli.store, args).await,

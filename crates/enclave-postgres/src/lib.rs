@@ -29,6 +29,24 @@ use sqlx::{ConnectOptions, Executor, PgPool};
 /// The embedded migrations, applied in order by [`migrate`].
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// Run once per database by a superuser (with `CREATE EXTENSION vector`).
+/// Row-level security lets the planner use only *leakproof* conditions as
+/// index conditions; `tsvector @@ tsquery` is not marked so by default, and
+/// without it a full-text search reads every row of the tenant instead of
+/// the GIN index's matches. The matching function raises no data-dependent
+/// errors, so it leaks nothing through a policy.
+pub const LEAKPROOF_TEXT_MATCH: &str =
+    "ALTER FUNCTION pg_catalog.ts_match_vq(tsvector, tsquery) LEAKPROOF";
+
+/// Whether [`LEAKPROOF_TEXT_MATCH`] has been applied (the server warns if not).
+pub async fn text_match_is_leakproof(pool: &PgPool) -> Result<bool, PgError> {
+    Ok(sqlx::query_scalar(
+        "SELECT proleakproof FROM pg_proc WHERE oid = 'pg_catalog.ts_match_vq(tsvector, tsquery)'::regprocedure",
+    )
+    .fetch_one(pool)
+    .await?)
+}
+
 /// Tables that hold tenant rows (all under FORCE ROW LEVEL SECURITY).
 pub const TENANT_TABLES: &[&str] = &[
     "tenants",

@@ -53,6 +53,7 @@ impl ScratchDatabase {
             .connect_with(superuser.clone())
             .await?;
         su.execute("CREATE EXTENSION vector").await?;
+        su.execute(crate::LEAKPROOF_TEXT_MATCH).await?;
         su.close().await;
         let owner_url = base
             .clone()

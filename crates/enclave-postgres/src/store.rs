@@ -73,7 +73,7 @@ impl Default for PgOptions {
             tenant_pool_connections: 4,
             max_tenant_pools: 64,
             text_search_config: "english".into(),
-            hnsw_ef_search: 200,
+            hnsw_ef_search: 400,
             exact_scan_max_chunks: 20_000,
         }
     }
@@ -115,6 +115,12 @@ impl PgStore {
             .connect(url)
             .await?;
         check_app_role(&main).await?;
+        if !crate::text_match_is_leakproof(&main).await? {
+            tracing::warn!(
+                "full-text search cannot use its index under row-level security until a superuser runs: {}",
+                crate::LEAKPROOF_TEXT_MATCH
+            );
+        }
         // An unknown text search configuration fails here, not per query.
         sqlx::query("SELECT $1::regconfig")
             .bind(&opts.text_search_config)
@@ -532,9 +538,8 @@ impl PgTenant {
             .push_bind(self.t())
             .push(" AND c.kind = 0");
         push_filter(&mut qb, filter);
-        qb.push(" ORDER BY cosine_distance(c.embedding, ")
-            .push_bind(q.clone())
-            .push("), c.chunk_no LIMIT ")
+        // By the output column: each distance is computed once per row.
+        qb.push(" ORDER BY s DESC, c.chunk_no LIMIT ")
             .push_bind(k as i64);
         let rows = qb.build().fetch_all(tx.db()).await.map_err(db_err)?;
         candidates(&rows)
