@@ -539,7 +539,8 @@ impl PgTenant {
             .push(" AND c.kind = 0");
         push_filter(&mut qb, filter);
         // By the output column: each distance is computed once per row.
-        qb.push(" ORDER BY s DESC, c.chunk_no LIMIT ")
+        // Ties break on the chunk id, which (unlike chunk_no) survives moves.
+        qb.push(" ORDER BY s DESC, c.chunk_id LIMIT ")
             .push_bind(k as i64);
         let rows = qb.build().fetch_all(tx.db()).await.map_err(db_err)?;
         candidates(&rows)
@@ -565,7 +566,7 @@ impl PgTenant {
         );
         tx.db().execute(settings.as_str()).await.map_err(db_err)?;
         let mut qb = QueryBuilder::<Postgres>::new(
-            "SELECT no, 1 - dist AS s FROM (SELECT c.chunk_no AS no, c.embedding <=> ",
+            "SELECT no, 1 - dist AS s FROM (SELECT c.chunk_no AS no, c.chunk_id AS id, c.embedding <=> ",
         );
         qb.push_bind(q.clone()).push(" AS dist FROM chunks c");
         if !filter.is_empty() {
@@ -580,7 +581,7 @@ impl PgTenant {
         push_filter(&mut qb, filter);
         qb.push(" ORDER BY c.embedding <=> ")
             .push_bind(q.clone())
-            .push(format!(" LIMIT {k}) x ORDER BY dist, no"));
+            .push(format!(" LIMIT {k}) x ORDER BY dist, id"));
         let rows = qb.build().fetch_all(tx.db()).await.map_err(db_err)?;
         candidates(&rows)
     }
@@ -843,7 +844,8 @@ impl TenantStore for PgTenant {
         qb.push_bind(self.t())
             .push(" AND c.kind = 0 AND c.tsv @@ q");
         push_filter(&mut qb, filter);
-        qb.push(" ORDER BY s DESC, c.chunk_no LIMIT ")
+        // Ties break on the chunk id, which (unlike chunk_no) survives moves.
+        qb.push(" ORDER BY s DESC, c.chunk_id LIMIT ")
             .push_bind(k as i64);
         let mut tx = self.begin(READ).await?;
         let rows = qb.build().fetch_all(tx.db()).await.map_err(db_err)?;
