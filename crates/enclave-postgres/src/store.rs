@@ -587,6 +587,90 @@ impl PgTenant {
     }
 }
 
+/// Column arrays for one `INSERT … SELECT FROM unnest(…)` of many chunks
+/// (sections first within each document).
+#[derive(Default)]
+struct ChunkRows {
+    ids: Vec<sqlx::types::Uuid>,
+    docs: Vec<sqlx::types::Uuid>,
+    kinds: Vec<i16>,
+    idxs: Vec<i32>,
+    contents: Vec<String>,
+    tokens: Vec<i32>,
+    metas: Vec<Value>,
+    parents: Vec<Option<i32>>,
+    vectors: Vec<Option<Vector>>,
+}
+
+impl ChunkRows {
+    fn push(&mut self, doc_id: sqlx::types::Uuid, doc: &DocumentRecord) {
+        for s in &doc.sections {
+            self.row(
+                doc_id,
+                ChunkId::new().as_uuid(),
+                1,
+                s.index,
+                &s.content,
+                s.token_count,
+            );
+            self.metas.push(Value::Object(Map::new()));
+            self.parents.push(None);
+            self.vectors.push(None);
+        }
+        for c in &doc.chunks {
+            self.row(
+                doc_id,
+                c.chunk_id.as_uuid(),
+                0,
+                c.index,
+                &c.content,
+                c.token_count,
+            );
+            self.metas.push(Value::Object(c.metadata.clone()));
+            self.parents.push(c.parent_index.map(|p| p as i32));
+            self.vectors.push(Some(Vector::from(c.embedding.clone())));
+        }
+    }
+
+    fn row(
+        &mut self,
+        doc: sqlx::types::Uuid,
+        id: sqlx::types::Uuid,
+        kind: i16,
+        idx: u32,
+        content: &str,
+        tokens: u32,
+    ) {
+        self.ids.push(id);
+        self.docs.push(doc);
+        self.kinds.push(kind);
+        self.idxs.push(idx as i32);
+        self.contents.push(content.to_owned());
+        self.tokens.push(tokens as i32);
+    }
+
+    /// Drops the rows queued for `doc` (it was replaced later in the batch).
+    fn forget(&mut self, doc: sqlx::types::Uuid) {
+        let keep: Vec<bool> = self.docs.iter().map(|d| *d != doc).collect();
+        fn retain<T>(v: &mut Vec<T>, keep: &[bool]) {
+            let mut i = 0;
+            v.retain(|_| {
+                i += 1;
+                keep[i - 1]
+            });
+        }
+        retain(&mut self.ids, &keep);
+        retain(&mut self.docs, &keep);
+        retain(&mut self.kinds, &keep);
+        retain(&mut self.idxs, &keep);
+        retain(&mut self.contents, &keep);
+        retain(&mut self.tokens, &keep);
+        retain(&mut self.metas, &keep);
+        retain(&mut self.parents, &keep);
+        retain(&mut self.vectors, &keep);
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum VectorStrategy {
     Exact,
@@ -687,112 +771,100 @@ impl TenantStore for PgTenant {
     }
 
     async fn put_document(&self, doc: DocumentRecord) -> StoreResult<(DocumentId, PutOutcome)> {
-        if let Some(bad) = doc
-            .chunks
-            .iter()
-            .find(|c| c.embedding.len() != self.inner.dims)
-        {
-            return Err(StoreError::Invalid(format!(
-                "chunk {} has a {}-dimensional embedding; this store holds {}-dimensional vectors",
-                bad.index,
-                bad.embedding.len(),
-                self.inner.dims
-            )));
+        let mut out = self.put_documents(vec![doc]).await?;
+        out.pop()
+            .ok_or_else(|| StoreError::Internal("no result for the document".into()))
+    }
+
+    /// The whole batch in one transaction: a directory check, one statement
+    /// (two when replacing) per document, and one INSERT for every chunk.
+    async fn put_documents(
+        &self,
+        docs: Vec<DocumentRecord>,
+    ) -> StoreResult<Vec<(DocumentId, PutOutcome)>> {
+        for doc in &docs {
+            if let Some(bad) = doc
+                .chunks
+                .iter()
+                .find(|c| c.embedding.len() != self.inner.dims)
+            {
+                return Err(StoreError::Invalid(format!(
+                    "chunk {} has a {}-dimensional embedding; this store holds {}-dimensional vectors",
+                    bad.index,
+                    bad.embedding.len(),
+                    self.inner.dims
+                )));
+            }
+        }
+        if docs.is_empty() {
+            return Ok(Vec::new());
         }
         let t = self.t();
         let mut tx = self.begin(WRITE).await?;
-        // The tenant's directory row, created with its first document.
+        // The tenant's row, created with its first document.
         sqlx::query("INSERT INTO tenants (tenant_id, slug, name) VALUES ($1, 't' || substr(md5($1), 1, 24), $1) ON CONFLICT (tenant_id) DO NOTHING")
             .bind(&t)
             .execute(tx.db())
             .await
             .map_err(db_err)?;
-        let existing: Option<sqlx::types::Uuid> = sqlx::query_scalar(
-            "SELECT document_id FROM documents WHERE tenant_id = $1 AND dedupe_key = $2 FOR UPDATE",
-        )
-        .bind(&t)
-        .bind(&doc.dedupe_key)
-        .fetch_optional(tx.db())
-        .await
-        .map_err(db_err)?;
-        let token_count: i64 = doc.chunks.iter().map(|c| c.token_count as i64).sum();
-        let metadata = Value::Object(doc.metadata.clone());
-        let (id, outcome) = match existing {
-            Some(id) => {
+        let mut rows = ChunkRows::default();
+        let mut out = Vec::with_capacity(docs.len());
+        for doc in &docs {
+            let token_count: i64 = doc.chunks.iter().map(|c| c.token_count as i64).sum();
+            let metadata = Value::Object(doc.metadata.clone());
+            // Insert, or (same dedupe key) take over the existing row; `xmax
+            // = 0` tells an insert from an update.
+            let (id, inserted): (sqlx::types::Uuid, bool) = sqlx::query_as(
+                "INSERT INTO documents AS d (tenant_id, document_id, dedupe_key, name, doc_type, origin, external_id, metadata, content_hash, \
+                 size_bytes, chunk_count, token_count, document_date, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14) \
+                 ON CONFLICT (tenant_id, dedupe_key) DO UPDATE SET name = EXCLUDED.name, doc_type = EXCLUDED.doc_type, \
+                 origin = EXCLUDED.origin, external_id = EXCLUDED.external_id, metadata = EXCLUDED.metadata, \
+                 content_hash = EXCLUDED.content_hash, size_bytes = EXCLUDED.size_bytes, chunk_count = EXCLUDED.chunk_count, \
+                 token_count = EXCLUDED.token_count, document_date = EXCLUDED.document_date, updated_at = EXCLUDED.updated_at \
+                 RETURNING d.document_id, (d.xmax = 0)",
+            )
+            .bind(&t).bind(uuid_of(doc.document_id)).bind(&doc.dedupe_key).bind(&doc.name).bind(doc.doc_type.as_str())
+            .bind(doc.origin.as_ref().map(|o| o.as_str())).bind(&doc.external_id).bind(&metadata).bind(&doc.content_hash)
+            .bind(doc.size_bytes as i64).bind(doc.chunks.len() as i32).bind(token_count).bind(doc.document_date).bind(doc.now)
+            .fetch_one(tx.db())
+            .await
+            .map_err(db_err)?;
+            if !inserted {
                 sqlx::query("DELETE FROM chunks WHERE tenant_id = $1 AND document_id = $2")
                     .bind(&t)
                     .bind(id)
                     .execute(tx.db())
                     .await
                     .map_err(db_err)?;
-                sqlx::query(
-                    "UPDATE documents SET name = $3, doc_type = $4, origin = $5, external_id = $6, metadata = $7, content_hash = $8, \
-                     size_bytes = $9, chunk_count = $10, token_count = $11, document_date = $12, updated_at = $13 \
-                     WHERE tenant_id = $1 AND document_id = $2",
-                )
-                .bind(&t).bind(id).bind(&doc.name).bind(doc.doc_type.as_str()).bind(doc.origin.as_ref().map(|o| o.as_str()))
-                .bind(&doc.external_id).bind(&metadata).bind(&doc.content_hash).bind(doc.size_bytes as i64)
-                .bind(doc.chunks.len() as i32).bind(token_count).bind(doc.document_date).bind(doc.now)
-                .execute(tx.db()).await.map_err(db_err)?;
-                (id, PutOutcome::Replaced)
+                // A document replaced earlier in this batch loses its rows too.
+                rows.forget(id);
             }
-            None => {
-                let id = uuid_of(doc.document_id);
-                sqlx::query(
-                    "INSERT INTO documents (tenant_id, document_id, dedupe_key, name, doc_type, origin, external_id, metadata, content_hash, \
-                     size_bytes, chunk_count, token_count, document_date, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)",
-                )
-                .bind(&t).bind(id).bind(&doc.dedupe_key).bind(&doc.name).bind(doc.doc_type.as_str()).bind(doc.origin.as_ref().map(|o| o.as_str()))
-                .bind(&doc.external_id).bind(&metadata).bind(&doc.content_hash).bind(doc.size_bytes as i64)
-                .bind(doc.chunks.len() as i32).bind(token_count).bind(doc.document_date).bind(doc.now)
-                .execute(tx.db()).await.map_err(db_err)?;
-                (id, PutOutcome::Created)
-            }
-        };
-        // All chunks (sections first) in one statement from arrays.
-        let mut ids = Vec::new();
-        let mut kinds = Vec::new();
-        let mut idxs = Vec::new();
-        let mut contents = Vec::new();
-        let mut tokens = Vec::new();
-        let mut metas = Vec::new();
-        let mut parents: Vec<Option<i32>> = Vec::new();
-        let mut vectors: Vec<Option<Vector>> = Vec::new();
-        for s in &doc.sections {
-            ids.push(ChunkId::new().as_uuid());
-            kinds.push(1i16);
-            idxs.push(s.index as i32);
-            contents.push(s.content.clone());
-            tokens.push(s.token_count as i32);
-            metas.push(Value::Object(Map::new()));
-            parents.push(None);
-            vectors.push(None);
-        }
-        for c in &doc.chunks {
-            ids.push(c.chunk_id.as_uuid());
-            kinds.push(0i16);
-            idxs.push(c.index as i32);
-            contents.push(c.content.clone());
-            tokens.push(c.token_count as i32);
-            metas.push(Value::Object(c.metadata.clone()));
-            parents.push(c.parent_index.map(|p| p as i32));
-            vectors.push(Some(Vector::from(c.embedding.clone())));
+            rows.push(id, doc);
+            let id = DocumentId::parse(&id.hyphenated().to_string())
+                .map_err(|e| StoreError::Internal(e.to_string()))?;
+            out.push((
+                id,
+                if inserted {
+                    PutOutcome::Created
+                } else {
+                    PutOutcome::Replaced
+                },
+            ));
         }
         sqlx::query(
             "INSERT INTO chunks (tenant_id, chunk_id, document_id, kind, idx, content, token_count, metadata, parent_idx, embedding, ts_config) \
-             SELECT $1, u.id, $2, u.kind, u.idx, u.content, u.tokens, u.meta, u.parent, u.vec, $11::regconfig \
-             FROM unnest($3::uuid[], $4::int2[], $5::int4[], $6::text[], $7::int4[], $8::jsonb[], $9::int4[], $10::vector[]) \
-                  AS u(id, kind, idx, content, tokens, meta, parent, vec)",
+             SELECT $1, u.id, u.doc, u.kind, u.idx, u.content, u.tokens, u.meta, u.parent, u.vec, $11::regconfig \
+             FROM unnest($2::uuid[], $3::uuid[], $4::int2[], $5::int4[], $6::text[], $7::int4[], $8::jsonb[], $9::int4[], $10::vector[]) \
+                  AS u(id, doc, kind, idx, content, tokens, meta, parent, vec)",
         )
-        .bind(&t).bind(id).bind(&ids).bind(&kinds).bind(&idxs).bind(&contents).bind(&tokens).bind(&metas).bind(&parents).bind(&vectors).bind(&self.inner.opts.text_search_config)
+        .bind(&t).bind(&rows.ids).bind(&rows.docs).bind(&rows.kinds).bind(&rows.idxs).bind(&rows.contents).bind(&rows.tokens)
+        .bind(&rows.metas).bind(&rows.parents).bind(&rows.vectors).bind(&self.inner.opts.text_search_config)
         .execute(tx.db())
         .await
         .map_err(db_err)?;
         tx.commit().await?;
-        let id = DocumentId::parse(&id.hyphenated().to_string())
-            .map_err(|e| StoreError::Internal(e.to_string()))?;
-        Ok((id, outcome))
+        Ok(out)
     }
 
     async fn vector_candidates(

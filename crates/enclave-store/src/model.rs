@@ -156,6 +156,19 @@ pub trait TenantStore: Send + Sync {
     /// Writes (or replaces, by dedupe key) a document, its chunks, vectors and
     /// text index entries in one transaction. Returns the document's id.
     async fn put_document(&self, doc: DocumentRecord) -> StoreResult<(DocumentId, PutOutcome)>;
+    /// Writes several documents, each whole (as [`Self::put_document`]).
+    /// Backends that can, commit the batch in one transaction; the default
+    /// writes them one after another.
+    async fn put_documents(
+        &self,
+        docs: Vec<DocumentRecord>,
+    ) -> StoreResult<Vec<(DocumentId, PutOutcome)>> {
+        let mut out = Vec::with_capacity(docs.len());
+        for doc in docs {
+            out.push(self.put_document(doc).await?);
+        }
+        Ok(out)
+    }
     /// Nearest chunks by cosine similarity (vectors are unit length).
     async fn vector_candidates(
         &self,

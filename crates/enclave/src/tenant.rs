@@ -25,6 +25,16 @@ use crate::memory::Shared;
 use crate::{Error, Result};
 
 /// One tenant's handle.
+/// One document after validation, chunking and embedding.
+enum Prepared {
+    Done(AddResult),
+    Write {
+        record: Box<DocumentRecord>,
+        chunks_created: u64,
+        tokens_embedded: u64,
+    },
+}
+
 #[derive(Clone)]
 pub struct Tenant {
     shared: Arc<Shared>,
@@ -96,6 +106,74 @@ impl Tenant {
     /// transaction. Re-adding the same external id, or the same origin and
     /// name, re-indexes in place and keeps the document id.
     pub async fn add_document(&self, doc: NewDocument) -> Result<AddResult> {
+        self.add_documents(vec![doc])
+            .await?
+            .pop()
+            .ok_or_else(|| Error::Internal("no result for the document".into()))
+    }
+
+    /// Adds up to 1,000 documents in one call (e.g. a bulk import). Every
+    /// document is validated, chunked and embedded before anything is
+    /// written, so a bad one rejects the call and changes nothing (its field
+    /// is named `documents[i].…`). Each document is stored whole; PostgreSQL
+    /// commits the batch in one transaction.
+    pub async fn add_documents(&self, docs: Vec<NewDocument>) -> Result<Vec<AddResult>> {
+        if docs.len() > 1000 {
+            return Err(Error::invalid(
+                "documents",
+                "at most 1000 documents per call",
+            ));
+        }
+        let batch = docs.len() > 1;
+        let mut results: Vec<Option<AddResult>> = Vec::with_capacity(docs.len());
+        let mut records = Vec::new();
+        let mut pending = Vec::new();
+        for (i, doc) in docs.into_iter().enumerate() {
+            let prepared = self.prepare(doc).await.map_err(|e| match e {
+                Error::Invalid(mut x) if batch => {
+                    x.field = format!("documents[{i}].{}", x.field);
+                    Error::Invalid(x)
+                }
+                e => e,
+            })?;
+            match prepared {
+                Prepared::Done(r) => results.push(Some(r)),
+                Prepared::Write {
+                    record,
+                    chunks_created,
+                    tokens_embedded,
+                } => {
+                    pending.push((i, record.now, chunks_created, tokens_embedded));
+                    records.push(*record);
+                    results.push(None);
+                }
+            }
+        }
+        let written = self.store.put_documents(records).await?;
+        for ((i, now, chunks_created, tokens_embedded), (document_id, outcome)) in
+            pending.into_iter().zip(written)
+        {
+            tracing::debug!(tenant_id = %self.id, %document_id, chunks_created, "document stored");
+            results[i] = Some(AddResult {
+                document_id,
+                chunks_created,
+                tokens_embedded,
+                created_at: now,
+                outcome: match outcome {
+                    PutOutcome::Created => AddOutcome::Created,
+                    PutOutcome::Replaced => AddOutcome::Replaced,
+                },
+            });
+        }
+        results
+            .into_iter()
+            .map(|r| r.ok_or_else(|| Error::Internal("a document was not written".into())))
+            .collect()
+    }
+
+    /// Validates, chunks and embeds one document into the record to store
+    /// (or settles it: unchanged content only refreshes name and metadata).
+    async fn prepare(&self, doc: NewDocument) -> Result<Prepared> {
         let limits = self.shared.limits;
         validate_name(&doc.name, limits.max_name_chars)?;
         if let Some(x) = &doc.external_id {
@@ -132,13 +210,13 @@ impl Tenant {
                     .update_document(existing.document_id, &patch, now)
                     .await?
                     .ok_or(Error::NotFound)?;
-                return Ok(AddResult {
+                return Ok(Prepared::Done(AddResult {
                     document_id: existing.document_id,
                     chunks_created: 0,
                     tokens_embedded: 0,
                     created_at: existing.created_at,
                     outcome: AddOutcome::Unchanged,
-                });
+                }));
             }
         }
 
@@ -276,17 +354,10 @@ impl Tenant {
             chunks,
             sections,
         };
-        let (document_id, outcome) = self.store.put_document(record).await?;
-        tracing::debug!(tenant_id = %self.id, %document_id, chunks_created, "document stored");
-        Ok(AddResult {
-            document_id,
+        Ok(Prepared::Write {
+            record: Box::new(record),
             chunks_created,
             tokens_embedded,
-            created_at: now,
-            outcome: match outcome {
-                PutOutcome::Created => AddOutcome::Created,
-                PutOutcome::Replaced => AddOutcome::Replaced,
-            },
         })
     }
 

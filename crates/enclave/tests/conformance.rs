@@ -76,6 +76,75 @@ async fn documents_roundtrip_through_add_get_update_delete() {
 }
 
 #[tokio::test]
+async fn a_batch_of_documents_lands_whole_or_not_at_all() {
+    for b in backends().await {
+        let t = b.tenant("acme").await;
+        t.add_document(text_doc("old.txt", "first version about invoices"))
+            .await
+            .unwrap();
+        // A bad document anywhere rejects the batch before anything is written.
+        let err = t
+            .add_documents(vec![
+                text_doc("a.txt", "alpha ledger"),
+                text_doc("b.txt", "beta ledger"),
+                text_doc("c.txt", "   "),
+            ])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Invalid(e) if e.field == "documents[2].content"),
+            "{}: {err:?}",
+            b.name
+        );
+        assert_eq!(
+            t.statistics().await.unwrap().document_count,
+            1,
+            "{}",
+            b.name
+        );
+
+        let results = t
+            .add_documents(vec![
+                text_doc("a.txt", "alpha ledger"),
+                text_doc("old.txt", "second version about refunds"),
+                text_doc("b.txt", "beta ledger"),
+                text_doc("a.txt", "alpha ledger, corrected"),
+            ])
+            .await
+            .unwrap();
+        let outcomes: Vec<AddOutcome> = results.iter().map(|r| r.outcome).collect();
+        assert_eq!(
+            outcomes,
+            [
+                AddOutcome::Created,
+                AddOutcome::Replaced,
+                AddOutcome::Created,
+                AddOutcome::Replaced
+            ],
+            "{}",
+            b.name
+        );
+        assert_eq!(results[0].document_id, results[3].document_id);
+        let docs: Vec<_> = t.export().try_collect().await.unwrap();
+        assert_eq!(docs.len(), 3, "{}", b.name);
+        let a = docs.iter().find(|d| d.info.name == "a.txt").unwrap();
+        assert_eq!(
+            a.chunks.len(),
+            1,
+            "{}: the replaced version left no chunks",
+            b.name
+        );
+        assert_eq!(a.chunks[0].chunk.content, "alpha ledger, corrected");
+        let hits = t
+            .search(SearchParams::new("refunds").mode(SearchMode::Text))
+            .await
+            .unwrap();
+        assert_eq!(hits.results.len(), 1, "{}", b.name);
+        assert_eq!(hits.results[0].document_name, "old.txt");
+    }
+}
+
+#[tokio::test]
 async fn re_adding_the_same_identity_reindexes_in_place() {
     for b in backends().await {
         let t = b.tenant("acme").await;
