@@ -9,6 +9,8 @@ struct TestDb {
     owner: PgPool,
     app: PgPool,
     app_url: String,
+    owner_url: String,
+    app_role: String,
 }
 
 /// A fresh database with its own owner and app roles, migrated.
@@ -32,6 +34,8 @@ async fn fresh_db() -> TestDb {
             .await
             .unwrap(),
         app_url,
+        owner_url: scratch.owner_url.clone(),
+        app_role: app,
     }
 }
 
@@ -271,33 +275,69 @@ async fn a_pooled_connection_never_carries_a_tenant_into_the_next_transaction() 
 }
 
 /// Citus readiness: every primary key, unique constraint, foreign key and
-/// index of every tenant table leads with `tenant_id`, read from the live
-/// catalog (so a later migration cannot quietly break distribution).
+/// index of every tenant table leads with `tenant_id` — in the public tables
+/// and in a schema-mode tenant's schema — read from the live catalog (so a
+/// later migration cannot quietly break distribution). Per-tenant HNSW
+/// indexes cannot lead with a column; they must pin `tenant_id` in their
+/// predicate instead.
 #[tokio::test]
 async fn every_key_and_index_of_every_tenant_table_leads_with_tenant_id() {
     let db = fresh_db().await;
-    let constraints: Vec<(String, String, String, Option<String>)> = sqlx::query_as(
-        "SELECT c.conrelid::regclass::text, c.conname::text, c.contype::text, \
-                (SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = c.conrelid AND a.attnum = c.conkey[1]) \
-         FROM pg_constraint c WHERE c.contype IN ('p', 'u', 'f') AND c.conrelid::regclass::text = ANY($1)",
+    seed(&db).await;
+    let moved = enclave_postgres::move_tenant(
+        &db.owner_url,
+        &enclave_core::TenantId::parse("tenant-a").unwrap(),
+        enclave_postgres::MoveTarget::Schema,
+        &db.app_role,
+        None,
     )
+    .await
+    .unwrap();
+    assert!(!moved.rows.is_empty());
+    let built = enclave_postgres::ensure_vector_indexes(
+        &db.owner_url,
+        &enclave_postgres::IndexPolicy {
+            min_chunks: 1,
+            drop_below: 0,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(built.len(), 2, "{built:?}");
+    const IN_SCOPE: &str = "(n.nspname = 'public' OR n.nspname LIKE 't\\_%')";
+
+    let constraints: Vec<(String, String, String, String, Option<String>)> = sqlx::query_as(&format!(
+        "SELECT n.nspname::text, cl.relname::text, c.conname::text, c.contype::text, \
+                (SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = c.conrelid AND a.attnum = c.conkey[1]) \
+         FROM pg_constraint c JOIN pg_class cl ON cl.oid = c.conrelid JOIN pg_namespace n ON n.oid = cl.relnamespace \
+         WHERE c.contype IN ('p', 'u', 'f') AND cl.relname = ANY($1) AND {IN_SCOPE}"
+    ))
     .bind(enclave_postgres::TENANT_TABLES)
     .fetch_all(&db.owner)
     .await
     .unwrap();
-    assert!(constraints.len() >= 12, "{constraints:?}");
-    for (table, name, kind, first) in &constraints {
+    let schemas: std::collections::HashSet<&str> =
+        constraints.iter().map(|c| c.0.as_str()).collect();
+    assert_eq!(
+        schemas.len(),
+        2,
+        "public and the tenant's schema: {schemas:?}"
+    );
+    assert!(constraints.len() >= 24, "{constraints:?}");
+    for (schema, table, name, kind, first) in &constraints {
         assert_eq!(
             first.as_deref(),
             Some("tenant_id"),
-            "{table}.{name} ({kind}) does not lead with tenant_id"
+            "{schema}.{table}.{name} ({kind}) does not lead with tenant_id"
         );
     }
     // Foreign keys also reference a key that leads with tenant_id.
-    let fks: Vec<(String, Option<String>)> = sqlx::query_as(
+    let fks: Vec<(String, Option<String>)> = sqlx::query_as(&format!(
         "SELECT c.conname::text, (SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = c.confrelid AND a.attnum = c.confkey[1]) \
-         FROM pg_constraint c WHERE c.contype = 'f' AND c.conrelid::regclass::text = ANY($1)",
-    )
+         FROM pg_constraint c JOIN pg_class cl ON cl.oid = c.conrelid JOIN pg_namespace n ON n.oid = cl.relnamespace \
+         WHERE c.contype = 'f' AND cl.relname = ANY($1) AND {IN_SCOPE}"
+    ))
     .bind(enclave_postgres::TENANT_TABLES)
     .fetch_all(&db.owner)
     .await
@@ -309,27 +349,37 @@ async fn every_key_and_index_of_every_tenant_table_leads_with_tenant_id() {
             "{name} references a key without tenant_id"
         );
     }
-    let indexes: Vec<(String, String, Option<String>)> = sqlx::query_as(
-        "SELECT i.indrelid::regclass::text, i.indexrelid::regclass::text, \
-                (SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = i.indrelid AND a.attnum = i.indkey[0]) \
-         FROM pg_index i WHERE i.indrelid::regclass::text = ANY($1)",
-    )
+    let indexes: Vec<(String, String, Option<String>, Option<String>)> = sqlx::query_as(&format!(
+        "SELECT cl.relname::text, ic.relname::text, \
+                (SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = i.indrelid AND a.attnum = i.indkey[0]), \
+                pg_get_expr(i.indpred, i.indrelid) \
+         FROM pg_index i JOIN pg_class cl ON cl.oid = i.indrelid JOIN pg_class ic ON ic.oid = i.indexrelid \
+         JOIN pg_namespace n ON n.oid = cl.relnamespace WHERE cl.relname = ANY($1) AND {IN_SCOPE}"
+    ))
     .bind(enclave_postgres::TENANT_TABLES)
     .fetch_all(&db.owner)
     .await
     .unwrap();
-    for (table, index, first) in &indexes {
+    let mut pinned = 0;
+    for (table, index, first, predicate) in &indexes {
         // The platform-wide slug index lives on the tenant directory, a
         // reference table under Citus.
-        if index == "tenants_slug" {
+        if index == "tenants_slug" || index.ends_with(".tenants_slug") {
             continue;
         }
-        assert_eq!(
-            first.as_deref(),
-            Some("tenant_id"),
-            "index {index} on {table} does not lead with tenant_id"
+        if first.as_deref() == Some("tenant_id") {
+            continue;
+        }
+        let pins = predicate
+            .as_deref()
+            .is_some_and(|p| p.starts_with("((tenant_id = '") || p.starts_with("(tenant_id = '"));
+        assert!(
+            pins,
+            "index {index} on {table} neither leads with tenant_id nor pins it ({predicate:?})"
         );
+        pinned += 1;
     }
+    assert_eq!(pinned, 2, "the two per-tenant vector indexes were checked");
     // Every tenant table is under forced row-level security with a policy.
     for t in enclave_postgres::TENANT_TABLES {
         let (rls, force, policies): (bool, bool, i64) = sqlx::query_as(
