@@ -8,10 +8,11 @@
 //!   database's directory entry holds its URL (for the app role).
 //!
 //! [`move_tenant`] copies a tenant's rows to the new place, checks the counts,
-//! flips the directory entry and removes the old copy. It holds the directory
-//! row `FOR UPDATE` throughout, so the store's writers (which take
-//! `FOR KEY SHARE`) wait and then follow the new entry; readers see the entry
-//! and the data in one snapshot.
+//! flips the directory entry and removes the old copy. It holds the tenant's
+//! placement lock (a transaction-level advisory lock) exclusively throughout,
+//! so the store's writers (which take it shared before reading the entry)
+//! wait and then follow the new entry; readers see the entry and the data in
+//! one snapshot.
 
 use std::time::Duration;
 
@@ -106,6 +107,13 @@ pub fn sql_literal(s: &str) -> String {
 fn tenant_hash(t: &TenantId) -> String {
     let digest = Sha256::digest(t.as_str().as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The advisory-lock key guarding `tenant`'s placement: writers hold it
+/// shared, a move exclusively.
+pub fn placement_lock_key(tenant: &TenantId) -> i64 {
+    let digest = Sha256::digest(format!("enclave.placement:{tenant}").as_bytes());
+    i64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
 }
 
 /// The schema of `tenant` in schema mode: `t_` + 24 hex digits of a hash
@@ -349,6 +357,11 @@ pub async fn move_tenant(
     .bind(tenant.as_str())
     .execute(&mut *mtx)
     .await?;
+    // Waits for in-flight writers; later writers wait for this move.
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(placement_lock_key(tenant))
+        .execute(&mut *mtx)
+        .await?;
     let (isolation, location): (String, Option<String>) = sqlx::query_as(
         "SELECT isolation, location FROM public.tenants WHERE tenant_id = $1 FOR UPDATE",
     )

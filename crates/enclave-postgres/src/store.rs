@@ -10,8 +10,9 @@
 //! same tables, migrated into the tenant's own schema) or `database` (the
 //! tenant's own database, reached through a bounded, reused pool). Each
 //! transaction reads the entry in the same snapshot as the data it touches
-//! (reads run REPEATABLE READ) and writes hold `FOR KEY SHARE` on it, so a
-//! concurrent [`crate::move_tenant`] — which holds `FOR UPDATE` — can never
+//! (reads run REPEATABLE READ) and writes hold the tenant's placement lock
+//! (an advisory lock) shared, so a concurrent [`crate::move_tenant`] — which
+//! holds it exclusively — can never
 //! leave a reader or writer on the old copy. The last placement seen is cached
 //! as a guess; a wrong guess costs one retry.
 //!
@@ -45,7 +46,7 @@ use serde_json::{Map, Value};
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Executor, Postgres, QueryBuilder, Row, Transaction};
 
-use crate::placement::{sql_literal, Placement};
+use crate::placement::{placement_lock_key, sql_literal, Placement};
 use crate::{check_app_role, PgError};
 
 /// Tuning of a [`PgStore`]. The defaults suit a server with a few cores.
@@ -417,10 +418,16 @@ impl PgTenant {
             // A writer locks the entry before it touches any table of the
             // placement (a move drops the old schema while holding the entry);
             // a reader also learns whether the tenant has its own index.
+            // Writers hold the tenant's placement lock in shared mode (a
+            // move takes it exclusively): a lock-manager entry, not a row
+            // lock, so concurrent writers of one tenant do not churn
+            // multixacts on the directory row. The entry is read in the next
+            // statement, i.e. after the lock is granted.
             let directory = if write {
                 format!(
-                    "SELECT d.isolation, d.location, false FROM public.tenants d \
-                     WHERE d.tenant_id = {lit} FOR KEY SHARE"
+                    "SELECT pg_advisory_xact_lock_shared({key}); \
+                     SELECT d.isolation, d.location, false FROM public.tenants d WHERE d.tenant_id = {lit}",
+                    key = placement_lock_key(&self.tenant)
                 )
             } else {
                 format!(
