@@ -392,6 +392,15 @@ fn random_docs(seed: u64, n: usize, per: usize) -> Vec<enclave::core::NewDocumen
         .collect()
 }
 
+/// Index tenants from 1,000 chunks, drop below 500 (the test's scale).
+fn small_policy() -> IndexPolicy {
+    IndexPolicy {
+        min_chunks: 1000,
+        drop_below: 500,
+        ..IndexPolicy::default()
+    }
+}
+
 async fn index_scans(su: &PgPool, index: &str) -> i64 {
     sqlx::query_scalar(
         "SELECT COALESCE(sum(idx_scan), 0)::int8 FROM pg_stat_all_indexes WHERE indexrelname = $1",
@@ -422,16 +431,9 @@ async fn large_tenants_search_through_their_own_index_and_small_ones_exactly() {
     let big_ref = load(&reference, "big", random_docs(1, 60, 50)).await;
     let small_ref = load(&reference, "small", random_docs(2, 2, 10)).await;
 
-    let changes = ensure_vector_indexes(
-        &pg.main.owner_url,
-        &IndexPolicy {
-            min_chunks: 1000,
-            drop_below: 500,
-            ..IndexPolicy::default()
-        },
-    )
-    .await
-    .unwrap();
+    let changes = ensure_vector_indexes(&pg.main.owner_url, &small_policy())
+        .await
+        .unwrap();
     assert_eq!(
         changes,
         vec![IndexChange::Built {
@@ -530,16 +532,9 @@ async fn large_tenants_search_through_their_own_index_and_small_ones_exactly() {
         .map(|d| d.info.document_id)
         .collect();
     big.delete_documents(&ids).await.unwrap();
-    let changes = ensure_vector_indexes(
-        &pg.main.owner_url,
-        &IndexPolicy {
-            min_chunks: 1000,
-            drop_below: 500,
-            ..IndexPolicy::default()
-        },
-    )
-    .await
-    .unwrap();
+    let changes = ensure_vector_indexes(&pg.main.owner_url, &small_policy())
+        .await
+        .unwrap();
     assert_eq!(
         changes,
         vec![IndexChange::Dropped {
