@@ -308,36 +308,23 @@ async fn writes_racing_a_move_all_land_in_the_new_place() {
         MoveTarget::Database { owner_url, .. } => owner_url.clone(),
         _ => unreachable!(),
     };
-    move_tenant(
-        &pg.main.owner_url,
-        &common::tenant("busy"),
-        MoveTarget::Schema,
-        &pg.app_role,
-        None,
-    )
-    .await
-    .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    move_tenant(
-        &pg.main.owner_url,
-        &common::tenant("busy"),
-        db,
-        &pg.app_role,
-        None,
-    )
-    .await
-    .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    move_tenant(
-        &pg.main.owner_url,
-        &common::tenant("busy"),
-        MoveTarget::Shared,
-        &pg.app_role,
-        Some(&owner),
-    )
-    .await
-    .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // shared → schema → its own database → shared, writes and reads running.
+    for (target, source_owner) in [
+        (MoveTarget::Schema, None),
+        (db, None),
+        (MoveTarget::Shared, Some(owner.as_str())),
+    ] {
+        move_tenant(
+            &pg.main.owner_url,
+            &common::tenant("busy"),
+            target,
+            &pg.app_role,
+            source_owner,
+        )
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     stop.store(true, Ordering::Relaxed);
     let acknowledged = writer.await.unwrap();
     let reads = reader.await.unwrap();
