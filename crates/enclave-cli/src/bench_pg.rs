@@ -306,7 +306,9 @@ pub async fn run(args: PgBenchArgs) -> Result<()> {
     )
     .await?;
     println!(
-        "enclave maintain (per-tenant HNSW, m=16, ef_construction=64): {:?} in {:.1} s",
+        "enclave maintain (per-tenant HNSW, m={}, ef_construction={}): {:?} in {:.1} s",
+        enclave_postgres::IndexPolicy::default().m,
+        enclave_postgres::IndexPolicy::default().ef_construction,
         changes,
         started.elapsed().as_secs_f64()
     );
@@ -354,8 +356,7 @@ pub async fn run(args: PgBenchArgs) -> Result<()> {
             &truth[t],
         );
     }
-    let enclave_run = |label: &'static str| {
-        let store = store.clone();
+    let enclave_run = |label: &'static str, store: Arc<PgStore>| {
         let queries = &queries;
         let report = &report;
         let probe = &probe;
@@ -376,7 +377,27 @@ pub async fn run(args: PgBenchArgs) -> Result<()> {
             Ok::<(), anyhow::Error>(())
         }
     };
-    enclave_run("enclave (per-tenant HNSW if large, else exact)").await?;
+    enclave_run(
+        "enclave (per-tenant HNSW if large, else exact)",
+        store.clone(),
+    )
+    .await?;
+    // The same with twice the default candidate list (ef_search), to show
+    // what recall the default leaves on the table.
+    let ef = PgOptions::default().hnsw_ef_search * 2;
+    let wide = Arc::new(
+        PgStore::connect_with(
+            &app_url,
+            DIMS,
+            PgOptions {
+                max_connections: 2,
+                hnsw_ef_search: ef,
+                ..PgOptions::default()
+            },
+        )
+        .await?,
+    );
+    enclave_run("enclave, hnsw.ef_search doubled", wide).await?;
 
     // A global HNSW index, as a single-tenant setup would have.
     let started = Instant::now();
@@ -405,7 +426,7 @@ pub async fn run(args: PgBenchArgs) -> Result<()> {
             report(label, t, &mut lat, &got);
         }
     }
-    enclave_run("enclave, with the global index present").await?;
+    enclave_run("enclave, with the global index present", store.clone()).await?;
     sqlx::query("DROP INDEX chunks_global_hnsw")
         .execute(&su)
         .await?;

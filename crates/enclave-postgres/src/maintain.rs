@@ -39,7 +39,7 @@ impl Default for IndexPolicy {
             min_chunks: 20_000,
             drop_below: 10_000,
             m: 16,
-            ef_construction: 64,
+            ef_construction: 128,
             maintenance_work_mem: "1GB".into(),
         }
     }
