@@ -7,7 +7,8 @@
 //! - [`filter`]: the metadata filter language and its reference evaluator;
 //! - [`query`]: web-search style full-text queries;
 //! - [`chunk`]: token-aware chunking;
-//! - [`fusion`]: reciprocal rank fusion.
+//! - [`fusion`]: reciprocal rank fusion;
+//! - [`tenancy`]: roles, tenant status, isolation modes and slugs.
 
 pub mod chunk;
 pub mod document;
@@ -17,6 +18,7 @@ pub mod fusion;
 pub mod id;
 pub mod query;
 pub mod search;
+pub mod tenancy;
 
 pub use chunk::{ChunkStrategy, ChunkingOptions, TokenCounter};
 pub use document::{
@@ -27,3 +29,4 @@ pub use error::InvalidInput;
 pub use filter::MetadataFilter;
 pub use id::{ChunkId, DocumentId, Origin, TenantId};
 pub use search::{DocumentFilter, Search, SearchHit, SearchMode, SearchParams, SearchResults};
+pub use tenancy::{Isolation, Role, Slug, TenantStatus};

@@ -5,6 +5,8 @@
 //! site can name the wrong tenant. Backends return *candidates* (chunk keys
 //! and scores); the library fuses and ranks once, above this layer.
 //!
+//! - [`control`]: the control plane's seam (tenant directory, API keys,
+//!   hash-chained audit log);
 //! - [`sqlite`]: the embedded default (one shared file, or one file per tenant);
 //! - [`vector`]: exact SIMD similarity search shared by embedded backends.
 //!
@@ -12,6 +14,7 @@
 //! (`crates/enclave/tests/conformance.rs` and `isolation.rs`), one source for
 //! all backends.
 
+pub mod control;
 mod model;
 pub mod sqlite;
 pub mod vector;

@@ -10,6 +10,7 @@
 //! lengths and term frequencies never include another tenant's text: scores
 //! and rankings are a function of the tenant's own data alone.
 
+mod control;
 mod db;
 mod sql;
 mod tenant;
@@ -21,6 +22,7 @@ use std::sync::Arc;
 use enclave_core::TenantId;
 use parking_lot::{Mutex, RwLock};
 
+pub use control::SqliteControl;
 use db::Db;
 pub use db::Durability;
 use tenant::{SqliteTenant, VectorCache};

@@ -1,0 +1,332 @@
+//! The control plane's storage seam: the tenant directory, API keys and the
+//! audit log (API.md §1, §7, §8).
+//!
+//! Two kinds of handle, as for data:
+//! - [`ControlStore`] is the platform's: it creates, lists, changes and
+//!   purges tenants, and resolves an API key's public id to its record
+//!   (authentication happens before a tenant is known — the key says which);
+//! - [`TenantControl`] (from [`ControlStore::tenant`]) is one tenant's keys and
+//!   audit log; its methods take no tenant argument.
+//!
+//! The audit log is append-only and hash-chained per scope (a tenant, or the
+//! platform): each event's hash covers the previous event's hash, so an
+//! edited, removed or reordered event breaks [`verify_chain`].
+
+use std::sync::Arc;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use enclave_core::{Isolation, Role, Slug, TenantId, TenantStatus};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::StoreResult;
+
+/// A tenant's directory entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TenantRecord {
+    pub id: TenantId,
+    pub slug: Slug,
+    pub name: String,
+    pub plan: String,
+    pub status: TenantStatus,
+    pub isolation: Isolation,
+    /// Per-tenant overrides of the plan's limits (API.md §8 `limits`).
+    pub limits: Map<String, Value>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What `create_tenant` needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewTenant {
+    pub id: TenantId,
+    pub slug: Slug,
+    pub name: String,
+    pub plan: String,
+    pub isolation: Isolation,
+    pub limits: Map<String, Value>,
+    pub now: DateTime<Utc>,
+}
+
+/// Changes to a tenant (API.md §8 PATCH); `limits` replaces the object.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TenantUpdate {
+    pub status: Option<TenantStatus>,
+    pub plan: Option<String>,
+    pub limits: Option<Map<String, Value>>,
+}
+
+/// A stored API key: its public id and a salted hash of its secret, never
+/// the secret.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyRecord {
+    /// The `<public-id>` of `ek_<public-id>_<secret>`.
+    pub key_id: String,
+    pub tenant_id: TenantId,
+    pub name: String,
+    pub role: Role,
+    pub salt: Vec<u8>,
+    /// SHA-256 of salt ‖ secret.
+    pub secret_hash: Vec<u8>,
+    /// Who created it (`key:<id>`, `user:<sub>`, `platform`).
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+/// An event to append to an audit log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAuditEvent {
+    pub actor: String,
+    pub action: String,
+    pub target: Option<String>,
+    pub detail: Value,
+    pub at: DateTime<Utc>,
+}
+
+/// A stored audit event. `scope` is the tenant id, or [`PLATFORM_SCOPE`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    pub scope: String,
+    pub seq: i64,
+    pub event_id: String,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub action: String,
+    pub target: Option<String>,
+    pub detail: Value,
+    #[serde(with = "hex_opt")]
+    pub prev_hash: Option<Vec<u8>>,
+    #[serde(with = "hex_bytes")]
+    pub hash: Vec<u8>,
+}
+
+/// The audit scope of platform (admin plane) events. Tenant ids start with a
+/// letter or digit, so no tenant can own this scope.
+pub const PLATFORM_SCOPE: &str = "_platform";
+
+/// What purging a tenant's control-plane rows removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ControlPurge {
+    pub keys_revoked: u64,
+    pub audit_events_deleted: u64,
+}
+
+/// The hash of an audit event: SHA-256 over the previous hash and a canonical
+/// line of the event's fields (timestamps at microsecond precision, detail as
+/// key-sorted JSON).
+pub fn audit_hash(
+    scope: &str,
+    seq: i64,
+    event_id: &str,
+    ev: &NewAuditEvent,
+    prev: Option<&[u8]>,
+) -> Vec<u8> {
+    let mut h = Sha256::new();
+    h.update(prev.unwrap_or(&[0u8; 32]));
+    let line = serde_json::json!([
+        scope,
+        seq,
+        event_id,
+        ev.at.to_rfc3339_opts(SecondsFormat::Micros, true),
+        ev.actor,
+        ev.action,
+        ev.target,
+        ev.detail,
+    ]);
+    h.update(line.to_string().as_bytes());
+    h.finalize().to_vec()
+}
+
+/// Truncates a timestamp to what every backend stores (microseconds), so a
+/// hash computed before the write matches the stored event.
+pub fn audit_time(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+}
+
+/// Checks a scope's events, oldest first: consecutive sequence numbers, each
+/// `prev_hash` equal to the previous event's hash, each hash recomputed.
+/// Returns the first broken event's sequence number.
+pub fn verify_chain(events: &[AuditEvent]) -> Result<u64, i64> {
+    let mut prev: Option<&AuditEvent> = None;
+    for e in events {
+        let ok_link = match prev {
+            None => e.prev_hash.is_none() && e.seq == 1,
+            Some(p) => e.seq == p.seq + 1 && e.prev_hash.as_deref() == Some(&p.hash[..]),
+        };
+        let ev = NewAuditEvent {
+            actor: e.actor.clone(),
+            action: e.action.clone(),
+            target: e.target.clone(),
+            detail: e.detail.clone(),
+            at: e.at,
+        };
+        let expect = audit_hash(&e.scope, e.seq, &e.event_id, &ev, e.prev_hash.as_deref());
+        if !ok_link || expect != e.hash {
+            return Err(e.seq);
+        }
+        prev = Some(e);
+    }
+    Ok(events.len() as u64)
+}
+
+/// The platform's control-plane handle.
+#[async_trait::async_trait]
+pub trait ControlStore: Send + Sync + 'static {
+    /// Creates a tenant; `Conflict` when the id or slug is taken.
+    async fn create_tenant(&self, t: NewTenant) -> StoreResult<TenantRecord>;
+    async fn get_tenant(&self, id: &TenantId) -> StoreResult<Option<TenantRecord>>;
+    /// Tenants in id order, after `after`.
+    async fn list_tenants(
+        &self,
+        after: Option<&TenantId>,
+        limit: u32,
+    ) -> StoreResult<Vec<TenantRecord>>;
+    async fn update_tenant(
+        &self,
+        id: &TenantId,
+        update: TenantUpdate,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<TenantRecord>>;
+    /// Removes the tenant's directory entry, keys and audit events (the
+    /// platform's own log keeps the purge). Its data is purged through the
+    /// data store first.
+    async fn purge_tenant(&self, id: &TenantId) -> StoreResult<ControlPurge>;
+    /// Whether anything of the tenant is left in the control plane.
+    async fn tenant_rows_left(&self, id: &TenantId) -> StoreResult<u64>;
+    /// The key with this public id, whatever its tenant (authentication).
+    async fn find_key(&self, key_id: &str) -> StoreResult<Option<KeyRecord>>;
+    /// Records that a key was used (coarse: callers throttle it).
+    async fn touch_key(&self, key_id: &str, at: DateTime<Utc>) -> StoreResult<()>;
+    /// Appends to the platform's own audit log.
+    async fn append_platform_audit(&self, ev: NewAuditEvent) -> StoreResult<AuditEvent>;
+    /// Audit events of one scope (a tenant id or [`PLATFORM_SCOPE`]) after
+    /// `after_seq`, oldest first.
+    async fn audit_events(
+        &self,
+        scope: &str,
+        after_seq: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditEvent>>;
+    /// Every scope that has audit events.
+    async fn audit_scopes(&self) -> StoreResult<Vec<String>>;
+    /// One tenant's keys and audit log.
+    fn tenant(&self, id: &TenantId) -> Arc<dyn TenantControl>;
+}
+
+/// One tenant's keys and audit log. No method takes a tenant.
+#[async_trait::async_trait]
+pub trait TenantControl: Send + Sync {
+    async fn insert_key(&self, key: KeyRecord) -> StoreResult<()>;
+    /// The tenant's keys, newest first (revoked ones included).
+    async fn list_keys(&self) -> StoreResult<Vec<KeyRecord>>;
+    /// Revokes a key of this tenant; false if it has no such (live) key.
+    async fn revoke_key(&self, key_id: &str, at: DateTime<Utc>) -> StoreResult<bool>;
+    /// Appends to the tenant's audit log (chained to its previous event).
+    async fn append_audit(&self, ev: NewAuditEvent) -> StoreResult<AuditEvent>;
+}
+
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(v))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        hex::decode(String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+mod hex_opt {
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => s.serialize_str(&hex::encode(v)),
+            None => s.serialize_none(),
+        }
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|h| hex::decode(h).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(n: usize) -> Vec<AuditEvent> {
+        let mut out: Vec<AuditEvent> = Vec::new();
+        for i in 0..n {
+            let ev = NewAuditEvent {
+                actor: "key:abc".into(),
+                action: "document.delete".into(),
+                target: Some(format!("doc-{i}")),
+                detail: serde_json::json!({"b": 1, "a": [i]}),
+                at: audit_time(Utc::now()),
+            };
+            let prev = out.last().map(|e| e.hash.clone());
+            let seq = i as i64 + 1;
+            let hash = audit_hash("acme", seq, &format!("e{i}"), &ev, prev.as_deref());
+            out.push(AuditEvent {
+                scope: "acme".into(),
+                seq,
+                event_id: format!("e{i}"),
+                at: ev.at,
+                actor: ev.actor,
+                action: ev.action,
+                target: ev.target,
+                detail: ev.detail,
+                prev_hash: prev,
+                hash,
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn an_intact_chain_verifies_and_any_edit_removal_or_reorder_is_found() {
+        let good = chain(5);
+        assert_eq!(verify_chain(&good), Ok(5));
+
+        let mut edited = good.clone();
+        edited[2].target = Some("something else".into());
+        assert_eq!(verify_chain(&edited), Err(3));
+
+        let mut removed = good.clone();
+        removed.remove(1);
+        assert_eq!(verify_chain(&removed), Err(3));
+
+        let mut swapped = good.clone();
+        swapped.swap(3, 4);
+        assert_eq!(verify_chain(&swapped), Err(5));
+
+        let mut rehashed = good.clone();
+        rehashed[4].detail = serde_json::json!({"forged": true});
+        // Recomputing the edited event's own hash is not enough: it no longer
+        // matches what the (unchanged) chain committed to... unless it is the
+        // last event; then the edit is only caught against an anchored head.
+        let ev = NewAuditEvent {
+            actor: rehashed[4].actor.clone(),
+            action: rehashed[4].action.clone(),
+            target: rehashed[4].target.clone(),
+            detail: rehashed[4].detail.clone(),
+            at: rehashed[4].at,
+        };
+        rehashed[4].hash = audit_hash(
+            "acme",
+            5,
+            &rehashed[4].event_id,
+            &ev,
+            rehashed[4].prev_hash.as_deref(),
+        );
+        assert_eq!(verify_chain(&rehashed), Ok(5));
+        assert_ne!(
+            rehashed[4].hash, good[4].hash,
+            "the head hash changes, which is what an anchored head detects"
+        );
+    }
+}
