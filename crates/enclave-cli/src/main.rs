@@ -5,6 +5,7 @@ mod bench;
 mod bench_pg;
 mod demo;
 mod files;
+mod serve;
 
 use std::path::PathBuf;
 
@@ -211,6 +212,19 @@ enum Command {
     },
     /// Measure embedding, ingestion and search; prints figures.
     Bench(bench::BenchArgs),
+    /// Run the HTTP server (API.md); prints `listening on http://ADDR`.
+    Serve(serve::ServeArgs),
+    /// Audit log tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Recompute every audit chain; exits non-zero if any was tampered with.
+    Verify,
 }
 
 impl StoreArgs {
@@ -298,6 +312,15 @@ async fn main() -> std::process::ExitCode {
 
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Serve(args) => serve::run(cli.store, args).await,
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => {
+            if !serve::verify_audit(cli.store).await? {
+                anyhow::bail!("an audit chain is broken");
+            }
+            Ok(())
+        }
         Command::Ingest {
             tenant,
             origin,

@@ -1,0 +1,264 @@
+//! `enclave serve`: layered settings (defaults < `--config` file <
+//! `ENCLAVE_*` environment < flags) validated into typed options, then the
+//! HTTP server on the embedded store (PostgreSQL: see `--database-url`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use enclave_server::jwt::JwtVerifier;
+use enclave_server::{AppState, ServerOptions};
+use enclave_store::sqlite::SqliteControl;
+use serde::Deserialize;
+
+use crate::StoreArgs;
+
+#[derive(Args, Clone)]
+pub struct ServeArgs {
+    /// Listen address (port 0 picks one; the chosen address is printed).
+    #[arg(long, env = "ENCLAVE_LISTEN")]
+    listen: Option<String>,
+    /// Base domain for `<slug>.<base domain>` Host hints.
+    #[arg(long, env = "ENCLAVE_BASE_DOMAIN")]
+    base_domain: Option<String>,
+    /// TOML settings file (the same names as the flags, in snake_case).
+    #[arg(long, env = "ENCLAVE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Largest request body in bytes.
+    #[arg(long, env = "ENCLAVE_MAX_BODY_BYTES")]
+    max_body_bytes: Option<usize>,
+    /// Per-request time limit in seconds.
+    #[arg(long, env = "ENCLAVE_REQUEST_TIMEOUT_SECS")]
+    request_timeout_secs: Option<u64>,
+    /// Create this tenant (if missing) and print an owner key for it once.
+    #[arg(long)]
+    bootstrap_tenant: Option<String>,
+}
+
+/// The settings file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    model_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    base_domain: Option<String>,
+    max_body_bytes: Option<usize>,
+    request_timeout_secs: Option<u64>,
+    jwt_issuer: Option<String>,
+    jwt_audience: Option<String>,
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn jwt_verifier(file: &FileSettings) -> Result<JwtVerifier> {
+    let mut v = JwtVerifier::new(
+        env("ENCLAVE_JWT_ISSUER").or_else(|| file.jwt_issuer.clone()),
+        env("ENCLAVE_JWT_AUDIENCE").or_else(|| file.jwt_audience.clone()),
+    );
+    if let Some(secret) = env("ENCLAVE_JWT_SECRET") {
+        v.add_hs256(secret.as_bytes())
+            .context("ENCLAVE_JWT_SECRET")?;
+    }
+    if let Some(path) = env("ENCLAVE_JWT_PUBLIC_KEY") {
+        let pem = std::fs::read(&path).with_context(|| format!("reading {path}"))?;
+        v.add_public_pem(&pem).context("ENCLAVE_JWT_PUBLIC_KEY")?;
+    }
+    if let Some(path) = env("ENCLAVE_JWT_JWKS") {
+        let json = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        v.add_jwks(&json).context("ENCLAVE_JWT_JWKS")?;
+    }
+    Ok(v)
+}
+
+pub async fn run(mut store: StoreArgs, args: ServeArgs) -> Result<()> {
+    let file: FileSettings = match &args.config {
+        Some(p) => toml::from_str(
+            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        )
+        .with_context(|| format!("{} is not a valid settings file", p.display()))?,
+        None => FileSettings::default(),
+    };
+    // Flags and environment (clap) win over the file.
+    store.data_dir = store.data_dir.or(file.data_dir.clone());
+    store.model_dir = store.model_dir.or(file.model_dir.clone());
+    store.database_url = store.database_url.or(file.database_url.clone());
+    let listen = args
+        .listen
+        .or(file.listen.clone())
+        .unwrap_or_else(|| "127.0.0.1:8080".into());
+    let opts = ServerOptions {
+        admin_token: String::new(),
+        base_domain: args.base_domain.or(file.base_domain.clone()),
+        max_body_bytes: args
+            .max_body_bytes
+            .or(file.max_body_bytes)
+            .unwrap_or(16 * 1024 * 1024),
+        request_timeout: Duration::from_secs(
+            args.request_timeout_secs
+                .or(file.request_timeout_secs)
+                .unwrap_or(60),
+        ),
+        ..ServerOptions::default()
+    };
+    if opts.max_body_bytes < 1024 {
+        bail!("max_body_bytes must be at least 1024");
+    }
+    if let Some(d) = &opts.base_domain {
+        if d.is_empty() || d.starts_with('.') || d.contains('/') {
+            bail!("base_domain {d:?} is not a domain name");
+        }
+    }
+    let jwt = jwt_verifier(&file)?;
+    if store.database_url.is_some() {
+        bail!(
+            "`enclave serve` runs on the embedded store for now: its PostgreSQL control plane \
+             (tenant directory, keys and audit log under RLS) is not built yet; the library \
+             commands accept --database-url"
+        );
+    }
+    let (admin_token, generated) = match env("ENCLAVE_ADMIN_TOKEN") {
+        Some(t) if t.len() >= 16 => (t, false),
+        Some(_) => bail!("ENCLAVE_ADMIN_TOKEN must be at least 16 characters"),
+        None => (
+            enclave_server::keys::mint().key.replacen("ek_", "adm_", 1),
+            true,
+        ),
+    };
+    let memory = store.open().await?;
+    let data_dir = store.data_dir();
+    let control =
+        Arc::new(tokio::task::spawn_blocking(move || SqliteControl::open(&data_dir)).await??);
+    let state = AppState::new(
+        memory,
+        control,
+        jwt,
+        ServerOptions {
+            admin_token: admin_token.clone(),
+            ..opts
+        },
+    );
+    if generated {
+        eprintln!("admin token (shown once; set ENCLAVE_ADMIN_TOKEN to choose it): {admin_token}");
+    }
+    if let Some(t) = &args.bootstrap_tenant {
+        bootstrap(&state, t).await?;
+    }
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    println!("listening on http://{}", listener.local_addr()?);
+    use std::io::Write;
+    std::io::stdout().flush()?;
+    enclave_server::run(listener, state, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Creates the tenant if it is missing and then prints an owner key for it
+/// (once: a later start with the same tenant mints nothing).
+async fn bootstrap(state: &AppState, id: &str) -> Result<()> {
+    use enclave_core::{Isolation, Role, Slug, TenantId};
+    use enclave_store::control::{KeyRecord, NewTenant};
+    let tenant = TenantId::parse(id)?;
+    if state.control().get_tenant(&tenant).await?.is_some() {
+        eprintln!(
+            "tenant {id} exists; its keys were shown when they were made \
+             (mint another with POST /admin/v1/tenants/{id}/keys)"
+        );
+        return Ok(());
+    }
+    {
+        let slug: String = id
+            .to_ascii_lowercase()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .take(63)
+            .collect();
+        state
+            .control()
+            .create_tenant(NewTenant {
+                id: tenant.clone(),
+                slug: Slug::parse(slug.trim_matches('-'))?,
+                name: id.to_owned(),
+                plan: "free".into(),
+                isolation: Isolation::Shared,
+                limits: Default::default(),
+                now: chrono::Utc::now(),
+            })
+            .await?;
+    }
+    let m = enclave_server::keys::mint();
+    state
+        .control()
+        .tenant(&tenant)
+        .insert_key(KeyRecord {
+            key_id: m.key_id.clone(),
+            tenant_id: tenant.clone(),
+            name: "bootstrap".into(),
+            role: Role::Owner,
+            salt: m.salt,
+            secret_hash: m.secret_hash,
+            created_by: "platform".into(),
+            created_at: chrono::Utc::now(),
+            expires_at: None,
+            revoked_at: None,
+            last_used_at: None,
+        })
+        .await?;
+    state
+        .audit(
+            Some(&tenant),
+            "platform",
+            "key.create",
+            Some(m.key_id),
+            serde_json::json!({"role": "owner", "bootstrap": true}),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    eprintln!("tenant {id}: owner key (shown once): {}", m.key);
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// `enclave audit verify`: checks every audit chain in the data directory.
+pub async fn verify_audit(store: StoreArgs) -> Result<bool> {
+    let data_dir = store.data_dir();
+    let control =
+        Arc::new(tokio::task::spawn_blocking(move || SqliteControl::open(&data_dir)).await??);
+    let mut ok = true;
+    for (scope, r) in enclave_server::verify_audit(control.as_ref())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+    {
+        match r {
+            Ok(n) => println!("{scope}: {n} events, chain intact"),
+            Err(seq) => {
+                ok = false;
+                println!("{scope}: chain broken at event {seq}");
+            }
+        }
+    }
+    Ok(ok)
+}

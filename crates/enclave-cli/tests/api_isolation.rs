@@ -1,0 +1,934 @@
+//! Black-box isolation tests of the HTTP API (API.md §1–§5, §7–§8) against
+//! the real `enclave serve` binary: adversarial credentials, tenant hints,
+//! foreign ids on every route, filter and cursor tricks, role escalation,
+//! the admin plane, injection strings and oversized bodies. Every case
+//! asserts the exact status and `code`, and that nothing of the other
+//! tenant is in the body.
+
+mod support;
+
+use base64_free::b64url;
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use reqwest::Method;
+use serde_json::{json, Value};
+use support::*;
+
+mod base64_free {
+    /// URL-safe base64 without padding (for hand-made JWTs such as `alg: none`).
+    pub fn b64url(data: &[u8]) -> String {
+        const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut out = String::new();
+        for c in data.chunks(3) {
+            let n = (c[0] as u32) << 16
+                | (*c.get(1).unwrap_or(&0) as u32) << 8
+                | *c.get(2).unwrap_or(&0) as u32;
+            let k = c.len() + 1;
+            for i in 0..k {
+                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            }
+        }
+        out
+    }
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+fn claims(tenant: &str, role: &str) -> Value {
+    json!({"sub": "u-1", "tenant_id": tenant, "role": role, "exp": now() + 600,
+           "iss": "https://issuer.test", "aud": "enclave"})
+}
+
+fn hs256(c: &Value, secret: &[u8]) -> String {
+    encode(
+        &Header::new(Algorithm::HS256),
+        c,
+        &EncodingKey::from_secret(secret),
+    )
+    .unwrap()
+}
+
+fn rs256(app: &App, c: &Value) -> String {
+    encode(
+        &Header::new(Algorithm::RS256),
+        c,
+        &EncodingKey::from_rsa_pem(&app.rsa_private_pem).unwrap(),
+    )
+    .unwrap()
+}
+
+// ---------------------------------------------------------------- credentials
+
+#[tokio::test]
+async fn missing_garbled_and_unknown_credentials_are_401() {
+    let w = World::new().await;
+    let app = &w.app;
+    let r = app.send(Method::GET, "/v1/stats", None, None, &[]).await;
+    r.problem(401, "unauthenticated");
+    assert!(r.text.contains("Bearer"));
+    for header in [
+        "Basic YWxhZGRpbjpvcGVuc2VzYW1l",
+        "Bearer",
+        "Bearer    ",
+        "bearer",
+    ] {
+        app.send(
+            Method::GET,
+            "/v1/stats",
+            None,
+            None,
+            &[("authorization", header)],
+        )
+        .await
+        .problem(401, "unauthenticated");
+    }
+    for cred in [
+        "ek_zz",
+        "ek_0123456789abcdef01234567_nothex",
+        "ek_0123456789abcdef01234567_0000000000000000000000000000000000000000000000000000000000000000",
+        "not-a-jwt",
+        "a.b.c",
+    ] {
+        let r = app.get("/v1/stats", cred).await;
+        r.problem(401, "unauthenticated");
+        w.nothing_foreign(&r);
+    }
+}
+
+#[tokio::test]
+async fn a_known_key_id_with_a_forged_secret_is_401() {
+    let w = World::new().await;
+    let (id, _) = w
+        .a_viewer
+        .trim_start_matches("ek_")
+        .split_once('_')
+        .unwrap();
+    let forged = format!("ek_{id}_{}", "ab".repeat(32));
+    w.app
+        .get("/v1/stats", &forged)
+        .await
+        .problem(401, "unauthenticated");
+}
+
+#[tokio::test]
+async fn a_revoked_key_is_refused_on_the_next_request() {
+    let w = World::new().await;
+    let (key, key_id) = w.app.key(&w.a, "member").await;
+    w.app.get("/v1/stats", &key).await.ok(200);
+    w.app
+        .delete(&format!("/v1/keys/{key_id}"), &w.a)
+        .await
+        .ok(204);
+    w.app
+        .get("/v1/stats", &key)
+        .await
+        .problem(401, "unauthenticated");
+    // Revoking it again is a missing key.
+    w.app
+        .delete(&format!("/v1/keys/{key_id}"), &w.a)
+        .await
+        .problem(404, "not_found");
+}
+
+#[tokio::test]
+async fn an_expired_key_is_401() {
+    let w = World::new().await;
+    let expires = (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339();
+    let r = w
+        .app
+        .post(
+            "/v1/keys",
+            &w.a,
+            json!({"name": "short", "role": "viewer", "expires_at": expires}),
+        )
+        .await;
+    let key = r.ok(201)["key"].as_str().unwrap().to_owned();
+    w.app.get("/v1/stats", &key).await.ok(200);
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    w.app
+        .get("/v1/stats", &key)
+        .await
+        .problem(401, "unauthenticated");
+}
+
+#[tokio::test]
+async fn listed_keys_never_show_secrets() {
+    let w = World::new().await;
+    let r = w.app.get("/v1/keys", &w.a_admin).await;
+    let keys = r.ok(200)["keys"].as_array().unwrap().clone();
+    assert!(keys.len() >= 4);
+    for secret in [&w.a, &w.a_viewer, &w.a_member, &w.a_admin] {
+        let (_, s) = secret.trim_start_matches("ek_").split_once('_').unwrap();
+        assert!(!r.text.contains(s));
+    }
+    w.nothing_foreign(&r);
+}
+
+#[tokio::test]
+async fn valid_jwts_hs256_and_rs256_select_the_claimed_tenant() {
+    let w = World::new().await;
+    let hs = hs256(&claims("acme", "viewer"), JWT_SECRET.as_bytes());
+    let r = w.app.get("/v1/stats", &hs).await;
+    assert_eq!(r.ok(200)["document_count"], 1);
+    let rs = rs256(&w.app, &claims("acme", "viewer"));
+    let r = w
+        .app
+        .post("/v1/search", &rs, json!({"query": "refunds"}))
+        .await;
+    assert_eq!(r.ok(200)["results"].as_array().unwrap().len(), 1);
+    w.nothing_foreign(&r);
+}
+
+#[tokio::test]
+async fn alg_none_and_unsigned_tokens_are_401() {
+    let w = World::new().await;
+    let body = b64url(claims("acme", "owner").to_string().as_bytes());
+    for header in [
+        json!({"alg": "none", "typ": "JWT"}),
+        json!({"alg": "None"}),
+        json!({"alg": "HS512"}),
+    ] {
+        let h = b64url(header.to_string().as_bytes());
+        for token in [format!("{h}.{body}."), format!("{h}.{body}")] {
+            w.app
+                .get("/v1/stats", &token)
+                .await
+                .problem(401, "unauthenticated");
+        }
+    }
+}
+
+#[tokio::test]
+async fn hs256_signed_with_the_rsa_public_key_is_401() {
+    let w = World::new().await;
+    let token = hs256(&claims("acme", "owner"), &w.app.rsa_public_pem);
+    w.app
+        .get("/v1/stats", &token)
+        .await
+        .problem(401, "unauthenticated");
+}
+
+#[tokio::test]
+async fn jwts_with_a_wrong_secret_expired_or_without_exp_are_401() {
+    let w = World::new().await;
+    let wrong = hs256(
+        &claims("acme", "owner"),
+        b"another-secret-another-secret-another-secret",
+    );
+    w.app
+        .get("/v1/stats", &wrong)
+        .await
+        .problem(401, "unauthenticated");
+    let mut c = claims("acme", "owner");
+    c["exp"] = json!(now() - 3600);
+    w.app
+        .get("/v1/stats", &hs256(&c, JWT_SECRET.as_bytes()))
+        .await
+        .problem(401, "unauthenticated");
+    let mut c = claims("acme", "owner");
+    c.as_object_mut().unwrap().remove("exp");
+    w.app
+        .get("/v1/stats", &hs256(&c, JWT_SECRET.as_bytes()))
+        .await
+        .problem(401, "unauthenticated");
+}
+
+#[tokio::test]
+async fn jwts_with_a_wrong_issuer_audience_role_or_tenant_are_401() {
+    let w = World::new().await;
+    for (field, value) in [
+        ("iss", json!("https://evil.test")),
+        ("aud", json!("someone-else")),
+        ("role", json!("superuser")),
+        ("tenant_id", json!("bad tenant id")),
+    ] {
+        let mut c = claims("acme", "owner");
+        c[field] = value;
+        w.app
+            .get("/v1/stats", &hs256(&c, JWT_SECRET.as_bytes()))
+            .await
+            .problem(401, "unauthenticated");
+    }
+    // A JWT for a tenant that does not exist.
+    w.app
+        .get(
+            "/v1/stats",
+            &hs256(&claims("nobody", "owner"), JWT_SECRET.as_bytes()),
+        )
+        .await
+        .problem(401, "unauthenticated");
+}
+
+// ------------------------------------------------------------------ hints
+
+#[tokio::test]
+async fn an_x_tenant_id_header_naming_another_tenant_is_403_and_audited() {
+    let w = World::new().await;
+    let r = w
+        .app
+        .send(
+            Method::GET,
+            "/v1/stats",
+            Some(&w.a),
+            None,
+            &[("x-tenant-id", "globex")],
+        )
+        .await;
+    r.problem(403, "tenant_mismatch");
+    w.nothing_foreign(&r);
+    w.app
+        .send(
+            Method::GET,
+            "/v1/stats",
+            Some(&w.a),
+            None,
+            &[("x-tenant-id", "acme")],
+        )
+        .await
+        .ok(200);
+    let audit = w
+        .app
+        .get("/admin/v1/audit?tenant_id=acme&limit=500", ADMIN)
+        .await;
+    let events = audit.ok(200)["events"].as_array().unwrap().clone();
+    assert!(events
+        .iter()
+        .any(|e| e["action"] == "tenant.mismatch" && e["detail"]["hint"] == "X-Tenant-ID"));
+}
+
+#[tokio::test]
+async fn a_host_of_another_tenants_subdomain_is_403() {
+    let w = World::new().await;
+    let host = format!("globex.{BASE_DOMAIN}");
+    w.app
+        .send(
+            Method::GET,
+            "/v1/stats",
+            Some(&w.a),
+            None,
+            &[("host", &host)],
+        )
+        .await
+        .problem(403, "tenant_mismatch");
+    let own = format!("acme.{BASE_DOMAIN}:8080");
+    w.app
+        .send(
+            Method::GET,
+            "/v1/stats",
+            Some(&w.a),
+            None,
+            &[("host", &own)],
+        )
+        .await
+        .ok(200);
+}
+
+#[tokio::test]
+async fn a_body_tenant_id_or_owner_id_never_selects_a_tenant() {
+    let w = World::new().await;
+    for field in ["tenant_id", "owner_id"] {
+        let mut body = json!({"name": "x.txt", "type": "text", "content": "planted"});
+        body[field] = json!("globex");
+        w.app
+            .post("/v1/documents", &w.a, body)
+            .await
+            .problem(403, "tenant_mismatch");
+        let mut q = json!({"query": "refunds"});
+        q[field] = json!("globex");
+        let r = w.app.post("/v1/search", &w.a, q).await;
+        r.problem(403, "tenant_mismatch");
+        w.nothing_foreign(&r);
+    }
+    // Nothing was stored in either tenant.
+    assert_eq!(
+        w.app.get("/v1/stats", &w.a).await.ok(200)["document_count"],
+        1
+    );
+    assert_eq!(
+        w.app.get("/v1/stats", &w.b).await.ok(200)["document_count"],
+        1
+    );
+    // Naming one's own tenant is harmless.
+    let mut body = json!({"query": "refunds"});
+    body["tenant_id"] = json!("acme");
+    w.app.post("/v1/search", &w.a, body).await.ok(200);
+}
+
+#[tokio::test]
+async fn a_query_string_tenant_id_naming_another_tenant_is_403() {
+    let w = World::new().await;
+    for path in [
+        "/v1/documents?tenant_id=globex",
+        "/v1/stats?owner_id=globex",
+    ] {
+        let r = w.app.get(path, &w.a).await;
+        r.problem(403, "tenant_mismatch");
+        w.nothing_foreign(&r);
+    }
+}
+
+// ------------------------------------------------------------- foreign ids
+
+#[tokio::test]
+async fn another_tenants_document_is_indistinguishable_from_a_missing_one() {
+    let w = World::new().await;
+    let missing = "01a2306c-0000-7000-8000-000000000000";
+    let foreign = w.app.get(&format!("/v1/documents/{}", w.b_doc), &w.a).await;
+    let absent = w.app.get(&format!("/v1/documents/{missing}"), &w.a).await;
+    let garbled = w.app.get("/v1/documents/not-an-id", &w.a).await;
+    foreign.problem(404, "not_found");
+    absent.problem(404, "not_found");
+    garbled.problem(404, "not_found");
+    assert_eq!(foreign.body, absent.body);
+    assert_eq!(foreign.body, garbled.body);
+    w.nothing_foreign(&foreign);
+    let with_chunks = w
+        .app
+        .get(
+            &format!("/v1/documents/{}?include_chunks=true", w.b_doc),
+            &w.a,
+        )
+        .await;
+    with_chunks.problem(404, "not_found");
+    assert_eq!(with_chunks.body, absent.body);
+}
+
+#[tokio::test]
+async fn patching_or_deleting_another_tenants_document_is_404_and_changes_nothing() {
+    let w = World::new().await;
+    let path = format!("/v1/documents/{}", w.b_doc);
+    let r = w
+        .app
+        .patch(&path, &w.a, json!({"name": "pwned", "metadata": {"x": 1}}))
+        .await;
+    r.problem(404, "not_found");
+    w.nothing_foreign(&r);
+    w.app.delete(&path, &w.a).await.problem(404, "not_found");
+    let still = w.app.get(&path, &w.b).await;
+    assert_eq!(still.ok(200)["name"], "secret.txt");
+    assert_eq!(still.body["metadata"]["team"], "globex");
+}
+
+#[tokio::test]
+async fn batch_delete_does_not_count_or_touch_other_tenants_ids() {
+    let w = World::new().await;
+    let r = w
+        .app
+        .post(
+            "/v1/documents/delete",
+            &w.a_member,
+            json!({"document_ids": [w.b_doc, "garbage", "01a2306c-0000-7000-8000-000000000000"]}),
+        )
+        .await;
+    assert_eq!(r.ok(200)["deleted_count"], 0);
+    assert_eq!(
+        w.app.get("/v1/stats", &w.b).await.ok(200)["document_count"],
+        1
+    );
+    let r = w
+        .app
+        .post(
+            "/v1/documents/delete",
+            &w.a_member,
+            json!({"document_ids": [w.a_doc, w.b_doc]}),
+        )
+        .await;
+    assert_eq!(r.ok(200)["deleted_count"], 1);
+    assert_eq!(
+        w.app.get("/v1/stats", &w.b).await.ok(200)["document_count"],
+        1
+    );
+}
+
+#[tokio::test]
+async fn another_tenants_key_cannot_be_revoked() {
+    let w = World::new().await;
+    w.app
+        .delete(&format!("/v1/keys/{}", w.b_key_id), &w.a)
+        .await
+        .problem(404, "not_found");
+    let keys = w.app.get("/v1/keys", &w.b).await;
+    let k = keys.ok(200)["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["key_id"] == w.b_key_id.as_str())
+        .cloned()
+        .unwrap();
+    assert!(k["revoked_at"].is_null());
+}
+
+// --------------------------------------------------- search, lists, exports
+
+#[tokio::test]
+async fn search_never_returns_other_tenants_chunks_whatever_the_filters() {
+    let w = World::new().await;
+    for body in [
+        json!({"query": "refunds globex"}),
+        json!({"query": B_SECRET, "mode": "text"}),
+        json!({"query": "refunds", "mode": "vector", "limit": 100}),
+        json!({"query": "refunds", "origins": ["user-9"]}),
+        json!({"query": "refunds", "metadata": {"team": "globex"}}),
+        json!({"query": "refunds", "metadata": {"year": {"$lt": 2025}}}),
+        json!({"query": "refunds", "metadata": {"team": {"$exists": true}}}),
+    ] {
+        let r = w.app.post("/v1/search", &w.a_viewer, body.clone()).await;
+        let results = r.ok(200)["results"].as_array().unwrap().clone();
+        w.nothing_foreign(&r);
+        for hit in results {
+            assert_eq!(hit["document_id"], w.a_doc.as_str(), "{body}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn injection_strings_in_queries_and_filters_are_safe() {
+    let w = World::new().await;
+    for q in [
+        "'; DROP TABLE documents; --",
+        "\" OR 1=1 --",
+        "refunds\" OR \"",
+        "-(-(-",
+        "NEAR(a b) * ^ : {} [] \\",
+        "x' UNION SELECT content FROM chunks --",
+        "\u{0000}refunds",
+    ] {
+        for mode in ["text", "hybrid"] {
+            let r = w
+                .app
+                .post("/v1/search", &w.a, json!({"query": q, "mode": mode}))
+                .await;
+            assert_eq!(r.status, 200, "{q:?}: {}", r.text);
+            w.nothing_foreign(&r);
+        }
+    }
+    for metadata in [
+        json!({"a') OR 1=1 --": 1}),
+        json!({"year": "2025' OR '1'='1"}),
+        json!({"$or": [{"team": "globex"}]}),
+    ] {
+        let r = w
+            .app
+            .post(
+                "/v1/search",
+                &w.a,
+                json!({"query": "refunds", "metadata": metadata}),
+            )
+            .await;
+        assert!(r.status == 200 || r.status == 400, "{}", r.text);
+        if r.status == 400 {
+            r.problem(400, "invalid_request");
+        }
+        w.nothing_foreign(&r);
+    }
+    w.app
+        .post(
+            "/v1/search",
+            &w.a,
+            json!({"query": "refunds", "metadata": {"year": {"$regex": ".*"}}}),
+        )
+        .await
+        .problem(400, "invalid_request");
+    w.app
+        .post("/v1/search", &w.a, json!({"query": "   "}))
+        .await
+        .problem(400, "invalid_request");
+    // Both tenants' data is still there.
+    assert_eq!(
+        w.app.get("/v1/stats", &w.b).await.ok(200)["document_count"],
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_cursor_from_another_tenants_listing_shows_only_own_documents() {
+    let w = World::new().await;
+    for i in 0..3 {
+        w.app
+            .add(&w.b, &format!("b{i}.txt"), "globex page", json!({}))
+            .await;
+    }
+    let page = w.app.get("/v1/documents?limit=1", &w.b).await;
+    let cursor = page.ok(200)["next_cursor"].as_str().unwrap().to_owned();
+    let r = w
+        .app
+        .get(&format!("/v1/documents?limit=100&cursor={cursor}"), &w.a)
+        .await;
+    w.nothing_foreign(&r);
+    for d in r.ok(200)["documents"].as_array().unwrap() {
+        assert_eq!(d["document_id"], w.a_doc.as_str());
+    }
+    w.app
+        .get("/v1/documents?cursor=forged-cursor", &w.a)
+        .await
+        .problem(400, "invalid_request");
+}
+
+#[tokio::test]
+async fn stats_list_and_export_count_only_own_documents() {
+    let w = World::new().await;
+    let s = w.app.get("/v1/stats?breakdown=true", &w.a).await;
+    assert_eq!(s.ok(200)["document_count"], 1);
+    w.nothing_foreign(&s);
+    let l = w.app.get("/v1/documents", &w.a).await;
+    assert_eq!(l.ok(200)["total"], 1);
+    w.nothing_foreign(&l);
+    let e = w.app.get("/v1/export", &w.a_admin).await;
+    assert_eq!(e.status, 200);
+    assert!(e.content_type.starts_with("application/x-ndjson"));
+    let lines: Vec<Value> = e
+        .text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["document_id"], w.a_doc.as_str());
+    w.nothing_foreign(&e);
+}
+
+// ----------------------------------------------------------------- roles
+
+#[tokio::test]
+async fn a_viewer_cannot_write_and_a_member_cannot_manage() {
+    let w = World::new().await;
+    let app = &w.app;
+    let doc = json!({"name": "v.txt", "type": "text", "content": "x"});
+    app.post("/v1/documents", &w.a_viewer, doc.clone())
+        .await
+        .problem(403, "forbidden");
+    app.patch(
+        &format!("/v1/documents/{}", w.a_doc),
+        &w.a_viewer,
+        json!({"name": "n"}),
+    )
+    .await
+    .problem(403, "forbidden");
+    app.delete(&format!("/v1/documents/{}", w.a_doc), &w.a_viewer)
+        .await
+        .problem(403, "forbidden");
+    app.post(
+        "/v1/documents/delete",
+        &w.a_viewer,
+        json!({"document_ids": [w.a_doc]}),
+    )
+    .await
+    .problem(403, "forbidden");
+    app.get("/v1/export", &w.a_member)
+        .await
+        .problem(403, "forbidden");
+    app.get("/v1/keys", &w.a_member)
+        .await
+        .problem(403, "forbidden");
+    app.post(
+        "/v1/keys",
+        &w.a_member,
+        json!({"name": "k", "role": "viewer"}),
+    )
+    .await
+    .problem(403, "forbidden");
+    // The viewer still reads.
+    app.get(&format!("/v1/documents/{}", w.a_doc), &w.a_viewer)
+        .await
+        .ok(200);
+    assert_eq!(
+        app.get("/v1/stats", &w.a).await.ok(200)["document_count"],
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_key_cannot_mint_a_key_above_its_own_role() {
+    let w = World::new().await;
+    w.app
+        .post(
+            "/v1/keys",
+            &w.a_admin,
+            json!({"name": "up", "role": "owner"}),
+        )
+        .await
+        .problem(403, "forbidden");
+    w.app
+        .post(
+            "/v1/keys",
+            &w.a_admin,
+            json!({"name": "ok", "role": "member"}),
+        )
+        .await
+        .ok(201);
+    let jwt = hs256(&claims("acme", "admin"), JWT_SECRET.as_bytes());
+    w.app
+        .post("/v1/keys", &jwt, json!({"name": "up", "role": "owner"}))
+        .await
+        .problem(403, "forbidden");
+}
+
+// ------------------------------------------------------------ admin plane
+
+#[tokio::test]
+async fn tenant_credentials_are_forbidden_on_the_admin_plane() {
+    let w = World::new().await;
+    for cred in [
+        w.a.clone(),
+        hs256(&claims("acme", "owner"), JWT_SECRET.as_bytes()),
+    ] {
+        let r = w.app.get("/admin/v1/tenants", &cred).await;
+        r.problem(403, "forbidden");
+        w.nothing_foreign(&r);
+        w.app
+            .post(
+                "/admin/v1/tenants",
+                &cred,
+                json!({"id": "x", "slug": "x", "name": "x"}),
+            )
+            .await
+            .problem(403, "forbidden");
+        w.app
+            .delete("/admin/v1/tenants/globex", &cred)
+            .await
+            .problem(403, "forbidden");
+    }
+    w.app
+        .send(Method::GET, "/admin/v1/tenants", None, None, &[])
+        .await
+        .problem(401, "unauthenticated");
+    w.app
+        .get("/admin/v1/tenants", "wrong-admin-token-0123456789")
+        .await
+        .problem(401, "unauthenticated");
+    // A platform_admin JWT is the other way in; it has no tenant on /v1.
+    let mut c = claims("acme", "platform_admin");
+    c.as_object_mut().unwrap().remove("tenant_id");
+    let admin_jwt = hs256(&c, JWT_SECRET.as_bytes());
+    w.app.get("/admin/v1/tenants", &admin_jwt).await.ok(200);
+    w.app
+        .get("/v1/stats", &admin_jwt)
+        .await
+        .problem(403, "forbidden");
+}
+
+#[tokio::test]
+async fn duplicate_tenant_ids_and_slugs_conflict_and_bad_ids_are_400() {
+    let w = World::new().await;
+    w.app
+        .post(
+            "/admin/v1/tenants",
+            ADMIN,
+            json!({"id": "acme", "slug": "new-slug", "name": "x"}),
+        )
+        .await
+        .problem(409, "conflict");
+    w.app
+        .post(
+            "/admin/v1/tenants",
+            ADMIN,
+            json!({"id": "newco", "slug": "globex", "name": "x"}),
+        )
+        .await
+        .problem(409, "conflict");
+    for (id, slug) in [("-bad", "ok"), ("ok", "Not_A_Label"), ("has space", "ok2")] {
+        w.app
+            .post(
+                "/admin/v1/tenants",
+                ADMIN,
+                json!({"id": id, "slug": slug, "name": "x"}),
+            )
+            .await
+            .problem(400, "invalid_request");
+    }
+}
+
+#[tokio::test]
+async fn a_suspended_tenant_is_403_and_resumes_when_reactivated() {
+    let w = World::new().await;
+    w.app
+        .patch(
+            "/admin/v1/tenants/acme",
+            ADMIN,
+            json!({"status": "suspended"}),
+        )
+        .await
+        .ok(200);
+    w.app
+        .get("/v1/stats", &w.a)
+        .await
+        .problem(403, "tenant_suspended");
+    w.app.get("/v1/stats", &w.b).await.ok(200);
+    w.app
+        .patch("/admin/v1/tenants/acme", ADMIN, json!({"status": "active"}))
+        .await
+        .ok(200);
+    w.app.get("/v1/stats", &w.a).await.ok(200);
+}
+
+#[tokio::test]
+async fn purge_leaves_nothing_and_the_tenants_credentials_become_401() {
+    let w = World::new().await;
+    for i in 0..5 {
+        w.app
+            .add(&w.b, &format!("more{i}.txt"), "globex more text", json!({}))
+            .await;
+    }
+    let r = w.app.delete("/admin/v1/tenants/globex", ADMIN).await;
+    let receipt = r.ok(200).clone();
+    assert_eq!(receipt["tenant_id"], "globex");
+    assert_eq!(receipt["documents_deleted"], 6);
+    assert_eq!(receipt["verified_empty"], true);
+    assert!(receipt["keys_revoked"].as_u64().unwrap() >= 2);
+    w.app
+        .get("/v1/stats", &w.b)
+        .await
+        .problem(401, "unauthenticated");
+    w.app
+        .get("/admin/v1/tenants/globex", ADMIN)
+        .await
+        .problem(404, "not_found");
+    // The other tenant is untouched.
+    assert_eq!(
+        w.app.get("/v1/stats", &w.a).await.ok(200)["document_count"],
+        1
+    );
+    // A new tenant with the same id starts empty and the old key stays dead.
+    let fresh = w.app.tenant("globex").await;
+    assert_eq!(
+        w.app.get("/v1/stats", &fresh).await.ok(200)["document_count"],
+        0
+    );
+    w.app
+        .get("/v1/stats", &w.b)
+        .await
+        .problem(401, "unauthenticated");
+}
+
+// ----------------------------------------------------------------- bodies
+
+#[tokio::test]
+async fn malformed_huge_and_deeply_nested_bodies_are_clear_errors() {
+    let w = World::new().await;
+    let app = &w.app;
+    // A fresh client per raw request: a connection the server closes after
+    // refusing an unread oversized body must not be reused.
+    let raw = |body: String, ct: &'static str| {
+        let c = reqwest::Client::new();
+        let url = app.url("/v1/documents");
+        let key = w.a.clone();
+        async move {
+            let r = c
+                .post(url)
+                .header("authorization", format!("Bearer {key}"))
+                .header("content-type", ct)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let v: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap_or(Value::Null);
+            (status, v)
+        }
+    };
+    let (s, v) = raw("{\"name\": ".into(), "application/json").await;
+    assert_eq!((s, v["code"].as_str()), (400, Some("invalid_request")));
+    let (s, v) = raw("{\"name\": 5, \"content\": []}".into(), "application/json").await;
+    assert_eq!((s, v["code"].as_str()), (400, Some("invalid_request")));
+    let (s, v) = raw("name=x".into(), "application/x-www-form-urlencoded").await;
+    assert_eq!((s, v["code"].as_str()), (400, Some("invalid_request")));
+    let deep = format!("{}1{}", "[".repeat(5000), "]".repeat(5000));
+    let (s, v) = raw(
+        format!("{{\"name\":\"d\",\"content\":\"x\",\"metadata\":{{\"a\":{deep}}}}}"),
+        "application/json",
+    )
+    .await;
+    assert_eq!((s, v["code"].as_str()), (400, Some("invalid_request")));
+    let nested = format!(
+        "{}{}",
+        "{\"a\":".repeat(20),
+        "1".to_owned() + &"}".repeat(20)
+    );
+    let r = app
+        .post("/v1/documents", &w.a, json!({"name": "n", "content": "x", "metadata": serde_json::from_str::<Value>(&nested).unwrap()}))
+        .await;
+    r.problem(400, "invalid_request");
+    let huge = "x".repeat(2 * 1024 * 1024);
+    let (s, v) = raw(
+        json!({"name": "big", "content": huge}).to_string(),
+        "application/json",
+    )
+    .await;
+    assert_eq!((s, v["code"].as_str()), (413, Some("payload_too_large")));
+    let r = app
+        .post(
+            "/v1/documents",
+            &w.a,
+            json!({"name": "n", "type": "spreadsheet", "content": "x"}),
+        )
+        .await;
+    r.problem(400, "invalid_request");
+    let r = app
+        .post(
+            "/v1/documents",
+            &w.a,
+            json!({"name": "n", "content": "x", "unknown_field": 1}),
+        )
+        .await;
+    r.problem(400, "invalid_request");
+    // Nothing was stored by any of these.
+    assert_eq!(
+        app.get("/v1/stats", &w.a).await.ok(200)["document_count"],
+        1
+    );
+}
+
+#[tokio::test]
+async fn unknown_routes_are_problem_json_404() {
+    let w = World::new().await;
+    w.app
+        .get("/v1/nothing-here", &w.a)
+        .await
+        .problem(404, "not_found");
+    let h = w.app.send(Method::GET, "/healthz", None, None, &[]).await;
+    assert_eq!(h.ok(200)["status"], "ok");
+    let r = w.app.send(Method::GET, "/readyz", None, None, &[]).await;
+    assert_eq!(r.ok(200)["status"], "ready");
+    w.nothing_foreign(&r);
+}
+
+#[tokio::test]
+async fn the_audit_chain_verifies_and_records_denials_and_deletes() {
+    let w = World::new().await;
+    w.app
+        .get("/v1/export", &w.a_member)
+        .await
+        .problem(403, "forbidden");
+    w.app
+        .delete(&format!("/v1/documents/{}", w.a_doc), &w.a)
+        .await
+        .ok(204);
+    let r = w
+        .app
+        .get("/admin/v1/audit?tenant_id=acme&limit=500", ADMIN)
+        .await;
+    let events = r.ok(200)["events"].as_array().unwrap().clone();
+    let actions: Vec<&str> = events
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert!(actions.contains(&"role.denied"), "{actions:?}");
+    assert!(actions.contains(&"document.delete"), "{actions:?}");
+    assert!(actions.contains(&"key.create"), "{actions:?}");
+    for pair in events.windows(2) {
+        assert_eq!(pair[1]["prev_hash"], pair[0]["hash"]);
+    }
+    w.nothing_foreign(&r);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_enclave"))
+        .args(["--embedder", "hash", "--data-dir"])
+        .arg(w.app.dir.path().join("data"))
+        .args(["audit", "verify"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("acme:"));
+}

@@ -1,0 +1,322 @@
+//! `spawn_app()`: the real `enclave serve` binary on port 0 over a fresh
+//! data directory (hash embedder: these tests prove HTTP and isolation
+//! behaviour, not retrieval quality), with typed request helpers.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use reqwest::{Client, Method, StatusCode};
+use serde_json::{json, Value};
+
+pub const ADMIN: &str = "test-admin-token-0123456789";
+pub const JWT_SECRET: &str = "test-jwt-secret-that-is-at-least-32-bytes-long";
+pub const BASE_DOMAIN: &str = "enclave.test";
+
+pub struct App {
+    pub base: String,
+    pub client: Client,
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub rsa_private_pem: Vec<u8>,
+    pub rsa_public_pem: Vec<u8>,
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An RSA key pair from the machine's openssl (the public half configures
+/// the server's RS256 verification).
+fn rsa_pair(dir: &std::path::Path) -> (Vec<u8>, Vec<u8>, PathBuf) {
+    let key = dir.join("rsa.pem");
+    let public = dir.join("rsa.pub.pem");
+    let ok = Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
+        .arg(&key)
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl must be installed for the JWT tests")
+        .success();
+    assert!(ok, "openssl genpkey failed");
+    let ok = Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&public)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "openssl pkey -pubout failed");
+    (
+        std::fs::read(&key).unwrap(),
+        std::fs::read(&public).unwrap(),
+        public,
+    )
+}
+
+pub async fn spawn_app() -> App {
+    spawn_app_with(&[]).await
+}
+
+pub async fn spawn_app_with(env: &[(&str, &str)]) -> App {
+    let dir = tempfile::tempdir().unwrap();
+    let (private, public, public_path) = rsa_pair(dir.path());
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_enclave"));
+    cmd.args(["--embedder", "hash", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--base-domain",
+            BASE_DOMAIN,
+        ])
+        .env("ENCLAVE_ADMIN_TOKEN", ADMIN)
+        .env("ENCLAVE_JWT_SECRET", JWT_SECRET)
+        .env("ENCLAVE_JWT_PUBLIC_KEY", &public_path)
+        .env("ENCLAVE_JWT_ISSUER", "https://issuer.test")
+        .env("ENCLAVE_JWT_AUDIENCE", "enclave")
+        .env("ENCLAVE_MAX_BODY_BYTES", "1048576")
+        .env_remove("ENCLAVE_DATABASE_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("start enclave serve");
+    let stdout = child.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        line
+    })
+    .await
+    .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .to_owned();
+    App {
+        base: addr,
+        client: Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap(),
+        child,
+        dir,
+        rsa_private_pem: private,
+        rsa_public_pem: public,
+    }
+}
+
+/// A response: status and parsed body (Null when empty or not JSON).
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub body: Value,
+    pub text: String,
+    pub content_type: String,
+}
+
+impl Resp {
+    /// Asserts an API.md §3 problem: status, code, problem+json.
+    pub fn problem(&self, status: u16, code: &str) -> &Self {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.text);
+        assert_eq!(self.body["code"], code, "body: {}", self.text);
+        assert_eq!(self.body["status"], status);
+        assert!(
+            self.content_type.starts_with("application/problem+json"),
+            "content type {}",
+            self.content_type
+        );
+        self
+    }
+    pub fn ok(&self, status: u16) -> &Value {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.text);
+        &self.body
+    }
+}
+
+impl App {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        auth: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Resp {
+        let mut rb = self.client.request(method, self.url(path));
+        if let Some(a) = auth {
+            rb = rb.header("authorization", format!("Bearer {a}"));
+        }
+        for (k, v) in headers {
+            rb = rb.header(*k, *v);
+        }
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let r = rb.send().await.expect("request");
+        let status = r.status();
+        let content_type = r
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let text = r.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Resp {
+            status,
+            body,
+            text,
+            content_type,
+        }
+    }
+
+    pub async fn get(&self, path: &str, auth: &str) -> Resp {
+        self.send(Method::GET, path, Some(auth), None, &[]).await
+    }
+    pub async fn post(&self, path: &str, auth: &str, body: Value) -> Resp {
+        self.send(Method::POST, path, Some(auth), Some(body), &[])
+            .await
+    }
+    pub async fn patch(&self, path: &str, auth: &str, body: Value) -> Resp {
+        self.send(Method::PATCH, path, Some(auth), Some(body), &[])
+            .await
+    }
+    pub async fn delete(&self, path: &str, auth: &str) -> Resp {
+        self.send(Method::DELETE, path, Some(auth), None, &[]).await
+    }
+
+    /// Creates a tenant on the admin plane and returns an owner key for it.
+    pub async fn tenant(&self, id: &str) -> String {
+        self.post(
+            "/admin/v1/tenants",
+            ADMIN,
+            json!({"id": id, "slug": id.to_ascii_lowercase(), "name": id}),
+        )
+        .await
+        .ok(201);
+        self.post(
+            &format!("/admin/v1/tenants/{id}/keys"),
+            ADMIN,
+            json!({"name": "owner", "role": "owner"}),
+        )
+        .await
+        .ok(201)["key"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// A key of `role` made with `owner_key`.
+    pub async fn key(&self, owner_key: &str, role: &str) -> (String, String) {
+        let b = self
+            .post("/v1/keys", owner_key, json!({"name": role, "role": role}))
+            .await;
+        let b = b.ok(201);
+        (
+            b["key"].as_str().unwrap().to_owned(),
+            b["key_id"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    pub async fn add(&self, key: &str, name: &str, content: &str, extra: Value) -> String {
+        let mut body = json!({"name": name, "type": "text", "content": content});
+        if let Value::Object(m) = extra {
+            for (k, v) in m {
+                body[k] = v;
+            }
+        }
+        self.post("/v1/documents", key, body).await.ok(201)["document_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+}
+
+/// Two tenants with a document each and every key role.
+pub struct World {
+    pub app: App,
+    pub a: String,
+    pub b: String,
+    pub a_viewer: String,
+    pub a_member: String,
+    pub a_admin: String,
+    pub a_doc: String,
+    pub b_doc: String,
+    pub b_key_id: String,
+}
+
+/// Text only tenant B holds; no response to A may contain it.
+pub const B_SECRET: &str = "zyzzogeton-globex-secret";
+
+impl World {
+    pub async fn new() -> World {
+        let app = spawn_app().await;
+        let a = app.tenant("acme").await;
+        let b = app.tenant("globex").await;
+        let (a_viewer, _) = app.key(&a, "viewer").await;
+        let (a_member, _) = app.key(&a, "member").await;
+        let (a_admin, _) = app.key(&a, "admin").await;
+        let (_, b_key_id) = app.key(&b, "member").await;
+        let a_doc = app
+            .add(
+                &a,
+                "refunds.txt",
+                "Refunds are processed within five days.",
+                json!({"origin": "user-1", "metadata": {"year": 2025}}),
+            )
+            .await;
+        let b_doc = app
+            .add(
+                &b,
+                "secret.txt",
+                &format!("Refunds {B_SECRET} are processed in globex."),
+                json!({"origin": "user-9", "metadata": {"year": 2024, "team": "globex"}}),
+            )
+            .await;
+        World {
+            app,
+            a,
+            b,
+            a_viewer,
+            a_member,
+            a_admin,
+            a_doc,
+            b_doc,
+            b_key_id,
+        }
+    }
+
+    /// Asserts nothing of tenant B is in a response body.
+    pub fn nothing_foreign(&self, r: &Resp) {
+        for needle in [B_SECRET, &self.b_doc, "globex", "user-9", &self.b_key_id] {
+            assert!(
+                !r.text.contains(needle),
+                "response leaks {needle:?}: {}",
+                r.text
+            );
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! The server's one error type and its one mapping to RFC 9457 problem JSON
+//! (API.md §3). Internal causes are logged with the request id and never
+//! sent: the client sees the code, a title and a detail written for it.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("the request names a tenant other than the credential's")]
+    TenantMismatch,
+    #[error("the tenant is suspended")]
+    TenantSuspended,
+    #[error("not found")]
+    NotFound,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("a backing store is unavailable; nothing was changed")]
+    Unavailable(String),
+    /// A bug; the message is logged, never returned.
+    #[error("internal error")]
+    Internal(String),
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    code: &'a str,
+    detail: String,
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) | ApiError::TenantMismatch | ApiError::TenantSuspended => {
+                StatusCode::FORBIDDEN
+            }
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The API.md §3 code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Invalid(_) => "invalid_request",
+            ApiError::Unauthenticated(_) => "unauthenticated",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::TenantMismatch => "tenant_mismatch",
+            ApiError::TenantSuspended => "tenant_suspended",
+            ApiError::NotFound => "not_found",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    fn title(&self) -> &'static str {
+        match self {
+            ApiError::Invalid(_) => "Invalid request",
+            ApiError::Unauthenticated(_) => "Unauthenticated",
+            ApiError::Forbidden(_) => "Forbidden",
+            ApiError::TenantMismatch => "Tenant mismatch",
+            ApiError::TenantSuspended => "Tenant suspended",
+            ApiError::NotFound => "Not found",
+            ApiError::Conflict(_) => "Conflict",
+            ApiError::PayloadTooLarge(_) => "Payload too large",
+            ApiError::Unavailable(_) => "Unavailable",
+            ApiError::Internal(_) => "Internal error",
+        }
+    }
+
+    /// What the client is told. Never a cause from below the API.
+    fn detail(&self) -> String {
+        match self {
+            ApiError::Unavailable(_) => {
+                "a backing store is unavailable; nothing was changed, retry later".into()
+            }
+            ApiError::Internal(_) => "an internal error occurred; it has been logged".into(),
+            ApiError::NotFound => "no such resource in this tenant".into(),
+            other => other.to_string(),
+        }
+    }
+
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        ApiError::Invalid(msg.into())
+    }
+
+    pub fn forbidden(msg: impl Into<String>) -> Self {
+        ApiError::Forbidden(msg.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match &self {
+            ApiError::Internal(cause) => tracing::error!(%cause, "internal error"),
+            ApiError::Unavailable(cause) => tracing::warn!(%cause, "store unavailable"),
+            _ => {}
+        }
+        let status = self.status();
+        let body = Problem {
+            kind: format!("urn:enclave:problem:{}", self.code()),
+            title: self.title(),
+            status: status.as_u16(),
+            code: self.code(),
+            detail: self.detail(),
+        };
+        let mut resp = (status, axum::Json(body)).into_response();
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if status == StatusCode::UNAUTHORIZED {
+            h.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"enclave\""),
+            );
+        }
+        resp
+    }
+}
+
+impl From<enclave::Error> for ApiError {
+    fn from(e: enclave::Error) -> Self {
+        match e {
+            enclave::Error::Invalid(i) => ApiError::Invalid(i.to_string()),
+            enclave::Error::NotFound => ApiError::NotFound,
+            enclave::Error::TooLarge {
+                what,
+                actual,
+                limit,
+            } => {
+                ApiError::PayloadTooLarge(format!("{what} is {actual} bytes; the limit is {limit}"))
+            }
+            enclave::Error::Conflict(m) => ApiError::Conflict(m),
+            enclave::Error::Unavailable(m) => ApiError::Unavailable(m),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<enclave_store::StoreError> for ApiError {
+    fn from(e: enclave_store::StoreError) -> Self {
+        use enclave_store::StoreError as S;
+        match e {
+            S::Invalid(m) => ApiError::Invalid(m),
+            S::Conflict(m) => ApiError::Conflict(m),
+            S::Unavailable(m) => ApiError::Unavailable(m),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<enclave_core::InvalidInput> for ApiError {
+    fn from(e: enclave_core::InvalidInput) -> Self {
+        ApiError::Invalid(e.to_string())
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,83 @@
+//! Enclave's HTTP server: the contract of `shared/API.md` over the library.
+//!
+//! Layout:
+//! - [`auth`]: credentials → [`auth::TenantCtx`]; role-typed [`auth::Caller`]
+//!   handles, the platform-admin guard and the tenant-checking JSON body;
+//! - [`keys`] (API keys) and [`jwt`] (JWT verification);
+//! - [`error`]: the one error type and its problem+json mapping;
+//! - [`state`]: what handlers share;
+//! - `routes`: one module per resource, each exposing `router()`, merged in
+//!   [`app`].
+//!
+//! [`run`] takes a bound listener and a shutdown future (tests bind port 0);
+//! in-flight requests finish before it returns.
+
+pub mod auth;
+pub mod error;
+pub mod jwt;
+pub mod keys;
+mod routes;
+pub mod state;
+
+use std::future::Future;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::HeaderName;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use tokio::net::TcpListener;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+pub use error::{ApiError, ApiResult};
+pub use routes::admin::verify_all as verify_audit;
+pub use state::{AppState, ServerOptions};
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The whole HTTP surface.
+pub fn app(state: AppState) -> Router {
+    let max_body = state.options().max_body_bytes;
+    Router::new()
+        .merge(routes::documents::router())
+        .merge(routes::tenant::router())
+        .merge(routes::admin::router())
+        .merge(routes::ops::router())
+        .fallback(|| async { ApiError::NotFound })
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(state.clone(), time_limit))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let id = req
+                .headers()
+                .get(&REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(),
+                    request_id = %id, tenant_id = tracing::field::Empty)
+        }))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Answers 503 `unavailable` when a request runs past the configured limit.
+async fn time_limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let limit: Duration = state.options().request_timeout;
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => ApiError::Unavailable("request time limit reached".into()).into_response(),
+    }
+}
+
+/// Serves until `shutdown` resolves, then lets in-flight requests finish.
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

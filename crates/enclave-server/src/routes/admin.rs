@@ -1,0 +1,366 @@
+//! The platform plane (API.md §8): tenants, bootstrap keys, purge, audit.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::Utc;
+use enclave::ListParams;
+use enclave_core::{Isolation, Slug, TenantId, TenantStatus};
+use enclave_store::control::{verify_chain, NewTenant, TenantRecord, TenantUpdate, PLATFORM_SCOPE};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::auth::{PlatformAdmin, Q};
+use crate::routes::tenant::{mint_key, NewKeyBody};
+use crate::{ApiError, ApiResult, AppState};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/admin/v1/tenants", post(create).get(list))
+        .route(
+            "/admin/v1/tenants/{id}",
+            get(get_one).patch(update).delete(purge),
+        )
+        .route("/admin/v1/tenants/{id}/keys", post(bootstrap_key))
+        .route("/admin/v1/audit", get(audit))
+}
+
+/// Limits a tenant may carry (API.md §8); anything else is refused.
+const LIMIT_FIELDS: [&str; 6] = [
+    "requests_per_second",
+    "burst",
+    "max_documents",
+    "max_storage_bytes",
+    "embedding_tokens_per_day",
+    "monthly_budget_usd",
+];
+
+fn check_limits(v: Option<Value>) -> ApiResult<Option<Map<String, Value>>> {
+    let m = match v {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Object(m)) => m,
+        Some(_) => return Err(ApiError::invalid("limits: must be an object")),
+    };
+    for (k, v) in &m {
+        if !LIMIT_FIELDS.contains(&k.as_str()) {
+            return Err(ApiError::invalid(format!(
+                "limits.{k}: unknown limit; expected one of {}",
+                LIMIT_FIELDS.join(", ")
+            )));
+        }
+        if !(v.is_null() || v.as_f64().is_some_and(|x| x >= 0.0)) {
+            return Err(ApiError::invalid(format!(
+                "limits.{k}: must be a non-negative number or null"
+            )));
+        }
+    }
+    Ok(Some(m))
+}
+
+fn tenant_id(s: &str) -> ApiResult<TenantId> {
+    TenantId::parse(s).map_err(|_| ApiError::NotFound)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateTenant {
+    id: String,
+    slug: String,
+    name: String,
+    #[serde(default)]
+    plan: Option<String>,
+    #[serde(default)]
+    isolation: Option<Isolation>,
+    #[serde(default)]
+    limits: Option<Value>,
+}
+
+async fn create(
+    admin: PlatformAdmin,
+    State(state): State<AppState>,
+    crate::auth::Body(b): crate::auth::Body<CreateTenant>,
+) -> ApiResult<impl IntoResponse> {
+    let id = TenantId::parse(&b.id)?;
+    let slug = Slug::parse(&b.slug)?;
+    if b.name.trim().is_empty() || b.name.chars().count() > 200 {
+        return Err(ApiError::invalid("name: must be 1 to 200 characters"));
+    }
+    let isolation = b.isolation.unwrap_or_default();
+    if isolation != Isolation::Shared {
+        // Placement of a new tenant in its own schema or database is done
+        // with `enclave move-tenant` on PostgreSQL (docs/SCALING.md).
+        return Err(ApiError::invalid(
+            "isolation: new tenants start in shared mode; move them with `enclave move-tenant`",
+        ));
+    }
+    let rec = state
+        .control()
+        .create_tenant(NewTenant {
+            id: id.clone(),
+            slug,
+            name: b.name,
+            plan: b.plan.unwrap_or_else(|| "free".into()),
+            isolation,
+            limits: check_limits(b.limits)?.unwrap_or_default(),
+            now: Utc::now(),
+        })
+        .await?;
+    state
+        .audit(
+            None,
+            &admin.actor,
+            "tenant.create",
+            Some(id.to_string()),
+            json!({}),
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(rec)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Page {
+    #[serde(default)]
+    limit: Option<u32>,
+    #[serde(default)]
+    cursor: Option<String>,
+}
+
+async fn list(
+    _: PlatformAdmin,
+    State(state): State<AppState>,
+    Q(p): Q<Page>,
+) -> ApiResult<impl IntoResponse> {
+    let limit = p.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::invalid("limit: must be between 1 and 100"));
+    }
+    let after = match p.cursor.as_deref() {
+        None | Some("") => None,
+        Some(c) => Some(
+            TenantId::parse(c)
+                .map_err(|_| ApiError::invalid("cursor: not a cursor this server issued"))?,
+        ),
+    };
+    let tenants: Vec<TenantRecord> = state.control().list_tenants(after.as_ref(), limit).await?;
+    let next = (tenants.len() == limit as usize)
+        .then(|| tenants.last().map(|t| t.id.to_string()))
+        .flatten();
+    Ok(Json(json!({"tenants": tenants, "next_cursor": next})))
+}
+
+async fn get_one(
+    _: PlatformAdmin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let id = tenant_id(&id)?;
+    let rec = state
+        .control()
+        .get_tenant(&id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok(Json(rec))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchTenant {
+    #[serde(default)]
+    status: Option<TenantStatus>,
+    #[serde(default)]
+    plan: Option<String>,
+    #[serde(default)]
+    limits: Option<Value>,
+}
+
+async fn update(
+    admin: PlatformAdmin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    crate::auth::Body(b): crate::auth::Body<PatchTenant>,
+) -> ApiResult<impl IntoResponse> {
+    let id = tenant_id(&id)?;
+    let detail = json!({"status": b.status, "plan": b.plan, "limits": b.limits});
+    let rec = state
+        .control()
+        .update_tenant(
+            &id,
+            TenantUpdate {
+                status: b.status,
+                plan: b.plan,
+                limits: check_limits(b.limits)?,
+            },
+            Utc::now(),
+        )
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    state.invalidate_tenant(&id);
+    state
+        .audit(
+            None,
+            &admin.actor,
+            "tenant.update",
+            Some(id.to_string()),
+            detail,
+        )
+        .await?;
+    Ok(Json(rec))
+}
+
+async fn bootstrap_key(
+    admin: PlatformAdmin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    crate::auth::Body(b): crate::auth::Body<NewKeyBody>,
+) -> ApiResult<impl IntoResponse> {
+    let id = tenant_id(&id)?;
+    state
+        .control()
+        .get_tenant(&id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let role = b.role;
+    let created = mint_key(state.control().tenant(&id).as_ref(), &id, b, &admin.actor).await?;
+    state
+        .audit(
+            Some(&id),
+            &admin.actor,
+            "key.create",
+            Some(created.key_id.clone()),
+            json!({"role": role.as_str(), "bootstrap": true}),
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// Deletes every document (chunks, vectors, index entries), then the
+/// tenant's keys, audit log and directory entry, then checks each store
+/// holds nothing of it. The purge itself is recorded in the platform log.
+async fn purge(
+    admin: PlatformAdmin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let id = tenant_id(&id)?;
+    state
+        .control()
+        .get_tenant(&id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    // Suspend first: no request of the tenant's can write while it is purged.
+    state
+        .control()
+        .update_tenant(
+            &id,
+            TenantUpdate {
+                status: Some(TenantStatus::Suspended),
+                ..Default::default()
+            },
+            Utc::now(),
+        )
+        .await?;
+    state.invalidate_tenant(&id);
+    let tenant = state.memory().tenant(&id);
+    let before = tenant.statistics().await?;
+    let mut documents_deleted = 0u64;
+    loop {
+        let page = tenant
+            .list_documents(ListParams {
+                limit: Some(100),
+                ..Default::default()
+            })
+            .await?;
+        if page.documents.is_empty() {
+            break;
+        }
+        let ids: Vec<_> = page.documents.iter().map(|d| d.document_id).collect();
+        documents_deleted += tenant.delete_documents(&ids).await?;
+    }
+    let control = state.control().purge_tenant(&id).await?;
+    state.invalidate_tenant(&id);
+    let after = tenant.statistics().await?;
+    let left = state.control().tenant_rows_left(&id).await?;
+    let verified_empty = after.document_count == 0 && after.chunk_count == 0 && left == 0;
+    let receipt = json!({
+        "tenant_id": id.as_str(),
+        "documents_deleted": documents_deleted,
+        "chunks_deleted": before.chunk_count.saturating_sub(after.chunk_count),
+        "messages_deleted": 0,
+        "keys_revoked": control.keys_revoked,
+        "verified_empty": verified_empty,
+    });
+    state
+        .audit(
+            None,
+            &admin.actor,
+            "tenant.purge",
+            Some(id.to_string()),
+            receipt.clone(),
+        )
+        .await?;
+    if !verified_empty {
+        return Err(ApiError::Internal(format!(
+            "purge of {id} left data behind: {after:?}, {left} control rows"
+        )));
+    }
+    Ok(Json(receipt))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    #[serde(default)]
+    tenant_id: Option<String>,
+    #[serde(default)]
+    limit: Option<u32>,
+    #[serde(default)]
+    cursor: Option<String>,
+}
+
+async fn audit(
+    _: PlatformAdmin,
+    State(state): State<AppState>,
+    Q(q): Q<AuditQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let scope = match q.tenant_id.as_deref() {
+        None | Some("") => PLATFORM_SCOPE.to_owned(),
+        Some(t) => TenantId::parse(t)?.to_string(),
+    };
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::invalid("limit: must be between 1 and 500"));
+    }
+    let after = match q.cursor.as_deref() {
+        None | Some("") => 0,
+        Some(c) => c
+            .parse::<i64>()
+            .map_err(|_| ApiError::invalid("cursor: not a cursor this server issued"))?,
+    };
+    let events = state.control().audit_events(&scope, after, limit).await?;
+    let next = (events.len() == limit as usize)
+        .then(|| events.last().map(|e| e.seq.to_string()))
+        .flatten();
+    Ok(Json(json!({"events": events, "next_cursor": next})))
+}
+
+/// Verifies every audit chain; used by `enclave audit verify`.
+pub async fn verify_all(
+    control: &dyn enclave_store::control::ControlStore,
+) -> ApiResult<Vec<(String, Result<u64, i64>)>> {
+    let mut out = Vec::new();
+    for scope in control.audit_scopes().await? {
+        let mut events = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = control.audit_events(&scope, after, 500).await?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            events.extend(page);
+        }
+        out.push((scope, verify_chain(&events)));
+    }
+    Ok(out)
+}

@@ -1,0 +1,261 @@
+//! Documents (API.md §4) and search (§5).
+
+use std::time::Instant;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use enclave::ListParams;
+use enclave_core::{
+    ChunkingOptions, DocumentBody, DocumentId, DocumentPatch, DocumentType, NewDocument, Origin,
+    ProvidedChunk, SearchParams,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use crate::auth::{Body, Caller, Member, Viewer, Q};
+use crate::{ApiError, ApiResult, AppState};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/documents", post(create).get(list))
+        .route("/v1/documents/delete", post(delete_many))
+        .route(
+            "/v1/documents/{id}",
+            get(get_one).patch(update).delete(delete_one),
+        )
+        .route("/v1/search", post(search))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    name: String,
+    #[serde(rename = "type", default = "default_type")]
+    doc_type: String,
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    origin: Option<String>,
+    #[serde(default)]
+    external_id: Option<String>,
+    #[serde(default)]
+    metadata: Option<Value>,
+    #[serde(default)]
+    chunking: Option<ChunkingOptions>,
+    #[serde(default)]
+    document_date: Option<DateTime<Utc>>,
+    /// Precomputed vectors: explicit chunks with embeddings instead of `content`.
+    #[serde(default)]
+    chunks: Option<Vec<ProvidedChunk>>,
+    /// Accepted for API.md's shape; the vectors travel inside `chunks`.
+    #[serde(default)]
+    embeddings: Option<Value>,
+}
+
+fn default_type() -> String {
+    "text".into()
+}
+
+#[derive(Serialize)]
+struct Created {
+    document_id: DocumentId,
+    chunks_created: u64,
+    tokens_embedded: u64,
+    created_at: DateTime<Utc>,
+}
+
+fn parse_id(s: &str) -> ApiResult<DocumentId> {
+    // A malformed id cannot name a document of this tenant: 404, exactly as
+    // a well-formed id of another tenant.
+    DocumentId::parse(s).map_err(|_| ApiError::NotFound)
+}
+
+async fn create(caller: Caller<Member>, Body(b): Body<CreateBody>) -> ApiResult<impl IntoResponse> {
+    let doc_type: DocumentType = b.doc_type.parse()?;
+    let body = match (b.content, b.chunks) {
+        (Some(c), None) => DocumentBody::Text(c),
+        (None, Some(ch)) => DocumentBody::Chunks(ch),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                "give either content or chunks (with embeddings), not both",
+            ))
+        }
+        (None, None) => return Err(ApiError::invalid("content: is required")),
+    };
+    if !matches!(b.embeddings, None | Some(Value::Null)) && matches!(body, DocumentBody::Text(_)) {
+        return Err(ApiError::invalid(
+            "embeddings: precomputed vectors go with explicit chunks: [{content, embedding}]",
+        ));
+    }
+    let metadata = match b.metadata {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(m)) => m,
+        Some(_) => return Err(ApiError::invalid("metadata: must be a JSON object")),
+    };
+    let doc = NewDocument {
+        name: b.name,
+        doc_type,
+        body,
+        origin: b.origin.as_deref().map(Origin::parse).transpose()?,
+        external_id: b.external_id,
+        metadata,
+        document_date: b.document_date,
+        chunking: b.chunking.unwrap_or_default(),
+    };
+    let r = caller.writer().add_document(doc).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(Created {
+            document_id: r.document_id,
+            chunks_created: r.chunks_created,
+            tokens_embedded: r.tokens_embedded,
+            created_at: r.created_at,
+        }),
+    ))
+}
+
+async fn list(
+    caller: Caller<Viewer>,
+    Q(q): Q<Vec<(String, String)>>,
+) -> ApiResult<impl IntoResponse> {
+    let mut p = ListParams::default();
+    for (k, v) in q {
+        let num = |v: &str, f: &str| {
+            v.parse::<u64>()
+                .map_err(|_| ApiError::invalid(format!("{f}: must be a non-negative integer")))
+        };
+        let time = |v: &str, f: &str| {
+            DateTime::parse_from_rfc3339(v)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|_| ApiError::invalid(format!("{f}: must be an RFC 3339 timestamp")))
+        };
+        match k.as_str() {
+            "limit" => p.limit = Some(num(&v, "limit")?.min(u32::MAX as u64) as u32),
+            "offset" => p.offset = Some(num(&v, "offset")?),
+            "cursor" => p.cursor = Some(v),
+            "origin" => p.origin = Some(v),
+            "type" => p.doc_type = Some(v),
+            "created_after" => p.created_after = Some(time(&v, "created_after")?),
+            "created_before" => p.created_before = Some(time(&v, "created_before")?),
+            // Checked against the credential by the extractor.
+            "tenant_id" | "owner_id" => {}
+            other => {
+                return Err(ApiError::invalid(format!(
+                    "unknown query parameter {other:?}"
+                )))
+            }
+        }
+    }
+    Ok(Json(caller.reader().list_documents(p).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GetQuery {
+    #[serde(default)]
+    include_chunks: bool,
+    #[serde(default)]
+    tenant_id: Option<String>,
+    #[serde(default)]
+    owner_id: Option<String>,
+}
+
+async fn get_one(
+    caller: Caller<Viewer>,
+    Path(id): Path<String>,
+    Q(q): Q<GetQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let _ = (q.tenant_id, q.owner_id);
+    let id = parse_id(&id)?;
+    Ok(Json(
+        caller.reader().get_document(&id, q.include_chunks).await?,
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchBody {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    metadata: Option<Value>,
+}
+
+async fn update(
+    caller: Caller<Member>,
+    Path(id): Path<String>,
+    Body(b): Body<PatchBody>,
+) -> ApiResult<impl IntoResponse> {
+    let id = parse_id(&id)?;
+    let metadata = match b.metadata {
+        None => None,
+        Some(Value::Object(m)) => Some(m),
+        Some(_) => return Err(ApiError::invalid("metadata: must be a JSON object")),
+    };
+    let info = caller
+        .writer()
+        .update_document(
+            &id,
+            DocumentPatch {
+                name: b.name,
+                metadata,
+            },
+        )
+        .await?;
+    Ok(Json(info))
+}
+
+async fn delete_one(caller: Caller<Member>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    let id = parse_id(&id)?;
+    caller.writer().delete_document(&id).await?;
+    caller
+        .audit("document.delete", Some(id.to_string()), json!({}))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteMany {
+    document_ids: Vec<String>,
+}
+
+async fn delete_many(
+    caller: Caller<Member>,
+    Body(b): Body<DeleteMany>,
+) -> ApiResult<impl IntoResponse> {
+    // Ids that are not ids cannot be this tenant's: not counted, like
+    // another tenant's.
+    let ids: Vec<DocumentId> = b
+        .document_ids
+        .iter()
+        .filter_map(|s| DocumentId::parse(s).ok())
+        .collect();
+    if b.document_ids.len() > 1000 {
+        return Err(ApiError::invalid("document_ids: at most 1000 ids per call"));
+    }
+    let n = caller.writer().delete_documents(&ids).await?;
+    caller
+        .audit(
+            "document.delete_many",
+            None,
+            json!({"requested": b.document_ids.len(), "deleted": n}),
+        )
+        .await?;
+    Ok(Json(json!({"deleted_count": n})))
+}
+
+async fn search(
+    caller: Caller<Viewer>,
+    State(_): State<AppState>,
+    Body(p): Body<SearchParams>,
+) -> ApiResult<impl IntoResponse> {
+    let started = Instant::now();
+    let mut r = caller.reader().search(p).await?;
+    r.took_ms = started.elapsed().as_secs_f64() * 1e3;
+    Ok(Json(r))
+}

@@ -1,0 +1,4 @@
+pub mod admin;
+pub mod documents;
+pub mod ops;
+pub mod tenant;

@@ -1,0 +1,213 @@
+//! Tenant self-service (API.md §7): stats, export, API keys.
+
+use axum::body::Body as HttpBody;
+use axum::extract::Path;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use enclave_core::{Role, TenantId};
+use enclave_store::control::{KeyRecord, TenantControl};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::auth::{Admin, Body, Caller, Viewer, Q};
+use crate::keys;
+use crate::{ApiError, ApiResult, AppState};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/stats", get(stats))
+        .route("/v1/export", get(export))
+        .route("/v1/keys", get(list_keys).post(create_key))
+        .route("/v1/keys/{key_id}", delete(revoke_key))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatsQuery {
+    #[serde(default)]
+    breakdown: Option<bool>,
+    #[serde(default)]
+    tenant_id: Option<String>,
+    #[serde(default)]
+    owner_id: Option<String>,
+}
+
+async fn stats(caller: Caller<Viewer>, Q(q): Q<StatsQuery>) -> ApiResult<impl IntoResponse> {
+    let _ = (q.tenant_id, q.owner_id);
+    let s = caller.reader().statistics().await?;
+    let mut body = json!({
+        "document_count": s.document_count,
+        "chunk_count": s.chunk_count,
+        "total_size_bytes": s.total_size_bytes,
+        "total_tokens": s.total_tokens,
+    });
+    if q.breakdown.unwrap_or(true) {
+        body["by_type"] = json!(s.by_type);
+    }
+    Ok(Json(body))
+}
+
+/// NDJSON, one document per line with its chunks and vectors, streamed
+/// page by page from the store.
+async fn export(caller: Caller<Admin>) -> ApiResult<Response> {
+    caller.audit("tenant.export", None, json!({})).await?;
+    let stream = caller.exporter().export().map(|doc| match doc {
+        Ok(d) => {
+            let mut line = serde_json::to_vec(&d).map_err(std::io::Error::other)?;
+            line.push(b'\n');
+            Ok::<_, std::io::Error>(line)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "export failed mid-stream");
+            Err(std::io::Error::other("export failed"))
+        }
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        HttpBody::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// A key as listed: never its secret or hash.
+#[derive(Serialize)]
+pub struct KeyView {
+    pub key_id: String,
+    pub name: String,
+    pub role: Role,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+impl From<KeyRecord> for KeyView {
+    fn from(k: KeyRecord) -> Self {
+        KeyView {
+            key_id: k.key_id,
+            name: k.name,
+            role: k.role,
+            created_by: k.created_by,
+            created_at: k.created_at,
+            expires_at: k.expires_at,
+            revoked_at: k.revoked_at,
+            last_used_at: k.last_used_at,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewKeyBody {
+    pub name: String,
+    pub role: Role,
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// The 201 body: the only time `key` is shown.
+#[derive(Serialize)]
+pub struct CreatedKey {
+    pub key_id: String,
+    pub key: String,
+    pub name: String,
+    pub role: Role,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Mints a key for `tenant` and stores its hash.
+pub async fn mint_key(
+    control: &dyn TenantControl,
+    tenant: &TenantId,
+    b: NewKeyBody,
+    created_by: &str,
+) -> ApiResult<CreatedKey> {
+    if b.name.trim().is_empty() || b.name.chars().count() > 200 {
+        return Err(ApiError::invalid("name: must be 1 to 200 characters"));
+    }
+    if b.expires_at.is_some_and(|e| e <= Utc::now()) {
+        return Err(ApiError::invalid("expires_at: must be in the future"));
+    }
+    let m = keys::mint();
+    control
+        .insert_key(KeyRecord {
+            key_id: m.key_id.clone(),
+            tenant_id: tenant.clone(),
+            name: b.name.clone(),
+            role: b.role,
+            salt: m.salt,
+            secret_hash: m.secret_hash,
+            created_by: created_by.to_owned(),
+            created_at: Utc::now(),
+            expires_at: b.expires_at,
+            revoked_at: None,
+            last_used_at: None,
+        })
+        .await?;
+    Ok(CreatedKey {
+        key_id: m.key_id,
+        key: m.key,
+        name: b.name,
+        role: b.role,
+        expires_at: b.expires_at,
+    })
+}
+
+async fn create_key(
+    caller: Caller<Admin>,
+    Body(b): Body<NewKeyBody>,
+) -> ApiResult<impl IntoResponse> {
+    if !caller.ctx.role.allows(b.role) {
+        caller
+            .audit(
+                "role.denied",
+                None,
+                json!({"wanted_key_role": b.role.as_str()}),
+            )
+            .await?;
+        return Err(ApiError::forbidden(format!(
+            "a {} credential cannot create a {} key",
+            caller.ctx.role, b.role
+        )));
+    }
+    let role = b.role;
+    let created = mint_key(
+        caller.keys().as_ref(),
+        caller.ctx.tenant_id(),
+        b,
+        &caller.ctx.actor,
+    )
+    .await?;
+    caller
+        .audit(
+            "key.create",
+            Some(created.key_id.clone()),
+            json!({"role": role.as_str()}),
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+async fn list_keys(caller: Caller<Admin>) -> ApiResult<impl IntoResponse> {
+    let keys: Vec<KeyView> = caller
+        .keys()
+        .list_keys()
+        .await?
+        .into_iter()
+        .map(KeyView::from)
+        .collect();
+    Ok(Json(json!({ "keys": keys })))
+}
+
+async fn revoke_key(caller: Caller<Admin>, Path(key_id): Path<String>) -> ApiResult<StatusCode> {
+    if !caller.keys().revoke_key(&key_id, Utc::now()).await? {
+        return Err(ApiError::NotFound);
+    }
+    caller.audit("key.revoke", Some(key_id), json!({})).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,172 @@
+//! What every handler shares: the library, the control plane, settings, and
+//! the per-process caches (tenant directory entries, key touches).
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use enclave::Memory;
+use enclave_core::TenantId;
+use enclave_store::control::{ControlStore, NewAuditEvent, TenantRecord};
+use lru::LruCache;
+use parking_lot::Mutex;
+use serde_json::Value;
+
+use crate::jwt::JwtVerifier;
+use crate::{ApiError, ApiResult};
+
+/// Server options the binary builds from its layered settings.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// The platform admin token (`ENCLAVE_ADMIN_TOKEN`).
+    pub admin_token: String,
+    /// `<slug>.<base_domain>` Host hints are cross-checked when set.
+    pub base_domain: Option<String>,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Per-request time limit.
+    pub request_timeout: Duration,
+    /// How long a tenant's directory entry is trusted before it is re-read
+    /// (bounds how long another replica's suspend/purge takes to apply here).
+    pub tenant_cache_ttl: Duration,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            admin_token: String::new(),
+            base_domain: None,
+            max_body_bytes: 16 * 1024 * 1024,
+            request_timeout: Duration::from_secs(60),
+            tenant_cache_ttl: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub memory: Memory,
+    pub control: Arc<dyn ControlStore>,
+    pub jwt: JwtVerifier,
+    pub opts: ServerOptions,
+    tenants: Mutex<LruCache<TenantId, (Arc<TenantRecord>, Instant)>>,
+    touched: Mutex<LruCache<String, Instant>>,
+}
+
+impl AppState {
+    pub fn new(
+        memory: Memory,
+        control: Arc<dyn ControlStore>,
+        jwt: JwtVerifier,
+        opts: ServerOptions,
+    ) -> Self {
+        let n = NonZeroUsize::new(10_000).expect("non-zero");
+        Self {
+            inner: Arc::new(Inner {
+                memory,
+                control,
+                jwt,
+                opts,
+                tenants: Mutex::new(LruCache::new(n)),
+                touched: Mutex::new(LruCache::new(n)),
+            }),
+        }
+    }
+
+    pub fn memory(&self) -> &Memory {
+        &self.inner.memory
+    }
+
+    pub fn control(&self) -> &Arc<dyn ControlStore> {
+        &self.inner.control
+    }
+
+    pub fn options(&self) -> &ServerOptions {
+        &self.inner.opts
+    }
+
+    /// The tenant's directory entry, cached for `tenant_cache_ttl`.
+    pub async fn tenant_record(&self, id: &TenantId) -> ApiResult<Option<Arc<TenantRecord>>> {
+        if let Some((rec, at)) = self.inner.tenants.lock().get(id).cloned() {
+            if at.elapsed() < self.inner.opts.tenant_cache_ttl {
+                return Ok(Some(rec));
+            }
+        }
+        let rec = self.inner.control.get_tenant(id).await?.map(Arc::new);
+        let mut cache = self.inner.tenants.lock();
+        match &rec {
+            Some(r) => {
+                cache.put(id.clone(), (r.clone(), Instant::now()));
+            }
+            None => {
+                cache.pop(id);
+            }
+        }
+        Ok(rec)
+    }
+
+    /// Forgets a cached entry (after a change made by this process).
+    pub fn invalidate_tenant(&self, id: &TenantId) {
+        self.inner.tenants.lock().pop(id);
+    }
+
+    /// Records a key's use at most once a minute.
+    pub async fn touch_key(&self, key_id: &str) {
+        {
+            let mut t = self.inner.touched.lock();
+            if t.get(key_id)
+                .is_some_and(|at| at.elapsed() < Duration::from_secs(60))
+            {
+                return;
+            }
+            t.put(key_id.to_owned(), Instant::now());
+        }
+        if let Err(e) = self.inner.control.touch_key(key_id, Utc::now()).await {
+            tracing::warn!(error = %e, "could not record a key's last use");
+        }
+    }
+
+    /// Appends to a tenant's audit log (or the platform's when `tenant` is
+    /// None). A failure is an error: an action that must be audited does
+    /// not proceed unaudited.
+    pub async fn audit(
+        &self,
+        tenant: Option<&TenantId>,
+        actor: &str,
+        action: &str,
+        target: Option<String>,
+        detail: Value,
+    ) -> ApiResult<()> {
+        let ev = NewAuditEvent {
+            actor: actor.to_owned(),
+            action: action.to_owned(),
+            target,
+            detail,
+            at: Utc::now(),
+        };
+        let r = match tenant {
+            Some(t) => self.inner.control.tenant(t).append_audit(ev).await,
+            None => self.inner.control.append_platform_audit(ev).await,
+        };
+        r.map(|_| ()).map_err(ApiError::from)
+    }
+
+    /// As [`Self::audit`], for events recorded on the way to refusing a
+    /// request: the refusal stands whether or not the write succeeds.
+    pub async fn audit_refusal(
+        &self,
+        tenant: Option<&TenantId>,
+        actor: &str,
+        action: &str,
+        detail: Value,
+    ) {
+        if let Err(e) = self.audit(tenant, actor, action, None, detail).await {
+            tracing::warn!(error = %e, action, "could not write an audit event");
+        }
+    }
+}
