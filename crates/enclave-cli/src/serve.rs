@@ -1,6 +1,7 @@
 //! `enclave serve`: layered settings (defaults < `--config` file <
 //! `ENCLAVE_*` environment < flags) validated into typed options, then the
-//! HTTP server on the embedded store (PostgreSQL: see `--database-url`).
+//! HTTP server on the embedded store, or on PostgreSQL with `--database-url`
+//! (data and control plane, as the app role).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use enclave_server::jwt::JwtVerifier;
 use enclave_server::{AppState, ServerOptions};
+use enclave_store::control::ControlStore;
 use enclave_store::sqlite::SqliteControl;
 use serde::Deserialize;
 
@@ -115,13 +117,6 @@ pub async fn run(mut store: StoreArgs, args: ServeArgs) -> Result<()> {
         }
     }
     let jwt = jwt_verifier(&file)?;
-    if store.database_url.is_some() {
-        bail!(
-            "`enclave serve` runs on the embedded store for now: its PostgreSQL control plane \
-             (tenant directory, keys and audit log under RLS) is not built yet; the library \
-             commands accept --database-url"
-        );
-    }
     let (admin_token, generated) = match env("ENCLAVE_ADMIN_TOKEN") {
         Some(t) if t.len() >= 16 => (t, false),
         Some(_) => bail!("ENCLAVE_ADMIN_TOKEN must be at least 16 characters"),
@@ -131,9 +126,7 @@ pub async fn run(mut store: StoreArgs, args: ServeArgs) -> Result<()> {
         ),
     };
     let memory = store.open().await?;
-    let data_dir = store.data_dir();
-    let control =
-        Arc::new(tokio::task::spawn_blocking(move || SqliteControl::open(&data_dir)).await??);
+    let control = open_control(&store).await?;
     let state = AppState::new(
         memory,
         control,
@@ -242,11 +235,25 @@ async fn shutdown_signal() {
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
-/// `enclave audit verify`: checks every audit chain in the data directory.
-pub async fn verify_audit(store: StoreArgs) -> Result<bool> {
+/// The control plane beside the data: PostgreSQL's main database (as the
+/// app role) or `control.sqlite` in the data directory.
+async fn open_control(store: &StoreArgs) -> Result<Arc<dyn ControlStore>> {
+    if let Some(url) = &store.database_url {
+        return Ok(Arc::new(
+            enclave_postgres::PgControl::connect(url, 8)
+                .await
+                .context("connecting the control plane to PostgreSQL")?,
+        ));
+    }
     let data_dir = store.data_dir();
-    let control =
-        Arc::new(tokio::task::spawn_blocking(move || SqliteControl::open(&data_dir)).await??);
+    Ok(Arc::new(
+        tokio::task::spawn_blocking(move || SqliteControl::open(&data_dir)).await??,
+    ))
+}
+
+/// `enclave audit verify`: checks every audit chain of the control plane.
+pub async fn verify_audit(store: StoreArgs) -> Result<bool> {
+    let control = open_control(&store).await?;
     let mut ok = true;
     for (scope, r) in enclave_server::verify_audit(control.as_ref())
         .await

@@ -7,6 +7,52 @@
 
 mod support;
 
+/// Every case runs against the server on both stores.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $( #[tokio::test] async fn $name() { super::$name(super::Backend::Embedded).await } )*
+        }
+        mod postgres {
+            $( #[tokio::test] async fn $name() { super::$name(super::Backend::Postgres).await } )*
+        }
+    };
+}
+
+on_both_backends!(
+    missing_garbled_and_unknown_credentials_are_401,
+    a_known_key_id_with_a_forged_secret_is_401,
+    a_revoked_key_is_refused_on_the_next_request,
+    an_expired_key_is_401,
+    listed_keys_never_show_secrets,
+    valid_jwts_hs256_and_rs256_select_the_claimed_tenant,
+    alg_none_and_unsigned_tokens_are_401,
+    hs256_signed_with_the_rsa_public_key_is_401,
+    jwts_with_a_wrong_secret_expired_or_without_exp_are_401,
+    jwts_with_a_wrong_issuer_audience_role_or_tenant_are_401,
+    an_x_tenant_id_header_naming_another_tenant_is_403_and_audited,
+    a_host_of_another_tenants_subdomain_is_403,
+    a_body_tenant_id_or_owner_id_never_selects_a_tenant,
+    a_query_string_tenant_id_naming_another_tenant_is_403,
+    another_tenants_document_is_indistinguishable_from_a_missing_one,
+    patching_or_deleting_another_tenants_document_is_404_and_changes_nothing,
+    batch_delete_does_not_count_or_touch_other_tenants_ids,
+    another_tenants_key_cannot_be_revoked,
+    search_never_returns_other_tenants_chunks_whatever_the_filters,
+    injection_strings_in_queries_and_filters_are_safe,
+    a_cursor_from_another_tenants_listing_shows_only_own_documents,
+    stats_list_and_export_count_only_own_documents,
+    a_viewer_cannot_write_and_a_member_cannot_manage,
+    a_key_cannot_mint_a_key_above_its_own_role,
+    tenant_credentials_are_forbidden_on_the_admin_plane,
+    duplicate_tenant_ids_and_slugs_conflict_and_bad_ids_are_400,
+    a_suspended_tenant_is_403_and_resumes_when_reactivated,
+    purge_leaves_nothing_and_the_tenants_credentials_become_401,
+    malformed_huge_and_deeply_nested_bodies_are_clear_errors,
+    unknown_routes_are_problem_json_404,
+    the_audit_chain_verifies_and_records_denials_and_deletes,
+);
+
 use base64_free::b64url;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use reqwest::Method;
@@ -60,9 +106,8 @@ fn rs256(app: &App, c: &Value) -> String {
 
 // ---------------------------------------------------------------- credentials
 
-#[tokio::test]
-async fn missing_garbled_and_unknown_credentials_are_401() {
-    let w = World::new().await;
+async fn missing_garbled_and_unknown_credentials_are_401(backend: Backend) {
+    let w = World::new(backend).await;
     let app = &w.app;
     let r = app.send(Method::GET, "/v1/stats", None, None, &[]).await;
     r.problem(401, "unauthenticated");
@@ -96,9 +141,8 @@ async fn missing_garbled_and_unknown_credentials_are_401() {
     }
 }
 
-#[tokio::test]
-async fn a_known_key_id_with_a_forged_secret_is_401() {
-    let w = World::new().await;
+async fn a_known_key_id_with_a_forged_secret_is_401(backend: Backend) {
+    let w = World::new(backend).await;
     let (id, _) = w
         .a_viewer
         .trim_start_matches("ek_")
@@ -111,9 +155,8 @@ async fn a_known_key_id_with_a_forged_secret_is_401() {
         .problem(401, "unauthenticated");
 }
 
-#[tokio::test]
-async fn a_revoked_key_is_refused_on_the_next_request() {
-    let w = World::new().await;
+async fn a_revoked_key_is_refused_on_the_next_request(backend: Backend) {
+    let w = World::new(backend).await;
     let (key, key_id) = w.app.key(&w.a, "member").await;
     w.app.get("/v1/stats", &key).await.ok(200);
     w.app
@@ -131,9 +174,8 @@ async fn a_revoked_key_is_refused_on_the_next_request() {
         .problem(404, "not_found");
 }
 
-#[tokio::test]
-async fn an_expired_key_is_401() {
-    let w = World::new().await;
+async fn an_expired_key_is_401(backend: Backend) {
+    let w = World::new(backend).await;
     let expires = (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339();
     let r = w
         .app
@@ -152,9 +194,8 @@ async fn an_expired_key_is_401() {
         .problem(401, "unauthenticated");
 }
 
-#[tokio::test]
-async fn listed_keys_never_show_secrets() {
-    let w = World::new().await;
+async fn listed_keys_never_show_secrets(backend: Backend) {
+    let w = World::new(backend).await;
     let r = w.app.get("/v1/keys", &w.a_admin).await;
     let keys = r.ok(200)["keys"].as_array().unwrap().clone();
     assert!(keys.len() >= 4);
@@ -165,9 +206,8 @@ async fn listed_keys_never_show_secrets() {
     w.nothing_foreign(&r);
 }
 
-#[tokio::test]
-async fn valid_jwts_hs256_and_rs256_select_the_claimed_tenant() {
-    let w = World::new().await;
+async fn valid_jwts_hs256_and_rs256_select_the_claimed_tenant(backend: Backend) {
+    let w = World::new(backend).await;
     let hs = hs256(&claims("acme", "viewer"), JWT_SECRET.as_bytes());
     let r = w.app.get("/v1/stats", &hs).await;
     assert_eq!(r.ok(200)["document_count"], 1);
@@ -180,9 +220,8 @@ async fn valid_jwts_hs256_and_rs256_select_the_claimed_tenant() {
     w.nothing_foreign(&r);
 }
 
-#[tokio::test]
-async fn alg_none_and_unsigned_tokens_are_401() {
-    let w = World::new().await;
+async fn alg_none_and_unsigned_tokens_are_401(backend: Backend) {
+    let w = World::new(backend).await;
     let body = b64url(claims("acme", "owner").to_string().as_bytes());
     for header in [
         json!({"alg": "none", "typ": "JWT"}),
@@ -199,9 +238,8 @@ async fn alg_none_and_unsigned_tokens_are_401() {
     }
 }
 
-#[tokio::test]
-async fn hs256_signed_with_the_rsa_public_key_is_401() {
-    let w = World::new().await;
+async fn hs256_signed_with_the_rsa_public_key_is_401(backend: Backend) {
+    let w = World::new(backend).await;
     let token = hs256(&claims("acme", "owner"), &w.app.rsa_public_pem);
     w.app
         .get("/v1/stats", &token)
@@ -209,9 +247,8 @@ async fn hs256_signed_with_the_rsa_public_key_is_401() {
         .problem(401, "unauthenticated");
 }
 
-#[tokio::test]
-async fn jwts_with_a_wrong_secret_expired_or_without_exp_are_401() {
-    let w = World::new().await;
+async fn jwts_with_a_wrong_secret_expired_or_without_exp_are_401(backend: Backend) {
+    let w = World::new(backend).await;
     let wrong = hs256(
         &claims("acme", "owner"),
         b"another-secret-another-secret-another-secret",
@@ -234,9 +271,8 @@ async fn jwts_with_a_wrong_secret_expired_or_without_exp_are_401() {
         .problem(401, "unauthenticated");
 }
 
-#[tokio::test]
-async fn jwts_with_a_wrong_issuer_audience_role_or_tenant_are_401() {
-    let w = World::new().await;
+async fn jwts_with_a_wrong_issuer_audience_role_or_tenant_are_401(backend: Backend) {
+    let w = World::new(backend).await;
     for (field, value) in [
         ("iss", json!("https://evil.test")),
         ("aud", json!("someone-else")),
@@ -262,9 +298,8 @@ async fn jwts_with_a_wrong_issuer_audience_role_or_tenant_are_401() {
 
 // ------------------------------------------------------------------ hints
 
-#[tokio::test]
-async fn an_x_tenant_id_header_naming_another_tenant_is_403_and_audited() {
-    let w = World::new().await;
+async fn an_x_tenant_id_header_naming_another_tenant_is_403_and_audited(backend: Backend) {
+    let w = World::new(backend).await;
     let r = w
         .app
         .send(
@@ -297,9 +332,8 @@ async fn an_x_tenant_id_header_naming_another_tenant_is_403_and_audited() {
         .any(|e| e["action"] == "tenant.mismatch" && e["detail"]["hint"] == "X-Tenant-ID"));
 }
 
-#[tokio::test]
-async fn a_host_of_another_tenants_subdomain_is_403() {
-    let w = World::new().await;
+async fn a_host_of_another_tenants_subdomain_is_403(backend: Backend) {
+    let w = World::new(backend).await;
     let host = format!("globex.{BASE_DOMAIN}");
     w.app
         .send(
@@ -324,9 +358,8 @@ async fn a_host_of_another_tenants_subdomain_is_403() {
         .ok(200);
 }
 
-#[tokio::test]
-async fn a_body_tenant_id_or_owner_id_never_selects_a_tenant() {
-    let w = World::new().await;
+async fn a_body_tenant_id_or_owner_id_never_selects_a_tenant(backend: Backend) {
+    let w = World::new(backend).await;
     for field in ["tenant_id", "owner_id"] {
         let mut body = json!({"name": "x.txt", "type": "text", "content": "planted"});
         body[field] = json!("globex");
@@ -355,9 +388,8 @@ async fn a_body_tenant_id_or_owner_id_never_selects_a_tenant() {
     w.app.post("/v1/search", &w.a, body).await.ok(200);
 }
 
-#[tokio::test]
-async fn a_query_string_tenant_id_naming_another_tenant_is_403() {
-    let w = World::new().await;
+async fn a_query_string_tenant_id_naming_another_tenant_is_403(backend: Backend) {
+    let w = World::new(backend).await;
     for path in [
         "/v1/documents?tenant_id=globex",
         "/v1/stats?owner_id=globex",
@@ -370,9 +402,8 @@ async fn a_query_string_tenant_id_naming_another_tenant_is_403() {
 
 // ------------------------------------------------------------- foreign ids
 
-#[tokio::test]
-async fn another_tenants_document_is_indistinguishable_from_a_missing_one() {
-    let w = World::new().await;
+async fn another_tenants_document_is_indistinguishable_from_a_missing_one(backend: Backend) {
+    let w = World::new(backend).await;
     let missing = "01a2306c-0000-7000-8000-000000000000";
     let foreign = w.app.get(&format!("/v1/documents/{}", w.b_doc), &w.a).await;
     let absent = w.app.get(&format!("/v1/documents/{missing}"), &w.a).await;
@@ -394,9 +425,10 @@ async fn another_tenants_document_is_indistinguishable_from_a_missing_one() {
     assert_eq!(with_chunks.body, absent.body);
 }
 
-#[tokio::test]
-async fn patching_or_deleting_another_tenants_document_is_404_and_changes_nothing() {
-    let w = World::new().await;
+async fn patching_or_deleting_another_tenants_document_is_404_and_changes_nothing(
+    backend: Backend,
+) {
+    let w = World::new(backend).await;
     let path = format!("/v1/documents/{}", w.b_doc);
     let r = w
         .app
@@ -410,9 +442,8 @@ async fn patching_or_deleting_another_tenants_document_is_404_and_changes_nothin
     assert_eq!(still.body["metadata"]["team"], "globex");
 }
 
-#[tokio::test]
-async fn batch_delete_does_not_count_or_touch_other_tenants_ids() {
-    let w = World::new().await;
+async fn batch_delete_does_not_count_or_touch_other_tenants_ids(backend: Backend) {
+    let w = World::new(backend).await;
     let r = w
         .app
         .post(
@@ -441,9 +472,8 @@ async fn batch_delete_does_not_count_or_touch_other_tenants_ids() {
     );
 }
 
-#[tokio::test]
-async fn another_tenants_key_cannot_be_revoked() {
-    let w = World::new().await;
+async fn another_tenants_key_cannot_be_revoked(backend: Backend) {
+    let w = World::new(backend).await;
     w.app
         .delete(&format!("/v1/keys/{}", w.b_key_id), &w.a)
         .await
@@ -461,9 +491,8 @@ async fn another_tenants_key_cannot_be_revoked() {
 
 // --------------------------------------------------- search, lists, exports
 
-#[tokio::test]
-async fn search_never_returns_other_tenants_chunks_whatever_the_filters() {
-    let w = World::new().await;
+async fn search_never_returns_other_tenants_chunks_whatever_the_filters(backend: Backend) {
+    let w = World::new(backend).await;
     for body in [
         json!({"query": "refunds globex"}),
         json!({"query": B_SECRET, "mode": "text"}),
@@ -482,9 +511,8 @@ async fn search_never_returns_other_tenants_chunks_whatever_the_filters() {
     }
 }
 
-#[tokio::test]
-async fn injection_strings_in_queries_and_filters_are_safe() {
-    let w = World::new().await;
+async fn injection_strings_in_queries_and_filters_are_safe(backend: Backend) {
+    let w = World::new(backend).await;
     for q in [
         "'; DROP TABLE documents; --",
         "\" OR 1=1 --",
@@ -541,9 +569,8 @@ async fn injection_strings_in_queries_and_filters_are_safe() {
     );
 }
 
-#[tokio::test]
-async fn a_cursor_from_another_tenants_listing_shows_only_own_documents() {
-    let w = World::new().await;
+async fn a_cursor_from_another_tenants_listing_shows_only_own_documents(backend: Backend) {
+    let w = World::new(backend).await;
     for i in 0..3 {
         w.app
             .add(&w.b, &format!("b{i}.txt"), "globex page", json!({}))
@@ -565,9 +592,8 @@ async fn a_cursor_from_another_tenants_listing_shows_only_own_documents() {
         .problem(400, "invalid_request");
 }
 
-#[tokio::test]
-async fn stats_list_and_export_count_only_own_documents() {
-    let w = World::new().await;
+async fn stats_list_and_export_count_only_own_documents(backend: Backend) {
+    let w = World::new(backend).await;
     let s = w.app.get("/v1/stats?breakdown=true", &w.a).await;
     assert_eq!(s.ok(200)["document_count"], 1);
     w.nothing_foreign(&s);
@@ -589,9 +615,8 @@ async fn stats_list_and_export_count_only_own_documents() {
 
 // ----------------------------------------------------------------- roles
 
-#[tokio::test]
-async fn a_viewer_cannot_write_and_a_member_cannot_manage() {
-    let w = World::new().await;
+async fn a_viewer_cannot_write_and_a_member_cannot_manage(backend: Backend) {
+    let w = World::new(backend).await;
     let app = &w.app;
     let doc = json!({"name": "v.txt", "type": "text", "content": "x"});
     app.post("/v1/documents", &w.a_viewer, doc.clone())
@@ -637,9 +662,8 @@ async fn a_viewer_cannot_write_and_a_member_cannot_manage() {
     );
 }
 
-#[tokio::test]
-async fn a_key_cannot_mint_a_key_above_its_own_role() {
-    let w = World::new().await;
+async fn a_key_cannot_mint_a_key_above_its_own_role(backend: Backend) {
+    let w = World::new(backend).await;
     w.app
         .post(
             "/v1/keys",
@@ -665,9 +689,8 @@ async fn a_key_cannot_mint_a_key_above_its_own_role() {
 
 // ------------------------------------------------------------ admin plane
 
-#[tokio::test]
-async fn tenant_credentials_are_forbidden_on_the_admin_plane() {
-    let w = World::new().await;
+async fn tenant_credentials_are_forbidden_on_the_admin_plane(backend: Backend) {
+    let w = World::new(backend).await;
     for cred in [
         w.a.clone(),
         hs256(&claims("acme", "owner"), JWT_SECRET.as_bytes()),
@@ -707,9 +730,8 @@ async fn tenant_credentials_are_forbidden_on_the_admin_plane() {
         .problem(403, "forbidden");
 }
 
-#[tokio::test]
-async fn duplicate_tenant_ids_and_slugs_conflict_and_bad_ids_are_400() {
-    let w = World::new().await;
+async fn duplicate_tenant_ids_and_slugs_conflict_and_bad_ids_are_400(backend: Backend) {
+    let w = World::new(backend).await;
     w.app
         .post(
             "/admin/v1/tenants",
@@ -738,9 +760,8 @@ async fn duplicate_tenant_ids_and_slugs_conflict_and_bad_ids_are_400() {
     }
 }
 
-#[tokio::test]
-async fn a_suspended_tenant_is_403_and_resumes_when_reactivated() {
-    let w = World::new().await;
+async fn a_suspended_tenant_is_403_and_resumes_when_reactivated(backend: Backend) {
+    let w = World::new(backend).await;
     w.app
         .patch(
             "/admin/v1/tenants/acme",
@@ -761,9 +782,8 @@ async fn a_suspended_tenant_is_403_and_resumes_when_reactivated() {
     w.app.get("/v1/stats", &w.a).await.ok(200);
 }
 
-#[tokio::test]
-async fn purge_leaves_nothing_and_the_tenants_credentials_become_401() {
-    let w = World::new().await;
+async fn purge_leaves_nothing_and_the_tenants_credentials_become_401(backend: Backend) {
+    let w = World::new(backend).await;
     for i in 0..5 {
         w.app
             .add(&w.b, &format!("more{i}.txt"), "globex more text", json!({}))
@@ -802,9 +822,8 @@ async fn purge_leaves_nothing_and_the_tenants_credentials_become_401() {
 
 // ----------------------------------------------------------------- bodies
 
-#[tokio::test]
-async fn malformed_huge_and_deeply_nested_bodies_are_clear_errors() {
-    let w = World::new().await;
+async fn malformed_huge_and_deeply_nested_bodies_are_clear_errors(backend: Backend) {
+    let w = World::new(backend).await;
     let app = &w.app;
     // A fresh client per raw request: a connection the server closes after
     // refusing an unread oversized body must not be reused.
@@ -878,9 +897,8 @@ async fn malformed_huge_and_deeply_nested_bodies_are_clear_errors() {
     );
 }
 
-#[tokio::test]
-async fn unknown_routes_are_problem_json_404() {
-    let w = World::new().await;
+async fn unknown_routes_are_problem_json_404(backend: Backend) {
+    let w = World::new(backend).await;
     w.app
         .get("/v1/nothing-here", &w.a)
         .await
@@ -892,9 +910,8 @@ async fn unknown_routes_are_problem_json_404() {
     w.nothing_foreign(&r);
 }
 
-#[tokio::test]
-async fn the_audit_chain_verifies_and_records_denials_and_deletes() {
-    let w = World::new().await;
+async fn the_audit_chain_verifies_and_records_denials_and_deletes(backend: Backend) {
+    let w = World::new(backend).await;
     w.app
         .get("/v1/export", &w.a_member)
         .await
@@ -920,8 +937,7 @@ async fn the_audit_chain_verifies_and_records_denials_and_deletes() {
     }
     w.nothing_foreign(&r);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_enclave"))
-        .args(["--embedder", "hash", "--data-dir"])
-        .arg(w.app.dir.path().join("data"))
+        .args(&w.app.store_args)
         .args(["audit", "verify"])
         .output()
         .unwrap();

@@ -12,11 +12,13 @@
 //! isolation modes of [`Placement`]; [`move_tenant`] moves a tenant between
 //! them and [`ensure_vector_indexes`] gives large tenants their own HNSW index.
 
+mod control;
 mod maintain;
 mod placement;
 pub mod scratch;
 mod store;
 
+pub use control::PgControl;
 pub use maintain::{ensure_vector_indexes, IndexChange, IndexPolicy};
 pub use placement::{
     move_tenant, schema_name, vector_index_name, MoveReport, MoveTarget, Placement,
@@ -55,6 +57,7 @@ pub const TENANT_TABLES: &[&str] = &[
     "messages",
     "usage_daily",
     "audit_events",
+    "api_keys",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +150,15 @@ pub async fn migrate(
     }
     pool.execute(placement::grants_sql("public", app_role).as_str())
         .await?;
+    // The control plane lives in the main database only.
+    pool.execute(
+        format!(
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON public.api_keys TO {app_role}; \
+             GRANT EXECUTE ON FUNCTION public.purge_tenant_audit(text) TO {app_role};"
+        )
+        .as_str(),
+    )
+    .await?;
     pool.close().await;
     Ok(())
 }

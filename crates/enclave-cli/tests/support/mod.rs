@@ -16,8 +16,19 @@ pub const ADMIN: &str = "test-admin-token-0123456789";
 pub const JWT_SECRET: &str = "test-jwt-secret-that-is-at-least-32-bytes-long";
 pub const BASE_DOMAIN: &str = "enclave.test";
 
+/// Which store the server runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Embedded,
+    /// A scratch database of `ENCLAVE_TEST_DATABASE_URL`'s server, migrated
+    /// by its owner; the server connects as the app role.
+    Postgres,
+}
+
 pub struct App {
     pub base: String,
+    /// The store flags the server was started with (for other commands).
+    pub store_args: Vec<String>,
     pub client: Client,
     child: Child,
     pub dir: tempfile::TempDir,
@@ -68,16 +79,31 @@ fn rsa_pair(dir: &std::path::Path) -> (Vec<u8>, Vec<u8>, PathBuf) {
     )
 }
 
-pub async fn spawn_app() -> App {
-    spawn_app_with(&[]).await
+pub async fn spawn_app(backend: Backend) -> App {
+    spawn_app_with(backend, &[]).await
 }
 
-pub async fn spawn_app_with(env: &[(&str, &str)]) -> App {
+pub async fn spawn_app_with(backend: Backend, env: &[(&str, &str)]) -> App {
     let dir = tempfile::tempdir().unwrap();
     let (private, public, public_path) = rsa_pair(dir.path());
+    let mut store_args = vec![
+        "--embedder".to_owned(),
+        "hash".to_owned(),
+        "--data-dir".to_owned(),
+        dir.path().join("data").display().to_string(),
+    ];
+    if backend == Backend::Postgres {
+        let admin_url = std::env::var("ENCLAVE_TEST_DATABASE_URL").expect(
+            "ENCLAVE_TEST_DATABASE_URL is not set: run the tests through scripts/test, which starts PostgreSQL",
+        );
+        let (db, app_role) = enclave_postgres::scratch::ScratchDatabase::migrated(&admin_url)
+            .await
+            .expect("scratch database");
+        store_args.push("--database-url".to_owned());
+        store_args.push(db.url_as(&app_role));
+    }
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_enclave"));
-    cmd.args(["--embedder", "hash", "--data-dir"])
-        .arg(dir.path().join("data"))
+    cmd.args(&store_args)
         .args([
             "serve",
             "--listen",
@@ -91,7 +117,6 @@ pub async fn spawn_app_with(env: &[(&str, &str)]) -> App {
         .env("ENCLAVE_JWT_ISSUER", "https://issuer.test")
         .env("ENCLAVE_JWT_AUDIENCE", "enclave")
         .env("ENCLAVE_MAX_BODY_BYTES", "1048576")
-        .env_remove("ENCLAVE_DATABASE_URL")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     for (k, v) in env {
@@ -113,6 +138,7 @@ pub async fn spawn_app_with(env: &[(&str, &str)]) -> App {
         .to_owned();
     App {
         base: addr,
+        store_args,
         client: Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
@@ -272,8 +298,8 @@ pub struct World {
 pub const B_SECRET: &str = "zyzzogeton-globex-secret";
 
 impl World {
-    pub async fn new() -> World {
-        let app = spawn_app().await;
+    pub async fn new(backend: Backend) -> World {
+        let app = spawn_app(backend).await;
         let a = app.tenant("acme").await;
         let b = app.tenant("globex").await;
         let (a_viewer, _) = app.key(&a, "viewer").await;
