@@ -20,6 +20,7 @@ macro_rules! on_both_backends {
 }
 
 on_both_backends!(
+    sessions_are_per_tenant_and_foreign_sessions_read_empty,
     missing_garbled_and_unknown_credentials_are_401,
     a_known_key_id_with_a_forged_secret_is_401,
     a_revoked_key_is_refused_on_the_next_request,
@@ -947,4 +948,113 @@ async fn the_audit_chain_verifies_and_records_denials_and_deletes(backend: Backe
         String::from_utf8_lossy(&out.stdout)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("acme:"));
+}
+
+// --------------------------------------------------------------- sessions
+
+async fn sessions_are_per_tenant_and_foreign_sessions_read_empty(backend: Backend) {
+    let w = World::new(backend).await;
+    let app = &w.app;
+    for (key, text) in [(&w.a_member, "acme says hi"), (&w.b, B_SECRET)] {
+        let r = app
+            .post(
+                "/v1/sessions/thread-1/messages",
+                key,
+                json!({"role": "user", "content": text}),
+            )
+            .await;
+        assert_eq!(r.ok(201)["seq"], 1);
+    }
+    app.post(
+        "/v1/sessions/thread-1/messages",
+        &w.a_member,
+        json!({"role": "assistant", "content": "hello", "metadata": {"turn": 2}}),
+    )
+    .await
+    .ok(201);
+    let r = app.get("/v1/sessions/thread-1/messages", &w.a_viewer).await;
+    let msgs = r.ok(200)["messages"].as_array().unwrap().clone();
+    assert_eq!(msgs.len(), 2);
+    assert_eq!(msgs[0]["content"], "acme says hi");
+    assert_eq!(msgs[1]["seq"], 2);
+    w.nothing_foreign(&r);
+    let r = app
+        .get("/v1/sessions/thread-1/messages?limit=1&before_seq=2", &w.a)
+        .await;
+    assert_eq!(r.ok(200)["messages"][0]["seq"], 1);
+    // Another tenant's session (here one A never wrote) reads as empty and
+    // deletes as 404.
+    let r = app.get("/v1/sessions/only-b-side/messages", &w.a).await;
+    assert!(r.ok(200)["messages"].as_array().unwrap().is_empty());
+    app.post(
+        "/v1/sessions/only-b-side/messages",
+        &w.b,
+        json!({"role": "user", "content": B_SECRET}),
+    )
+    .await
+    .ok(201);
+    let r = app.get("/v1/sessions/only-b-side/messages", &w.a).await;
+    assert!(r.ok(200)["messages"].as_array().unwrap().is_empty());
+    w.nothing_foreign(&r);
+    app.delete("/v1/sessions/only-b-side", &w.a_member)
+        .await
+        .problem(404, "not_found");
+    assert_eq!(
+        app.get("/v1/sessions/only-b-side/messages", &w.b)
+            .await
+            .ok(200)["messages"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    // Roles and bad input.
+    app.post(
+        "/v1/sessions/thread-1/messages",
+        &w.a_viewer,
+        json!({"role": "user", "content": "x"}),
+    )
+    .await
+    .problem(403, "forbidden");
+    app.delete("/v1/sessions/thread-1", &w.a_viewer)
+        .await
+        .problem(403, "forbidden");
+    app.post(
+        "/v1/sessions/thread-1/messages",
+        &w.a,
+        json!({"role": "robot", "content": "x"}),
+    )
+    .await
+    .problem(400, "invalid_request");
+    app.post(
+        "/v1/sessions/bad%20id/messages",
+        &w.a,
+        json!({"role": "user", "content": "x"}),
+    )
+    .await
+    .problem(400, "invalid_request");
+    app.get("/v1/sessions/thread-1/messages?limit=0", &w.a)
+        .await
+        .problem(400, "invalid_request");
+    // Deleting A's session leaves B's same-named session.
+    app.delete("/v1/sessions/thread-1", &w.a_member)
+        .await
+        .ok(204);
+    assert!(app
+        .get("/v1/sessions/thread-1/messages", &w.a)
+        .await
+        .ok(200)["messages"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        app.get("/v1/sessions/thread-1/messages", &w.b)
+            .await
+            .ok(200)["messages"][0]["content"],
+        B_SECRET
+    );
+    // A purge removes the messages and counts them.
+    let receipt = app.delete("/admin/v1/tenants/globex", ADMIN).await;
+    assert_eq!(receipt.ok(200)["messages_deleted"], 2);
+    assert_eq!(receipt.body["verified_empty"], true);
 }

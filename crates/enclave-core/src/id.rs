@@ -157,6 +157,18 @@ macro_rules! uuid_id {
     };
 }
 
+name_id!(
+    /// A conversation inside one tenant (API.md §6): the same id in two
+    /// tenants is two sessions.
+    SessionId,
+    "session_id"
+);
+
+uuid_id!(
+    /// A message of a conversation.
+    MessageId,
+    "message_id"
+);
 uuid_id!(
     /// A document inside one tenant.
     DocumentId,

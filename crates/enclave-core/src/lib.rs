@@ -5,6 +5,7 @@
 //! - [`document`]: what is submitted, stored and exported;
 //! - [`search`]: search requests (validated), filters and hits;
 //! - [`filter`]: the metadata filter language and its reference evaluator;
+//! - [`message`]: conversation memory;
 //! - [`query`]: web-search style full-text queries;
 //! - [`chunk`]: token-aware chunking;
 //! - [`fusion`]: reciprocal rank fusion;
@@ -16,6 +17,7 @@ mod error;
 pub mod filter;
 pub mod fusion;
 pub mod id;
+pub mod message;
 pub mod query;
 pub mod search;
 pub mod tenancy;
@@ -27,6 +29,7 @@ pub use document::{
 };
 pub use error::InvalidInput;
 pub use filter::MetadataFilter;
-pub use id::{ChunkId, DocumentId, Origin, TenantId};
+pub use id::{ChunkId, DocumentId, MessageId, Origin, SessionId, TenantId};
+pub use message::{Message, MessageRole, NewMessage};
 pub use search::{DocumentFilter, Search, SearchHit, SearchMode, SearchParams, SearchResults};
 pub use tenancy::{Isolation, Role, Slug, TenantStatus};

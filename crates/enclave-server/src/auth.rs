@@ -114,6 +114,14 @@ impl Reader<'_> {
     pub async fn statistics(&self) -> enclave::Result<enclave_core::Statistics> {
         self.0.statistics().await
     }
+    pub async fn messages(
+        &self,
+        session: &enclave_core::SessionId,
+        before_seq: Option<i64>,
+        limit: u32,
+    ) -> enclave::Result<Vec<enclave_core::Message>> {
+        self.0.messages(session, before_seq, limit).await
+    }
 }
 
 impl<R: Need> Caller<R> {

@@ -42,6 +42,7 @@ pub fn app(state: AppState) -> Router {
     let max_body = state.options().max_body_bytes;
     Router::new()
         .merge(routes::documents::router())
+        .merge(routes::sessions::router())
         .merge(routes::tenant::router())
         .merge(routes::admin::router())
         .merge(routes::ops::router())

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use enclave_core::query::TextQuery;
 use enclave_core::{
     ChunkId, Document, DocumentFilter, DocumentId, DocumentInfo, DocumentPatch, DocumentType,
-    ExportedDocument, Origin, Statistics, TenantId,
+    ExportedDocument, Message, Origin, SessionId, Statistics, TenantId,
 };
 use serde_json::{Map, Value};
 
@@ -207,4 +207,22 @@ pub trait TenantStore: Send + Sync {
         after: Option<DocumentId>,
         limit: u32,
     ) -> StoreResult<Vec<ExportedDocument>>;
+    /// Appends a message to a session; the store numbers it (`seq` = the
+    /// session's last + 1, starting at 1) in the same transaction.
+    /// `message.seq` is ignored.
+    async fn append_message(&self, message: Message) -> StoreResult<Message>;
+    /// The last `limit` messages of a session before `before_seq` (all when
+    /// None), oldest first.
+    async fn list_messages(
+        &self,
+        session: &SessionId,
+        before_seq: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<Message>>;
+    /// Deletes a session's messages; returns how many.
+    async fn delete_session(&self, session: &SessionId) -> StoreResult<u64>;
+    /// Deletes every message of the tenant (purge); returns how many.
+    async fn delete_all_messages(&self) -> StoreResult<u64>;
+    /// How many messages the tenant holds (purge verification, stats).
+    async fn message_count(&self) -> StoreResult<u64>;
 }

@@ -10,8 +10,8 @@ use enclave_core::chunk::{chunk_text, ChunkDraft, ChunkStrategy};
 use enclave_core::fusion::rrf;
 use enclave_core::{
     Document, DocumentBody, DocumentFilter, DocumentId, DocumentInfo, DocumentPatch,
-    ExportedDocument, MetadataFilter, NewDocument, Search, SearchHit, SearchMode, SearchParams,
-    SearchResults, Statistics, TenantId,
+    ExportedDocument, Message, MessageId, MetadataFilter, NewDocument, NewMessage, Search,
+    SearchHit, SearchMode, SearchParams, SearchResults, SessionId, Statistics, TenantId,
 };
 use enclave_store::{
     dedupe_key, ChunkRecord, DocumentRecord, ListQuery, PutOutcome, SectionRecord, TenantStore,
@@ -558,6 +558,89 @@ impl Tenant {
             return Err(Error::invalid("document_ids", "at most 1000 ids per call"));
         }
         Ok(self.store.delete_documents(ids).await?)
+    }
+
+    /// Appends a message to a conversation (API.md §6); the store numbers
+    /// it within the session.
+    pub async fn add_message(&self, session: &SessionId, msg: NewMessage) -> Result<Message> {
+        let limit = self.shared.limits.max_document_bytes;
+        if msg.content.len() > limit {
+            return Err(Error::TooLarge {
+                what: "content",
+                actual: msg.content.len(),
+                limit,
+            });
+        }
+        validate_metadata(&msg.metadata, &self.shared.limits)?;
+        Ok(self
+            .store
+            .append_message(Message {
+                message_id: MessageId::new(),
+                session_id: session.clone(),
+                seq: 0,
+                role: msg.role,
+                content: msg.content,
+                origin: msg.origin,
+                metadata: msg.metadata,
+                created_at: Utc::now(),
+            })
+            .await?)
+    }
+
+    /// The last `limit` (1–500) messages of a session before `before_seq`,
+    /// oldest first. A session with no messages (or another tenant's) is
+    /// simply empty.
+    pub async fn messages(
+        &self,
+        session: &SessionId,
+        before_seq: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<Message>> {
+        if !(1..=500).contains(&limit) {
+            return Err(Error::invalid("limit", "must be between 1 and 500"));
+        }
+        Ok(self.store.list_messages(session, before_seq, limit).await?)
+    }
+
+    /// Deletes a session; `NotFound` when it has no messages in this tenant.
+    pub async fn delete_session(&self, session: &SessionId) -> Result<u64> {
+        match self.store.delete_session(session).await? {
+            0 => Err(Error::NotFound),
+            n => Ok(n),
+        }
+    }
+
+    /// How many messages the tenant holds.
+    pub async fn message_count(&self) -> Result<u64> {
+        Ok(self.store.message_count().await?)
+    }
+
+    /// Deletes every document and message of the tenant (a purge); returns
+    /// (documents, chunks, messages) removed.
+    pub async fn delete_everything(&self) -> Result<(u64, u64, u64)> {
+        let before = self.statistics().await?;
+        let mut documents = 0;
+        loop {
+            let page = self
+                .store
+                .list_documents(&ListQuery {
+                    limit: 100,
+                    ..Default::default()
+                })
+                .await?;
+            if page.documents.is_empty() {
+                break;
+            }
+            let ids: Vec<DocumentId> = page.documents.iter().map(|d| d.document_id).collect();
+            documents += self.store.delete_documents(&ids).await?;
+        }
+        let after = self.statistics().await?;
+        let messages = self.store.delete_all_messages().await?;
+        Ok((
+            documents,
+            before.chunk_count.saturating_sub(after.chunk_count),
+            messages,
+        ))
     }
 
     pub async fn statistics(&self) -> Result<Statistics> {

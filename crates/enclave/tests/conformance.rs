@@ -593,3 +593,63 @@ async fn bad_input_gets_a_typed_error_naming_the_problem() {
     // Nothing was stored by any of the refused calls.
     assert_eq!(t.statistics().await.unwrap().document_count, 0);
 }
+
+#[tokio::test]
+async fn conversation_messages_are_numbered_per_session_and_scoped_to_the_tenant() {
+    use enclave::core::{MessageRole, NewMessage, SessionId};
+    let msg = |content: &str| NewMessage {
+        role: MessageRole::User,
+        content: content.into(),
+        origin: None,
+        metadata: Default::default(),
+    };
+    for b in backends().await {
+        let acme = b.tenant("acme").await;
+        let globex = b.tenant("globex").await;
+        let s = SessionId::parse("thread-1").unwrap();
+        for i in 1..=5 {
+            let m = acme
+                .add_message(&s, msg(&format!("acme {i}")))
+                .await
+                .unwrap();
+            assert_eq!(m.seq, i, "{}", b.name);
+        }
+        // The same session id in another tenant is another session.
+        let g = globex.add_message(&s, msg("globex 1")).await.unwrap();
+        assert_eq!(g.seq, 1, "{}", b.name);
+
+        let all = acme.messages(&s, None, 50).await.unwrap();
+        let texts: Vec<&str> = all.iter().map(|m| m.content.as_str()).collect();
+        assert_eq!(
+            texts,
+            ["acme 1", "acme 2", "acme 3", "acme 4", "acme 5"],
+            "{}",
+            b.name
+        );
+        let page = acme.messages(&s, Some(4), 2).await.unwrap();
+        let seqs: Vec<i64> = page.iter().map(|m| m.seq).collect();
+        assert_eq!(seqs, [2, 3], "{}", b.name);
+        assert_eq!(acme.message_count().await.unwrap(), 5);
+
+        assert_eq!(globex.delete_session(&s).await.unwrap(), 1);
+        assert!(matches!(
+            globex.delete_session(&s).await,
+            Err(Error::NotFound)
+        ));
+        assert_eq!(
+            acme.messages(&s, None, 50).await.unwrap().len(),
+            5,
+            "{}",
+            b.name
+        );
+        assert!(globex.messages(&s, None, 50).await.unwrap().is_empty());
+        assert!(matches!(
+            acme.messages(&s, None, 0).await,
+            Err(Error::Invalid(_))
+        ));
+
+        let (docs, _, messages) = acme.delete_everything().await.unwrap();
+        assert_eq!((docs, messages), (0, 5), "{}", b.name);
+        assert_eq!(acme.message_count().await.unwrap(), 0);
+    }
+}

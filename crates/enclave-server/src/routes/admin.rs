@@ -6,7 +6,6 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
-use enclave::ListParams;
 use enclave_core::{Isolation, Slug, TenantId, TenantStatus};
 use enclave_store::control::{verify_chain, NewTenant, TenantRecord, TenantUpdate, PLATFORM_SCOPE};
 use serde::Deserialize;
@@ -264,31 +263,19 @@ async fn purge(
         .await?;
     state.invalidate_tenant(&id);
     let tenant = state.memory().tenant(&id);
-    let before = tenant.statistics().await?;
-    let mut documents_deleted = 0u64;
-    loop {
-        let page = tenant
-            .list_documents(ListParams {
-                limit: Some(100),
-                ..Default::default()
-            })
-            .await?;
-        if page.documents.is_empty() {
-            break;
-        }
-        let ids: Vec<_> = page.documents.iter().map(|d| d.document_id).collect();
-        documents_deleted += tenant.delete_documents(&ids).await?;
-    }
+    let (documents_deleted, chunks_deleted, messages_deleted) = tenant.delete_everything().await?;
     let control = state.control().purge_tenant(&id).await?;
     state.invalidate_tenant(&id);
     let after = tenant.statistics().await?;
+    let messages_left = tenant.message_count().await?;
     let left = state.control().tenant_rows_left(&id).await?;
-    let verified_empty = after.document_count == 0 && after.chunk_count == 0 && left == 0;
+    let verified_empty =
+        after.document_count == 0 && after.chunk_count == 0 && messages_left == 0 && left == 0;
     let receipt = json!({
         "tenant_id": id.as_str(),
         "documents_deleted": documents_deleted,
-        "chunks_deleted": before.chunk_count.saturating_sub(after.chunk_count),
-        "messages_deleted": 0,
+        "chunks_deleted": chunks_deleted,
+        "messages_deleted": messages_deleted,
         "keys_revoked": control.keys_revoked,
         "verified_empty": verified_empty,
     });

@@ -1,4 +1,5 @@
 pub mod admin;
 pub mod documents;
 pub mod ops;
+pub mod sessions;
 pub mod tenant;

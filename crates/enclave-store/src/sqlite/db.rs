@@ -68,6 +68,20 @@ CREATE TABLE IF NOT EXISTS chunks (
 );
 CREATE INDEX IF NOT EXISTS chunks_by_document ON chunks (tenant_id, document_id, kind, idx);
 
+-- Conversation memory (API.md §6): a session's messages numbered from 1.
+CREATE TABLE IF NOT EXISTS messages (
+    tenant_id  TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    seq        INTEGER NOT NULL,
+    message_id TEXT NOT NULL,
+    role       TEXT NOT NULL,
+    content    TEXT NOT NULL,
+    origin     TEXT,
+    metadata   TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, session_id, seq)
+) WITHOUT ROWID;
+
 CREATE TABLE IF NOT EXISTS vectors (
     tenant_id TEXT NOT NULL,
     chunk_no  INTEGER NOT NULL,

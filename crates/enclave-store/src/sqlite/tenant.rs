@@ -9,7 +9,8 @@ use chrono::{DateTime, Utc};
 use enclave_core::query::TextQuery;
 use enclave_core::{
     ChunkId, ChunkInfo, Document, DocumentFilter, DocumentId, DocumentInfo, DocumentPatch,
-    ExportedChunk, ExportedDocument, Origin, Statistics, TenantId,
+    ExportedChunk, ExportedDocument, Message, MessageId, MessageRole, Origin, SessionId,
+    Statistics, TenantId,
 };
 use parking_lot::RwLock;
 use rusqlite::types::Value as SqlValue;
@@ -292,6 +293,12 @@ impl SqliteTenant {
     }
 
     /// Runs a write on a blocking thread.
+    /// Whether the tenant can hold rows (file-per-tenant: its file exists);
+    /// deletes for a tenant without a file change nothing and create nothing.
+    fn has_data(&self) -> bool {
+        self.inner.shared.is_some() || SqliteStore_file_exists(&self.inner, &self.tenant)
+    }
+
     async fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Transaction<'_>, &TenantId) -> StoreResult<T> + Send + 'static,
@@ -775,6 +782,108 @@ impl TenantStore for SqliteTenant {
         .await
     }
 
+    async fn append_message(&self, m: Message) -> StoreResult<Message> {
+        self.write(move |tx, tenant| {
+            let seq: i64 = tx
+                .query_row(
+                    "SELECT COALESCE(MAX(seq), 0) + 1 FROM messages WHERE tenant_id = ?1 AND session_id = ?2",
+                    params![tenant.as_str(), m.session_id.as_str()],
+                    |r| r.get(0),
+                )
+                .map_err(sql_err)?;
+            tx.execute(
+                "INSERT INTO messages (tenant_id, session_id, seq, message_id, role, content, origin, metadata, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    tenant.as_str(),
+                    m.session_id.as_str(),
+                    seq,
+                    m.message_id.to_string(),
+                    m.role.as_str(),
+                    m.content,
+                    m.origin.as_ref().map(|o| o.as_str()),
+                    Value::Object(m.metadata.clone()).to_string(),
+                    ts(m.created_at)
+                ],
+            )
+            .map_err(sql_err)?;
+            Ok(Message { seq, ..m })
+        })
+        .await
+    }
+
+    async fn list_messages(
+        &self,
+        session: &SessionId,
+        before_seq: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<Message>> {
+        let session = session.clone();
+        self.read(move |tx, tenant, _| {
+            let mut st = tx
+                .prepare(
+                    "SELECT session_id, seq, message_id, role, content, origin, metadata, created_at FROM messages \
+                     WHERE tenant_id = ?1 AND session_id = ?2 AND seq < ?3 ORDER BY seq DESC LIMIT ?4",
+                )
+                .map_err(sql_err)?;
+            let mut rows = st
+                .query_map(
+                    params![tenant.as_str(), session.as_str(), before_seq.unwrap_or(i64::MAX), limit],
+                    message_row,
+                )
+                .map_err(sql_err)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(sql_err)?;
+            rows.reverse();
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn delete_session(&self, session: &SessionId) -> StoreResult<u64> {
+        let session = session.clone();
+        if !self.has_data() {
+            return Ok(0);
+        }
+        self.write(move |tx, tenant| {
+            tx.execute(
+                "DELETE FROM messages WHERE tenant_id = ?1 AND session_id = ?2",
+                params![tenant.as_str(), session.as_str()],
+            )
+            .map(|n| n as u64)
+            .map_err(sql_err)
+        })
+        .await
+    }
+
+    async fn message_count(&self) -> StoreResult<u64> {
+        self.read(move |tx, tenant, _| {
+            tx.query_row(
+                "SELECT COUNT(*) FROM messages WHERE tenant_id = ?1",
+                [tenant.as_str()],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(sql_err)
+        })
+        .await
+    }
+
+    async fn delete_all_messages(&self) -> StoreResult<u64> {
+        if !self.has_data() {
+            return Ok(0);
+        }
+        self.write(move |tx, tenant| {
+            tx.execute(
+                "DELETE FROM messages WHERE tenant_id = ?1",
+                [tenant.as_str()],
+            )
+            .map(|n| n as u64)
+            .map_err(sql_err)
+        })
+        .await
+    }
+
     async fn export_page(
         &self,
         after: Option<DocumentId>,
@@ -914,4 +1023,30 @@ fn load_chunks(
         ));
     }
     Ok(out)
+}
+
+fn message_row(r: &Row<'_>) -> rusqlite::Result<Message> {
+    let conv = |e: enclave_core::InvalidInput| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    };
+    let origin: Option<String> = r.get(5)?;
+    let metadata: String = r.get(6)?;
+    let created: String = r.get(7)?;
+    Ok(Message {
+        session_id: SessionId::parse(&r.get::<_, String>(0)?).map_err(conv)?,
+        seq: r.get(1)?,
+        message_id: MessageId::parse(&r.get::<_, String>(2)?).map_err(conv)?,
+        role: r
+            .get::<_, String>(3)?
+            .parse::<MessageRole>()
+            .map_err(conv)?,
+        content: r.get(4)?,
+        origin: origin
+            .as_deref()
+            .map(Origin::parse)
+            .transpose()
+            .map_err(conv)?,
+        metadata: serde_json::from_str(&metadata).unwrap_or_default(),
+        created_at: parse_ts(&created).unwrap_or_default(),
+    })
 }

@@ -1,0 +1,101 @@
+//! Conversation memory (API.md §6). Sessions are per tenant and implicit: a
+//! session exists while it has messages, and the same id in two tenants is
+//! two sessions (another tenant's session reads as empty, deletes as 404).
+
+use axum::extract::Path;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{delete, post};
+use axum::{Json, Router};
+use enclave_core::{MessageRole, NewMessage, Origin, SessionId};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::auth::{Body, Caller, Member, Viewer, Q};
+use crate::{ApiError, ApiResult, AppState};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/sessions/{session_id}/messages", post(append).get(list))
+        .route("/v1/sessions/{session_id}", delete(remove))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewMessageBody {
+    role: MessageRole,
+    content: String,
+    #[serde(default)]
+    origin: Option<String>,
+    #[serde(default)]
+    metadata: Option<Value>,
+}
+
+async fn append(
+    caller: Caller<Member>,
+    Path(session): Path<String>,
+    Body(b): Body<NewMessageBody>,
+) -> ApiResult<impl IntoResponse> {
+    let session = SessionId::parse(&session)?;
+    let metadata = match b.metadata {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(m)) => m,
+        Some(_) => return Err(ApiError::invalid("metadata: must be a JSON object")),
+    };
+    let m = caller
+        .writer()
+        .add_message(
+            &session,
+            NewMessage {
+                role: b.role,
+                content: b.content,
+                origin: b.origin.as_deref().map(Origin::parse).transpose()?,
+                metadata,
+            },
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"message_id": m.message_id, "seq": m.seq, "created_at": m.created_at})),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    #[serde(default)]
+    limit: Option<u32>,
+    #[serde(default)]
+    before_seq: Option<i64>,
+    #[serde(default)]
+    tenant_id: Option<String>,
+    #[serde(default)]
+    owner_id: Option<String>,
+}
+
+async fn list(
+    caller: Caller<Viewer>,
+    Path(session): Path<String>,
+    Q(q): Q<ListQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let _ = (q.tenant_id, q.owner_id);
+    let session = SessionId::parse(&session).map_err(|_| ApiError::NotFound)?;
+    let messages = caller
+        .reader()
+        .messages(&session, q.before_seq, q.limit.unwrap_or(50))
+        .await?;
+    Ok(Json(json!({"session_id": session, "messages": messages})))
+}
+
+async fn remove(caller: Caller<Member>, Path(session): Path<String>) -> ApiResult<StatusCode> {
+    let session = SessionId::parse(&session).map_err(|_| ApiError::NotFound)?;
+    let n = caller.writer().delete_session(&session).await?;
+    caller
+        .audit(
+            "session.delete",
+            Some(session.to_string()),
+            json!({"messages": n}),
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
