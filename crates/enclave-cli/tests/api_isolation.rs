@@ -20,6 +20,7 @@ macro_rules! on_both_backends {
 }
 
 on_both_backends!(
+    an_idempotency_key_replays_the_first_result_and_refuses_another_body,
     sessions_are_per_tenant_and_foreign_sessions_read_empty,
     missing_garbled_and_unknown_credentials_are_401,
     a_known_key_id_with_a_forged_secret_is_401,
@@ -1057,4 +1058,61 @@ async fn sessions_are_per_tenant_and_foreign_sessions_read_empty(backend: Backen
     let receipt = app.delete("/admin/v1/tenants/globex", ADMIN).await;
     assert_eq!(receipt.ok(200)["messages_deleted"], 2);
     assert_eq!(receipt.body["verified_empty"], true);
+}
+
+// ------------------------------------------------------------ idempotency
+
+async fn an_idempotency_key_replays_the_first_result_and_refuses_another_body(backend: Backend) {
+    let w = World::new(backend).await;
+    let app = &w.app;
+    let body = json!({"name": "idem.txt", "type": "text", "content": "Refunds, once."});
+    let send = |b: Value, key: &'static str, cred: String| {
+        let app = &w.app;
+        async move {
+            app.send(
+                Method::POST,
+                "/v1/documents",
+                Some(&cred),
+                Some(b),
+                &[("idempotency-key", key)],
+            )
+            .await
+        }
+    };
+    let first = send(body.clone(), "key-1", w.a_member.clone()).await;
+    let first_id = first.ok(201)["document_id"].clone();
+    let again = send(body.clone(), "key-1", w.a_member.clone()).await;
+    assert_eq!(again.ok(201)["document_id"], first_id);
+    assert_eq!(again.body, first.body, "the first response, replayed");
+    assert_eq!(
+        app.get("/v1/stats", &w.a).await.ok(200)["document_count"],
+        2
+    );
+    let other = json!({"name": "other.txt", "type": "text", "content": "something else"});
+    send(other.clone(), "key-1", w.a_member.clone())
+        .await
+        .problem(409, "conflict");
+    assert_eq!(
+        app.get("/v1/stats", &w.a).await.ok(200)["document_count"],
+        2
+    );
+    // Keys are per tenant: the same key in another tenant is a new request.
+    let b = send(body.clone(), "key-1", w.b.clone()).await;
+    assert_ne!(b.ok(201)["document_id"], first_id);
+    w.nothing_foreign(&again);
+    // A failed request releases its key.
+    let bad = json!({"name": "bad.txt", "type": "spreadsheet", "content": "x"});
+    send(bad, "key-2", w.a_member.clone())
+        .await
+        .problem(400, "invalid_request");
+    send(other, "key-2", w.a_member.clone()).await.ok(201);
+    app.send(
+        Method::POST,
+        "/v1/documents",
+        Some(&w.a),
+        Some(body),
+        &[("idempotency-key", "has space")],
+    )
+    .await
+    .problem(400, "invalid_request");
 }

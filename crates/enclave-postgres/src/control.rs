@@ -9,8 +9,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use enclave_core::{Isolation, Role, Slug, TenantId, TenantStatus};
 use enclave_store::control::{
-    audit_hash, audit_time, AuditEvent, ControlPurge, ControlStore, KeyRecord, NewAuditEvent,
-    NewTenant, TenantControl, TenantRecord, TenantUpdate, PLATFORM_SCOPE,
+    audit_hash, audit_time, idempotency_decision, AuditEvent, ControlPurge, ControlStore,
+    IdempotencyState, KeyRecord, NewAuditEvent, NewTenant, TenantControl, TenantRecord,
+    TenantUpdate, PLATFORM_SCOPE,
 };
 use enclave_store::{StoreError, StoreResult};
 use serde_json::{Map, Value};
@@ -284,7 +285,7 @@ impl ControlStore for PgControl {
         let t = id.as_str();
         // Tenant-owned rows of the main database that reference the
         // directory entry (documents are removed through the data store).
-        for table in ["messages", "usage_daily"] {
+        for table in ["messages", "usage_daily", "idempotency_keys"] {
             sqlx::query(&format!("DELETE FROM public.{table} WHERE tenant_id = $1"))
                 .bind(t)
                 .execute(&mut *tx)
@@ -475,5 +476,79 @@ impl TenantControl for PgTenantControl {
 
     async fn append_audit(&self, ev: NewAuditEvent) -> StoreResult<AuditEvent> {
         self.control.append(self.tenant.as_str(), ev).await
+    }
+
+    async fn idempotency_begin(
+        &self,
+        key: &str,
+        request_hash: &[u8],
+        now: DateTime<Utc>,
+        abandoned_before: DateTime<Utc>,
+        expired_before: DateTime<Utc>,
+    ) -> StoreResult<IdempotencyState> {
+        let t = self.tenant.as_str();
+        let mut tx = self.control.begin(Scope::Tenant(t)).await?;
+        // One claim of a key at a time.
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock(hashtextextended('idem:' || $1 || ':' || $2, 0))",
+        )
+        .bind(t)
+        .bind(key)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let row: Option<(Vec<u8>, Option<i32>, Option<Value>, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT request_hash, status, response, created_at FROM public.idempotency_keys WHERE tenant_id = $1 AND key = $2",
+        )
+        .bind(t)
+        .bind(key)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let stored = row.map(|(h, status, body, at)| (h, status.map(|s| s as u16).zip(body), at));
+        let (state, claim) =
+            idempotency_decision(stored, request_hash, abandoned_before, expired_before);
+        if claim {
+            sqlx::query(
+                "INSERT INTO public.idempotency_keys (tenant_id, key, request_hash, status, response, created_at) \
+                 VALUES ($1, $2, $3, NULL, NULL, $4) ON CONFLICT (tenant_id, key) DO UPDATE SET \
+                 request_hash = EXCLUDED.request_hash, status = NULL, response = NULL, created_at = EXCLUDED.created_at",
+            )
+            .bind(t)
+            .bind(key)
+            .bind(request_hash)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(state)
+    }
+
+    async fn idempotency_finish(&self, key: &str, status: u16, body: &Value) -> StoreResult<()> {
+        let t = self.tenant.as_str();
+        let mut tx = self.control.begin(Scope::Tenant(t)).await?;
+        sqlx::query("UPDATE public.idempotency_keys SET status = $3, response = $4 WHERE tenant_id = $1 AND key = $2")
+            .bind(t)
+            .bind(key)
+            .bind(status as i32)
+            .bind(body)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn idempotency_abort(&self, key: &str) -> StoreResult<()> {
+        let t = self.tenant.as_str();
+        let mut tx = self.control.begin(Scope::Tenant(t)).await?;
+        sqlx::query("DELETE FROM public.idempotency_keys WHERE tenant_id = $1 AND key = $2 AND status IS NULL")
+            .bind(t)
+            .bind(key)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)
     }
 }

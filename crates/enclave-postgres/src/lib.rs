@@ -58,6 +58,7 @@ pub const TENANT_TABLES: &[&str] = &[
     "usage_daily",
     "audit_events",
     "api_keys",
+    "idempotency_keys",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -153,7 +154,7 @@ pub async fn migrate(
     // The control plane lives in the main database only.
     pool.execute(
         format!(
-            "GRANT SELECT, INSERT, UPDATE, DELETE ON public.api_keys TO {app_role}; \
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON public.api_keys, public.idempotency_keys TO {app_role}; \
              GRANT EXECUTE ON FUNCTION public.purge_tenant_audit(text) TO {app_role};"
         )
         .as_str(),

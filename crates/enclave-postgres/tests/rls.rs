@@ -89,6 +89,12 @@ async fn seed(db: &TestDb) {
         .await
         .unwrap();
         tx.execute(
+            sqlx::query("INSERT INTO idempotency_keys (tenant_id, key, request_hash, created_at) VALUES ($1, 'k', '\\x00', now())")
+                .bind(t),
+        )
+        .await
+        .unwrap();
+        tx.execute(
             sqlx::query("INSERT INTO api_keys (tenant_id, key_id, name, role, salt, secret_hash, created_by, created_at) VALUES ($1, $2, 'k', 'owner', '\\x00', '\\x00', 'test', now())")
                 .bind(t)
                 .bind(format!("key-of-{t}")),

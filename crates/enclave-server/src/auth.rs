@@ -417,61 +417,87 @@ impl FromRequestParts<AppState> for PlatformAdmin {
 /// unknown fields are 400 `invalid_request`; over the body limit, 413.
 pub struct Body<T>(pub T);
 
+/// [`Body`] plus the SHA-256 of the raw bytes (for `Idempotency-Key`).
+pub struct HashedBody<T> {
+    pub value: T,
+    pub sha256: Vec<u8>,
+}
+
 impl<T: DeserializeOwned + Send> FromRequest<AppState> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        let ctx = req.extensions().get::<TenantCtx>().cloned();
-        let is_json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| {
-                let v = v.to_ascii_lowercase();
-                v.starts_with("application/json")
-                    || (v.starts_with("application/") && v.contains("+json"))
-            })
-            .unwrap_or(false);
-        if !is_json {
-            return Err(ApiError::invalid(
-                "the body must be JSON (Content-Type: application/json)",
-            ));
-        }
-        let bytes = axum::body::Bytes::from_request(req, state)
-            .await
-            .map_err(|e| {
-                if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::PayloadTooLarge(format!(
-                        "the body is over the {}-byte limit",
-                        state.options().max_body_bytes
-                    ))
-                } else {
-                    ApiError::invalid("the body could not be read")
-                }
-            })?;
-        let mut value: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::invalid(format!("the body is not valid JSON: {e}")))?;
-        if let (Some(obj), Some(ctx)) = (value.as_object_mut(), ctx) {
-            for field in ["tenant_id", "owner_id"] {
-                if let Some(v) = obj.remove(field) {
-                    if v.as_str() != Some(ctx.tenant_id().as_str()) {
-                        state
-                            .audit_refusal(
-                                Some(ctx.tenant_id()),
-                                &ctx.actor,
-                                "tenant.mismatch",
-                                json!({"hint": field}),
-                            )
-                            .await;
-                        return Err(ApiError::TenantMismatch);
-                    }
+        Ok(Body(read_body(req, state).await?.0))
+    }
+}
+
+impl<T: DeserializeOwned + Send> FromRequest<AppState> for HashedBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let (value, sha256) = read_body(req, state).await?;
+        Ok(HashedBody { value, sha256 })
+    }
+}
+
+async fn read_body<T: DeserializeOwned>(
+    req: Request,
+    state: &AppState,
+) -> Result<(T, Vec<u8>), ApiError> {
+    let ctx = req.extensions().get::<TenantCtx>().cloned();
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            let v = v.to_ascii_lowercase();
+            v.starts_with("application/json")
+                || (v.starts_with("application/") && v.contains("+json"))
+        })
+        .unwrap_or(false);
+    if !is_json {
+        return Err(ApiError::invalid(
+            "the body must be JSON (Content-Type: application/json)",
+        ));
+    }
+    let bytes = axum::body::Bytes::from_request(req, state)
+        .await
+        .map_err(|e| {
+            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge(format!(
+                    "the body is over the {}-byte limit",
+                    state.options().max_body_bytes
+                ))
+            } else {
+                ApiError::invalid("the body could not be read")
+            }
+        })?;
+    let sha256 = {
+        use sha2::Digest;
+        sha2::Sha256::digest(&bytes).to_vec()
+    };
+    let mut value: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::invalid(format!("the body is not valid JSON: {e}")))?;
+    if let (Some(obj), Some(ctx)) = (value.as_object_mut(), ctx) {
+        for field in ["tenant_id", "owner_id"] {
+            if let Some(v) = obj.remove(field) {
+                if v.as_str() != Some(ctx.tenant_id().as_str()) {
+                    state
+                        .audit_refusal(
+                            Some(ctx.tenant_id()),
+                            &ctx.actor,
+                            "tenant.mismatch",
+                            json!({"hint": field}),
+                        )
+                        .await;
+                    return Err(ApiError::TenantMismatch);
                 }
             }
         }
-        serde_json::from_value(value)
-            .map(Body)
-            .map_err(|e| ApiError::invalid(format!("the body does not match the schema: {e}")))
     }
+    let value = serde_json::from_value(value)
+        .map_err(|e| ApiError::invalid(format!("the body does not match the schema: {e}")))?;
+    Ok((value, sha256))
 }
 
 /// A query string, parsed into `T`; a malformed or unknown parameter is 400

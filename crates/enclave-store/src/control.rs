@@ -108,6 +108,20 @@ pub struct AuditEvent {
 /// letter or digit, so no tenant can own this scope.
 pub const PLATFORM_SCOPE: &str = "_platform";
 
+/// Where an `Idempotency-Key` stands when a request arrives with it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IdempotencyState {
+    /// First use (or the earlier attempt expired or was abandoned): the
+    /// caller now holds the key and must `finish` or `abort` it.
+    Acquired,
+    /// The same key and body completed before: replay this response.
+    Completed { status: u16, body: Value },
+    /// The key was used with a different body.
+    Mismatch,
+    /// The same request is being processed right now.
+    InProgress,
+}
+
 /// What purging a tenant's control-plane rows removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ControlPurge {
@@ -227,6 +241,43 @@ pub trait TenantControl: Send + Sync {
     async fn revoke_key(&self, key_id: &str, at: DateTime<Utc>) -> StoreResult<bool>;
     /// Appends to the tenant's audit log (chained to its previous event).
     async fn append_audit(&self, ev: NewAuditEvent) -> StoreResult<AuditEvent>;
+    /// Claims `key` for a request whose body hashes to `request_hash`. A
+    /// record older than `expired_before` counts as absent; a pending one
+    /// older than `abandoned_before` (its request died) is taken over.
+    async fn idempotency_begin(
+        &self,
+        key: &str,
+        request_hash: &[u8],
+        now: DateTime<Utc>,
+        abandoned_before: DateTime<Utc>,
+        expired_before: DateTime<Utc>,
+    ) -> StoreResult<IdempotencyState>;
+    /// Stores the response of a claimed key.
+    async fn idempotency_finish(&self, key: &str, status: u16, body: &Value) -> StoreResult<()>;
+    /// Releases a claimed key whose request failed (a retry may run again).
+    async fn idempotency_abort(&self, key: &str) -> StoreResult<()>;
+}
+
+/// A stored idempotency record: request hash, the completed response
+/// (status, body) if any, and when it was claimed.
+pub type IdempotencyRecord = (Vec<u8>, Option<(u16, Value)>, DateTime<Utc>);
+
+/// Decides [`TenantControl::idempotency_begin`] from the stored record.
+pub fn idempotency_decision(
+    stored: Option<IdempotencyRecord>,
+    request_hash: &[u8],
+    abandoned_before: DateTime<Utc>,
+    expired_before: DateTime<Utc>,
+) -> (IdempotencyState, bool) {
+    // (state, whether the caller must (re)write the record as pending)
+    match stored {
+        None => (IdempotencyState::Acquired, true),
+        Some((_, _, at)) if at < expired_before => (IdempotencyState::Acquired, true),
+        Some((hash, _, _)) if hash != request_hash => (IdempotencyState::Mismatch, false),
+        Some((_, Some((status, body)), _)) => (IdempotencyState::Completed { status, body }, false),
+        Some((_, None, at)) if at < abandoned_before => (IdempotencyState::Acquired, true),
+        Some(_) => (IdempotencyState::InProgress, false),
+    }
 }
 
 mod hex_bytes {

@@ -3,8 +3,8 @@
 use std::time::Instant;
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
@@ -13,10 +13,11 @@ use enclave_core::{
     ChunkingOptions, DocumentBody, DocumentId, DocumentPatch, DocumentType, NewDocument, Origin,
     ProvidedChunk, SearchParams,
 };
+use enclave_store::control::IdempotencyState;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::auth::{Body, Caller, Member, Viewer, Q};
+use crate::auth::{Body, Caller, HashedBody, Member, Viewer, Q};
 use crate::{ApiError, ApiResult, AppState};
 
 pub fn router() -> Router<AppState> {
@@ -74,7 +75,78 @@ fn parse_id(s: &str) -> ApiResult<DocumentId> {
     DocumentId::parse(s).map_err(|_| ApiError::NotFound)
 }
 
-async fn create(caller: Caller<Member>, Body(b): Body<CreateBody>) -> ApiResult<impl IntoResponse> {
+/// `Idempotency-Key`: 1–255 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let k = v
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()))
+        .ok_or_else(|| {
+            ApiError::invalid("Idempotency-Key: must be 1 to 255 visible ASCII characters")
+        })?;
+    Ok(Some(k.to_owned()))
+}
+
+/// How long a completed key is remembered, and after how long a pending one
+/// (its request died mid-way) may be taken over.
+const IDEMPOTENCY_TTL: chrono::Duration = chrono::Duration::hours(24);
+
+async fn create(
+    caller: Caller<Member>,
+    headers: HeaderMap,
+    body: HashedBody<CreateBody>,
+) -> ApiResult<Response> {
+    let Some(key) = idempotency_key(&headers)? else {
+        let created = add(&caller, body.value).await?;
+        return Ok((StatusCode::CREATED, Json(created)).into_response());
+    };
+    let control = caller.state().control().tenant(caller.ctx.tenant_id());
+    let now = Utc::now();
+    let abandoned = now
+        - chrono::Duration::from_std(caller.state().options().request_timeout)
+            .unwrap_or(chrono::Duration::seconds(60))
+            * 2;
+    match control
+        .idempotency_begin(&key, &body.sha256, now, abandoned, now - IDEMPOTENCY_TTL)
+        .await?
+    {
+        IdempotencyState::Acquired => {}
+        IdempotencyState::Completed { status, body } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::CREATED);
+            return Ok((status, [("idempotent-replayed", "true")], Json(body)).into_response());
+        }
+        IdempotencyState::Mismatch => {
+            return Err(ApiError::Conflict(
+                "this Idempotency-Key was used with a different body".into(),
+            ))
+        }
+        IdempotencyState::InProgress => {
+            return Err(ApiError::Conflict(
+                "a request with this Idempotency-Key is still being processed; retry later".into(),
+            ))
+        }
+    }
+    match add(&caller, body.value).await {
+        Ok(created) => {
+            let value =
+                serde_json::to_value(&created).map_err(|e| ApiError::Internal(e.to_string()))?;
+            control.idempotency_finish(&key, 201, &value).await?;
+            Ok((StatusCode::CREATED, Json(value)).into_response())
+        }
+        Err(e) => {
+            // The request changed nothing: a retry may run it again.
+            if let Err(abort) = control.idempotency_abort(&key).await {
+                tracing::warn!(error = %abort, "could not release an idempotency key");
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn add(caller: &Caller<Member>, b: CreateBody) -> ApiResult<Created> {
     let doc_type: DocumentType = b.doc_type.parse()?;
     let body = match (b.content, b.chunks) {
         (Some(c), None) => DocumentBody::Text(c),
@@ -107,15 +179,12 @@ async fn create(caller: Caller<Member>, Body(b): Body<CreateBody>) -> ApiResult<
         chunking: b.chunking.unwrap_or_default(),
     };
     let r = caller.writer().add_document(doc).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(Created {
-            document_id: r.document_id,
-            chunks_created: r.chunks_created,
-            tokens_embedded: r.tokens_embedded,
-            created_at: r.created_at,
-        }),
-    ))
+    Ok(Created {
+        document_id: r.document_id,
+        chunks_created: r.chunks_created,
+        tokens_embedded: r.tokens_embedded,
+        created_at: r.created_at,
+    })
 }
 
 async fn list(

@@ -13,8 +13,9 @@ use serde_json::{Map, Value};
 
 use super::db::sql_err;
 use crate::control::{
-    audit_hash, audit_time, AuditEvent, ControlPurge, ControlStore, KeyRecord, NewAuditEvent,
-    NewTenant, TenantControl, TenantRecord, TenantUpdate, PLATFORM_SCOPE,
+    audit_hash, audit_time, idempotency_decision, AuditEvent, ControlPurge, ControlStore,
+    IdempotencyState, KeyRecord, NewAuditEvent, NewTenant, TenantControl, TenantRecord,
+    TenantUpdate, PLATFORM_SCOPE,
 };
 use crate::{StoreError, StoreResult};
 
@@ -57,6 +58,15 @@ CREATE TABLE IF NOT EXISTS audit_events (
     prev_hash BLOB,
     hash      BLOB NOT NULL,
     PRIMARY KEY (scope, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    tenant_id    TEXT NOT NULL,
+    key          TEXT NOT NULL,
+    request_hash BLOB NOT NULL,
+    status       INTEGER,
+    response     TEXT,
+    created_at   TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, key)
 ) WITHOUT ROWID;
 -- Append-only: the store never updates an event; deleting is the purge's
 -- alone (a trigger cannot tell, so the chain check is the guard).
@@ -330,6 +340,11 @@ impl ControlStore for SqliteControl {
             let audit = tx
                 .execute("DELETE FROM audit_events WHERE scope = ?1", [id.as_str()])
                 .map_err(sql_err)?;
+            tx.execute(
+                "DELETE FROM idempotency_keys WHERE tenant_id = ?1",
+                [id.as_str()],
+            )
+            .map_err(sql_err)?;
             tx.execute("DELETE FROM tenants WHERE tenant_id = ?1", [id.as_str()])
                 .map_err(sql_err)?;
             tx.commit().map_err(sql_err)?;
@@ -347,7 +362,8 @@ impl ControlStore for SqliteControl {
             c.query_row(
                 "SELECT (SELECT count(*) FROM tenants WHERE tenant_id = ?1) \
                       + (SELECT count(*) FROM api_keys WHERE tenant_id = ?1) \
-                      + (SELECT count(*) FROM audit_events WHERE scope = ?1)",
+                      + (SELECT count(*) FROM audit_events WHERE scope = ?1) \
+                      + (SELECT count(*) FROM idempotency_keys WHERE tenant_id = ?1)",
                 [id.as_str()],
                 |r| r.get::<_, i64>(0),
             )
@@ -506,6 +522,81 @@ impl TenantControl for SqliteTenantControl {
         let scope = self.tenant.as_str().to_owned();
         self.control
             .run(move |c| SqliteControl::append(c, scope, ev))
+            .await
+    }
+
+    async fn idempotency_begin(
+        &self,
+        key: &str,
+        request_hash: &[u8],
+        now: DateTime<Utc>,
+        abandoned_before: DateTime<Utc>,
+        expired_before: DateTime<Utc>,
+    ) -> StoreResult<IdempotencyState> {
+        let (t, key, hash) = (self.tenant.clone(), key.to_owned(), request_hash.to_vec());
+        self.control
+            .run(move |c| {
+                let tx = c
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(sql_err)?;
+                let stored = tx
+                    .query_row(
+                        "SELECT request_hash, status, response, created_at FROM idempotency_keys WHERE tenant_id = ?1 AND key = ?2",
+                        params![t.as_str(), key],
+                        |r| {
+                            let status: Option<u16> = r.get(1)?;
+                            let body: Option<String> = r.get(2)?;
+                            Ok((
+                                r.get::<_, Vec<u8>>(0)?,
+                                status.zip(body.and_then(|b| serde_json::from_str(&b).ok())),
+                                parse_ts(&r.get::<_, String>(3)?)?,
+                            ))
+                        },
+                    )
+                    .optional()
+                    .map_err(sql_err)?;
+                let (state, claim) =
+                    idempotency_decision(stored, &hash, abandoned_before, expired_before);
+                if claim {
+                    tx.execute(
+                        "INSERT INTO idempotency_keys (tenant_id, key, request_hash, status, response, created_at) \
+                         VALUES (?1, ?2, ?3, NULL, NULL, ?4) ON CONFLICT (tenant_id, key) DO UPDATE SET \
+                         request_hash = excluded.request_hash, status = NULL, response = NULL, created_at = excluded.created_at",
+                        params![t.as_str(), key, hash, ts(now)],
+                    )
+                    .map_err(sql_err)?;
+                }
+                tx.commit().map_err(sql_err)?;
+                Ok(state)
+            })
+            .await
+    }
+
+    async fn idempotency_finish(&self, key: &str, status: u16, body: &Value) -> StoreResult<()> {
+        let (t, key, body) = (self.tenant.clone(), key.to_owned(), body.to_string());
+        self.control
+            .run(move |c| {
+                c.execute(
+                    "UPDATE idempotency_keys SET status = ?3, response = ?4 WHERE tenant_id = ?1 AND key = ?2",
+                    params![t.as_str(), key, status, body],
+                )
+                .map_err(sql_err)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn idempotency_abort(&self, key: &str) -> StoreResult<()> {
+        let (t, key) = (self.tenant.clone(), key.to_owned());
+        self.control
+            .run(move |c| {
+                c.execute(
+                    "DELETE FROM idempotency_keys WHERE tenant_id = ?1 AND key = ?2 AND status IS NULL",
+                    params![t.as_str(), key],
+                )
+                .map_err(sql_err)?;
+                Ok(())
+            })
             .await
     }
 }
