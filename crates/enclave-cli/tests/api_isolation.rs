@@ -20,6 +20,8 @@ macro_rules! on_both_backends {
 }
 
 on_both_backends!(
+    usage_counts_equal_the_operations_performed_and_stay_per_tenant,
+    metrics_and_the_openapi_document_carry_no_tenant_data,
     an_idempotency_key_replays_the_first_result_and_refuses_another_body,
     sessions_are_per_tenant_and_foreign_sessions_read_empty,
     missing_garbled_and_unknown_credentials_are_401,
@@ -1115,4 +1117,64 @@ async fn an_idempotency_key_replays_the_first_result_and_refuses_another_body(ba
     )
     .await
     .problem(400, "invalid_request");
+}
+
+// ------------------------------------------------- usage, metrics, openapi
+
+async fn usage_counts_equal_the_operations_performed_and_stay_per_tenant(backend: Backend) {
+    let w = World::new(backend).await;
+    let app = &w.app;
+    // A fresh tenant, so setup traffic does not count.
+    let key = app.tenant("initech").await;
+    for i in 0..3 {
+        app.add(&key, &format!("u{i}.txt"), "usage counting text", json!({}))
+            .await;
+    }
+    for _ in 0..4 {
+        app.post("/v1/search", &key, json!({"query": "usage"}))
+            .await
+            .ok(200);
+    }
+    app.get("/v1/stats", &key).await.ok(200);
+    let r = app.get("/v1/usage", &key).await;
+    let u = r.ok(200).clone();
+    // 3 adds + 4 searches + 1 stats + this usage request.
+    assert_eq!(u["requests"], 9, "{u}");
+    assert_eq!(u["searches"], 4);
+    assert_eq!(u["documents_added"], 3);
+    assert!(u["tokens_embedded"].as_u64().unwrap() > 0);
+    assert!(u["storage_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(u["by_day"].as_array().unwrap().len(), 1);
+    w.nothing_foreign(&r);
+    // Another tenant's usage is its own.
+    let other = app.get("/v1/usage", &w.b).await;
+    assert_ne!(other.ok(200)["requests"], u["requests"]);
+    app.get("/v1/usage?from=2026-13-01", &key)
+        .await
+        .problem(400, "invalid_request");
+    app.get("/v1/usage?tenant_id=globex", &key)
+        .await
+        .problem(403, "tenant_mismatch");
+}
+
+async fn metrics_and_the_openapi_document_carry_no_tenant_data(backend: Backend) {
+    let w = World::new(backend).await;
+    w.app
+        .get(&format!("/v1/documents/{}", w.a_doc), &w.a)
+        .await
+        .ok(200);
+    let m = w.app.send(Method::GET, "/metrics", None, None, &[]).await;
+    assert_eq!(m.status, 200);
+    assert!(m.text.contains("enclave_http_requests_total{method=\"GET\",route=\"/v1/documents/{id}\",status=\"200\"}"), "{}", m.text);
+    assert!(!m.text.contains(&w.a_doc), "ids never become labels");
+    assert!(!m.text.contains("acme"));
+    w.nothing_foreign(&m);
+    let doc = w
+        .app
+        .send(Method::GET, "/openapi.json", None, None, &[])
+        .await;
+    assert!(doc.ok(200)["paths"]["/v1/search"]["post"].is_object());
+    let page = w.app.send(Method::GET, "/docs", None, None, &[]).await;
+    assert_eq!(page.status, 200);
+    assert!(page.text.contains("/openapi.json"));
 }

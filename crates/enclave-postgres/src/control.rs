@@ -11,7 +11,7 @@ use enclave_core::{Isolation, Role, Slug, TenantId, TenantStatus};
 use enclave_store::control::{
     audit_hash, audit_time, idempotency_decision, AuditEvent, ControlPurge, ControlStore,
     IdempotencyState, KeyRecord, NewAuditEvent, NewTenant, TenantControl, TenantRecord,
-    TenantUpdate, PLATFORM_SCOPE,
+    TenantUpdate, UsageCounts, PLATFORM_SCOPE,
 };
 use enclave_store::{StoreError, StoreResult};
 use serde_json::{Map, Value};
@@ -538,6 +538,63 @@ impl TenantControl for PgTenantControl {
             .await
             .map_err(db_err)?;
         tx.commit().await.map_err(db_err)
+    }
+
+    async fn add_usage(&self, day: chrono::NaiveDate, u: UsageCounts) -> StoreResult<()> {
+        let t = self.tenant.as_str();
+        let mut tx = self.control.begin(Scope::Tenant(t)).await?;
+        // A purged tenant (no directory entry) gets no rows back.
+        sqlx::query(
+            "INSERT INTO public.usage_daily (tenant_id, day, requests, searches, documents_added, tokens_embedded) \
+             SELECT $1, $2, $3, $4, $5, $6 WHERE EXISTS (SELECT 1 FROM public.tenants WHERE tenant_id = $1) \
+             ON CONFLICT (tenant_id, day) DO UPDATE SET requests = usage_daily.requests + EXCLUDED.requests, \
+             searches = usage_daily.searches + EXCLUDED.searches, documents_added = usage_daily.documents_added + EXCLUDED.documents_added, \
+             tokens_embedded = usage_daily.tokens_embedded + EXCLUDED.tokens_embedded",
+        )
+        .bind(t)
+        .bind(day)
+        .bind(u.requests as i64)
+        .bind(u.searches as i64)
+        .bind(u.documents_added as i64)
+        .bind(u.tokens_embedded as i64)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn usage(
+        &self,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+    ) -> StoreResult<Vec<(chrono::NaiveDate, UsageCounts)>> {
+        let t = self.tenant.as_str();
+        let mut tx = self.control.begin(Scope::Tenant(t)).await?;
+        let rows: Vec<(chrono::NaiveDate, i64, i64, i64, i64)> = sqlx::query_as(
+            "SELECT day, requests, searches, documents_added, tokens_embedded FROM public.usage_daily \
+             WHERE tenant_id = $1 AND day >= $2 AND day <= $3 ORDER BY day",
+        )
+        .bind(t)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(rows
+            .into_iter()
+            .map(|(d, r, s, a, k)| {
+                (
+                    d,
+                    UsageCounts {
+                        requests: r as u64,
+                        searches: s as u64,
+                        documents_added: a as u64,
+                        tokens_embedded: k as u64,
+                    },
+                )
+            })
+            .collect())
     }
 
     async fn idempotency_abort(&self, key: &str) -> StoreResult<()> {

@@ -164,9 +164,10 @@ pub struct MoveReport {
 /// the old copy (reads in flight finish on the old copy).
 const MOVE_GRACE: Duration = Duration::from_secs(2);
 
-/// Tables copied by a move, parents first. The audit log is the control
-/// plane's: it stays in the main database whatever the placement.
-const DATA_TABLES: &[&str] = &["documents", "chunks", "messages", "usage_daily"];
+/// Tables copied by a move, parents first. The audit log and usage counters
+/// are the control plane's: they stay in the main database whatever the
+/// placement.
+const DATA_TABLES: &[&str] = &["documents", "chunks", "messages"];
 
 async fn owner_pool(url: &str, search_path: Option<&str>) -> Result<PgPool, PgError> {
     let mut opts: PgConnectOptions = url.parse()?;
@@ -304,7 +305,7 @@ async fn delete_rows(
     tenant: &TenantId,
     keep_tenant_row: bool,
 ) -> Result<(), PgError> {
-    for table in ["chunks", "documents", "messages", "usage_daily"] {
+    for table in ["chunks", "documents", "messages"] {
         sqlx::query(&format!(
             "DELETE FROM {schema}.{table} WHERE tenant_id = $1"
         ))

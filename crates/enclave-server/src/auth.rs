@@ -353,6 +353,13 @@ impl<R: Need> FromRequestParts<AppState> for Caller<R> {
             )));
         }
         parts.extensions.insert(ctx.clone());
+        state.inner.usage.record(
+            ctx.tenant_id(),
+            enclave_store::control::UsageCounts {
+                requests: 1,
+                ..Default::default()
+            },
+        );
         Ok(Caller {
             tenant: state.memory().tenant(ctx.tenant_id()),
             ctx,

@@ -16,8 +16,11 @@ pub mod auth;
 pub mod error;
 pub mod jwt;
 pub mod keys;
+mod metrics;
+pub mod openapi;
 mod routes;
 pub mod state;
+mod usage;
 
 use std::future::Future;
 use std::time::Duration;
@@ -40,15 +43,16 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The whole HTTP surface.
 pub fn app(state: AppState) -> Router {
     let max_body = state.options().max_body_bytes;
-    Router::new()
-        .merge(routes::documents::router())
-        .merge(routes::sessions::router())
-        .merge(routes::tenant::router())
-        .merge(routes::admin::router())
-        .merge(routes::ops::router())
+    let (router, api) = api_router().split_for_parts();
+    router
+        .layer(axum::Extension(std::sync::Arc::new(api)))
         .fallback(|| async { ApiError::NotFound })
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(state.clone(), time_limit))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let id = req
                 .headers()
@@ -61,6 +65,27 @@ pub fn app(state: AppState) -> Router {
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(state)
+}
+
+/// Every API route with its OpenAPI description (the served document is
+/// this router's).
+fn api_router() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    use utoipa::OpenApi;
+    utoipa_axum::router::OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .merge(routes::documents::router())
+        .merge(routes::sessions::router())
+        .merge(routes::tenant::router())
+        .merge(routes::admin::router())
+        .merge(routes::ops::router())
+        .merge(routes::usage::router())
+        .routes(utoipa_axum::routes!(metrics::metrics))
+        .routes(utoipa_axum::routes!(openapi::docs_page))
+        .routes(utoipa_axum::routes!(openapi::openapi_json))
+}
+
+/// The OpenAPI document the server serves at `/openapi.json`.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    api_router().into_openapi()
 }
 
 /// Answers 503 `unavailable` when a request runs past the configured limit.
@@ -78,7 +103,30 @@ pub async fn run(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state))
+    // Usage counts reach the control store every two seconds, and once
+    // more after the last request.
+    let flusher = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(2));
+            loop {
+                tick.tick().await;
+                state
+                    .inner
+                    .usage
+                    .flush(state.control().as_ref(), None)
+                    .await;
+            }
+        })
+    };
+    let served = axum::serve(listener, app(state.clone()))
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+    flusher.abort();
+    state
+        .inner
+        .usage
+        .flush(state.control().as_ref(), None)
+        .await;
+    served
 }

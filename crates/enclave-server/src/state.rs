@@ -54,6 +54,8 @@ pub(crate) struct Inner {
     pub control: Arc<dyn ControlStore>,
     pub jwt: JwtVerifier,
     pub opts: ServerOptions,
+    pub metrics: crate::metrics::Metrics,
+    pub usage: crate::usage::UsageMeter,
     tenants: Mutex<LruCache<TenantId, (Arc<TenantRecord>, Instant)>>,
     touched: Mutex<LruCache<String, Instant>>,
 }
@@ -72,6 +74,8 @@ impl AppState {
                 control,
                 jwt,
                 opts,
+                metrics: crate::metrics::Metrics::new(),
+                usage: crate::usage::UsageMeter::default(),
                 tenants: Mutex::new(LruCache::new(n)),
                 touched: Mutex::new(LruCache::new(n)),
             }),
@@ -166,6 +170,7 @@ impl AppState {
         detail: Value,
     ) {
         if let Err(e) = self.audit(tenant, actor, action, None, detail).await {
+            self.inner.metrics.audit_failures.inc();
             tracing::warn!(error = %e, action, "could not write an audit event");
         }
     }

@@ -122,6 +122,27 @@ pub enum IdempotencyState {
     InProgress,
 }
 
+/// Usage of one tenant on one day (UTC), as counted by the server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct UsageCounts {
+    pub requests: u64,
+    pub searches: u64,
+    pub documents_added: u64,
+    pub tokens_embedded: u64,
+}
+
+impl UsageCounts {
+    pub fn add(&mut self, o: &UsageCounts) {
+        self.requests += o.requests;
+        self.searches += o.searches;
+        self.documents_added += o.documents_added;
+        self.tokens_embedded += o.tokens_embedded;
+    }
+    pub fn is_zero(&self) -> bool {
+        *self == UsageCounts::default()
+    }
+}
+
 /// What purging a tenant's control-plane rows removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ControlPurge {
@@ -256,6 +277,15 @@ pub trait TenantControl: Send + Sync {
     async fn idempotency_finish(&self, key: &str, status: u16, body: &Value) -> StoreResult<()>;
     /// Releases a claimed key whose request failed (a retry may run again).
     async fn idempotency_abort(&self, key: &str) -> StoreResult<()>;
+    /// Adds to the tenant's counters of `day` (nothing when the tenant no
+    /// longer exists: a purge is final).
+    async fn add_usage(&self, day: chrono::NaiveDate, counts: UsageCounts) -> StoreResult<()>;
+    /// Counters per day in `[from, to]`, oldest first.
+    async fn usage(
+        &self,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+    ) -> StoreResult<Vec<(chrono::NaiveDate, UsageCounts)>>;
 }
 
 /// A stored idempotency record: request hash, the completed response

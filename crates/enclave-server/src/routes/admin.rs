@@ -3,27 +3,25 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use chrono::Utc;
 use enclave_core::{Isolation, Slug, TenantId, TenantStatus};
 use enclave_store::control::{verify_chain, NewTenant, TenantRecord, TenantUpdate, PLATFORM_SCOPE};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::{PlatformAdmin, Q};
 use crate::routes::tenant::{mint_key, NewKeyBody};
 use crate::{ApiError, ApiResult, AppState};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/admin/v1/tenants", post(create).get(list))
-        .route(
-            "/admin/v1/tenants/{id}",
-            get(get_one).patch(update).delete(purge),
-        )
-        .route("/admin/v1/tenants/{id}/keys", post(bootstrap_key))
-        .route("/admin/v1/audit", get(audit))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(get_one, update, purge))
+        .routes(routes!(bootstrap_key))
+        .routes(routes!(audit))
 }
 
 /// Limits a tenant may carry (API.md §8); anything else is refused.
@@ -62,7 +60,7 @@ fn tenant_id(s: &str) -> ApiResult<TenantId> {
     TenantId::parse(s).map_err(|_| ApiError::NotFound)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateTenant {
     id: String,
@@ -71,11 +69,26 @@ struct CreateTenant {
     #[serde(default)]
     plan: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     isolation: Option<Isolation>,
     #[serde(default)]
     limits: Option<Value>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/v1/tenants",
+    tag = "admin",
+    request_body = CreateTenant,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "the tenant", body = serde_json::Value),
+        (status = 400, description = "invalid_request", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthenticated", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden, tenant_mismatch or tenant_suspended", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "conflict", body = crate::openapi::Problem, content_type = "application/problem+json")
+    )
+)]
 async fn create(
     admin: PlatformAdmin,
     State(state): State<AppState>,
@@ -127,6 +140,19 @@ struct Page {
     cursor: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/tenants",
+    tag = "admin",
+    params(("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "tenants in id order", body = serde_json::Value),
+        (status = 400, description = "invalid_request", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthenticated", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden, tenant_mismatch or tenant_suspended", body = crate::openapi::Problem, content_type = "application/problem+json")
+    )
+)]
 async fn list(
     _: PlatformAdmin,
     State(state): State<AppState>,
@@ -150,6 +176,19 @@ async fn list(
     Ok(Json(json!({"tenants": tenants, "next_cursor": next})))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/tenants/{id}",
+    tag = "admin",
+    params(("id" = String, Path)),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the tenant", body = serde_json::Value),
+        (status = 401, description = "unauthenticated", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden, tenant_mismatch or tenant_suspended", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found (also another tenant's id)", body = crate::openapi::Problem, content_type = "application/problem+json")
+    )
+)]
 async fn get_one(
     _: PlatformAdmin,
     State(state): State<AppState>,
@@ -164,10 +203,11 @@ async fn get_one(
     Ok(Json(rec))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PatchTenant {
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     status: Option<TenantStatus>,
     #[serde(default)]
     plan: Option<String>,
@@ -175,6 +215,21 @@ struct PatchTenant {
     limits: Option<Value>,
 }
 
+#[utoipa::path(
+    patch,
+    path = "/admin/v1/tenants/{id}",
+    tag = "admin",
+    request_body = PatchTenant,
+    params(("id" = String, Path)),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the tenant", body = serde_json::Value),
+        (status = 400, description = "invalid_request", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthenticated", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden, tenant_mismatch or tenant_suspended", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found (also another tenant's id)", body = crate::openapi::Problem, content_type = "application/problem+json")
+    )
+)]
 async fn update(
     admin: PlatformAdmin,
     State(state): State<AppState>,
@@ -209,6 +264,21 @@ async fn update(
     Ok(Json(rec))
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/v1/tenants/{id}/keys",
+    tag = "admin",
+    request_body = NewKeyBody,
+    params(("id" = String, Path)),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "the key, shown only here", body = crate::routes::tenant::CreatedKey),
+        (status = 400, description = "invalid_request", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthenticated", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden, tenant_mismatch or tenant_suspended", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found (also another tenant's id)", body = crate::openapi::Problem, content_type = "application/problem+json")
+    )
+)]
 async fn bootstrap_key(
     admin: PlatformAdmin,
     State(state): State<AppState>,
@@ -238,6 +308,19 @@ async fn bootstrap_key(
 /// Deletes every document (chunks, vectors, index entries), then the
 /// tenant's keys, audit log and directory entry, then checks each store
 /// holds nothing of it. The purge itself is recorded in the platform log.
+#[utoipa::path(
+    delete,
+    path = "/admin/v1/tenants/{id}",
+    tag = "admin",
+    params(("id" = String, Path)),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the purge receipt", body = serde_json::Value),
+        (status = 401, description = "unauthenticated", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden, tenant_mismatch or tenant_suspended", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found (also another tenant's id)", body = crate::openapi::Problem, content_type = "application/problem+json")
+    )
+)]
 async fn purge(
     admin: PlatformAdmin,
     State(state): State<AppState>,
@@ -264,6 +347,7 @@ async fn purge(
     state.invalidate_tenant(&id);
     let tenant = state.memory().tenant(&id);
     let (documents_deleted, chunks_deleted, messages_deleted) = tenant.delete_everything().await?;
+    state.inner.usage.forget(&id);
     let control = state.control().purge_tenant(&id).await?;
     state.invalidate_tenant(&id);
     let after = tenant.statistics().await?;
@@ -307,6 +391,19 @@ struct AuditQuery {
     cursor: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/audit",
+    tag = "admin",
+    params(("tenant_id" = Option<String>, Query), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "audit events, oldest first", body = serde_json::Value),
+        (status = 400, description = "invalid_request", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthenticated", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden, tenant_mismatch or tenant_suspended", body = crate::openapi::Problem, content_type = "application/problem+json")
+    )
+)]
 async fn audit(
     _: PlatformAdmin,
     State(state): State<AppState>,

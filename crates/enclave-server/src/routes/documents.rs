@@ -5,33 +5,31 @@ use std::time::Instant;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use chrono::{DateTime, Utc};
-use enclave::ListParams;
+use enclave::{AddOutcome, ListParams};
 use enclave_core::{
     ChunkingOptions, DocumentBody, DocumentId, DocumentPatch, DocumentType, NewDocument, Origin,
     ProvidedChunk, SearchParams,
 };
-use enclave_store::control::IdempotencyState;
+use enclave_store::control::{IdempotencyState, UsageCounts};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::{Body, Caller, HashedBody, Member, Viewer, Q};
 use crate::{ApiError, ApiResult, AppState};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/documents", post(create).get(list))
-        .route("/v1/documents/delete", post(delete_many))
-        .route(
-            "/v1/documents/{id}",
-            get(get_one).patch(update).delete(delete_one),
-        )
-        .route("/v1/search", post(search))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(delete_many))
+        .routes(routes!(get_one, update, delete_one))
+        .routes(routes!(search))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateBody {
     name: String,
@@ -46,11 +44,13 @@ struct CreateBody {
     #[serde(default)]
     metadata: Option<Value>,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     chunking: Option<ChunkingOptions>,
     #[serde(default)]
     document_date: Option<DateTime<Utc>>,
     /// Precomputed vectors: explicit chunks with embeddings instead of `content`.
     #[serde(default)]
+    #[schema(value_type = Option<Vec<Object>>)]
     chunks: Option<Vec<ProvidedChunk>>,
     /// Accepted for API.md's shape; the vectors travel inside `chunks`.
     #[serde(default)]
@@ -61,8 +61,9 @@ fn default_type() -> String {
     "text".into()
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Created {
+    #[schema(value_type = String)]
     document_id: DocumentId,
     chunks_created: u64,
     tokens_embedded: u64,
@@ -94,6 +95,23 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
 /// (its request died mid-way) may be taken over.
 const IDEMPOTENCY_TTL: chrono::Duration = chrono::Duration::hours(24);
 
+#[utoipa::path(
+    post,
+    path = "/v1/documents",
+    tag = "documents",
+    request_body = CreateBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "retries with the same key and body replay the first result")),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "the document, its chunks and vectors, stored atomically", body = Created),
+        (status = 400, description = "invalid_request", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthenticated", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden, tenant_mismatch or tenant_suspended", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "conflict", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "payload_too_large", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "unavailable", body = crate::openapi::Problem, content_type = "application/problem+json")
+    )
+)]
 async fn create(
     caller: Caller<Member>,
     headers: HeaderMap,
@@ -179,6 +197,14 @@ async fn add(caller: &Caller<Member>, b: CreateBody) -> ApiResult<Created> {
         chunking: b.chunking.unwrap_or_default(),
     };
     let r = caller.writer().add_document(doc).await?;
+    caller.state().inner.usage.record(
+        caller.ctx.tenant_id(),
+        UsageCounts {
+            documents_added: u64::from(r.outcome != AddOutcome::Unchanged),
+            tokens_embedded: r.tokens_embedded,
+            ..Default::default()
+        },
+    );
     Ok(Created {
         document_id: r.document_id,
         chunks_created: r.chunks_created,
@@ -187,6 +213,19 @@ async fn add(caller: &Caller<Member>, b: CreateBody) -> ApiResult<Created> {
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/documents",
+    tag = "documents",
+    params(("limit" = Option<u32>, Query, description = "1-100, default 20"), ("cursor" = Option<String>, Query), ("offset" = Option<u64>, Query), ("origin" = Option<String>, Query), ("type" = Option<String>, Query), ("created_after" = Option<String>, Query), ("created_before" = Option<String>, Query)),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "a page of documents, newest first", body = serde_json::Value),
+        (status = 400, description = "invalid_request", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthenticated", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden, tenant_mismatch or tenant_suspended", body = crate::openapi::Problem, content_type = "application/problem+json")
+    )
+)]
 async fn list(
     caller: Caller<Viewer>,
     Q(q): Q<Vec<(String, String)>>,
@@ -233,6 +272,19 @@ struct GetQuery {
     owner_id: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/documents/{id}",
+    tag = "documents",
+    params(("id" = String, Path), ("include_chunks" = Option<bool>, Query)),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the document", body = serde_json::Value),
+        (status = 401, description = "unauthenticated", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden, tenant_mismatch or tenant_suspended", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found (also another tenant's id)", body = crate::openapi::Problem, content_type = "application/problem+json")
+    )
+)]
 async fn get_one(
     caller: Caller<Viewer>,
     Path(id): Path<String>,
@@ -245,7 +297,7 @@ async fn get_one(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PatchBody {
     #[serde(default)]
@@ -254,6 +306,21 @@ struct PatchBody {
     metadata: Option<Value>,
 }
 
+#[utoipa::path(
+    patch,
+    path = "/v1/documents/{id}",
+    tag = "documents",
+    request_body = PatchBody,
+    params(("id" = String, Path)),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the updated document", body = serde_json::Value),
+        (status = 400, description = "invalid_request", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthenticated", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden, tenant_mismatch or tenant_suspended", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found (also another tenant's id)", body = crate::openapi::Problem, content_type = "application/problem+json")
+    )
+)]
 async fn update(
     caller: Caller<Member>,
     Path(id): Path<String>,
@@ -278,6 +345,19 @@ async fn update(
     Ok(Json(info))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/documents/{id}",
+    tag = "documents",
+    params(("id" = String, Path)),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "deleted with its chunks and vectors"),
+        (status = 401, description = "unauthenticated", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden, tenant_mismatch or tenant_suspended", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found (also another tenant's id)", body = crate::openapi::Problem, content_type = "application/problem+json")
+    )
+)]
 async fn delete_one(caller: Caller<Member>, Path(id): Path<String>) -> ApiResult<StatusCode> {
     let id = parse_id(&id)?;
     caller.writer().delete_document(&id).await?;
@@ -287,12 +367,25 @@ async fn delete_one(caller: Caller<Member>, Path(id): Path<String>) -> ApiResult
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DeleteMany {
     document_ids: Vec<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/documents/delete",
+    tag = "documents",
+    request_body = DeleteMany,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the number deleted; other tenants' ids are not counted", body = serde_json::Value),
+        (status = 400, description = "invalid_request", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthenticated", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden, tenant_mismatch or tenant_suspended", body = crate::openapi::Problem, content_type = "application/problem+json")
+    )
+)]
 async fn delete_many(
     caller: Caller<Member>,
     Body(b): Body<DeleteMany>,
@@ -318,6 +411,20 @@ async fn delete_many(
     Ok(Json(json!({"deleted_count": n})))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/search",
+    tag = "search",
+    request_body = serde_json::Value,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "results from the credential's tenant only", body = serde_json::Value),
+        (status = 400, description = "invalid_request", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthenticated", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden, tenant_mismatch or tenant_suspended", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "unavailable", body = crate::openapi::Problem, content_type = "application/problem+json")
+    )
+)]
 async fn search(
     caller: Caller<Viewer>,
     State(_): State<AppState>,
@@ -325,6 +432,13 @@ async fn search(
 ) -> ApiResult<impl IntoResponse> {
     let started = Instant::now();
     let mut r = caller.reader().search(p).await?;
+    caller.state().inner.usage.record(
+        caller.ctx.tenant_id(),
+        UsageCounts {
+            searches: 1,
+            ..Default::default()
+        },
+    );
     r.took_ms = started.elapsed().as_secs_f64() * 1e3;
     Ok(Json(r))
 }

@@ -3,3 +3,4 @@ pub mod documents;
 pub mod ops;
 pub mod sessions;
 pub mod tenant;
+pub mod usage;

@@ -5,24 +5,26 @@
 use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{delete, post};
-use axum::{Json, Router};
+use axum::Json;
 use enclave_core::{MessageRole, NewMessage, Origin, SessionId};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::{Body, Caller, Member, Viewer, Q};
 use crate::{ApiError, ApiResult, AppState};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/sessions/{session_id}/messages", post(append).get(list))
-        .route("/v1/sessions/{session_id}", delete(remove))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(append, list))
+        .routes(routes!(remove))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewMessageBody {
+    #[schema(value_type = String)]
     role: MessageRole,
     content: String,
     #[serde(default)]
@@ -31,6 +33,21 @@ struct NewMessageBody {
     metadata: Option<Value>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/sessions/{session_id}/messages",
+    tag = "sessions",
+    request_body = NewMessageBody,
+    params(("session_id" = String, Path)),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "the message id and its sequence number", body = serde_json::Value),
+        (status = 400, description = "invalid_request", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthenticated", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden, tenant_mismatch or tenant_suspended", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "payload_too_large", body = crate::openapi::Problem, content_type = "application/problem+json")
+    )
+)]
 async fn append(
     caller: Caller<Member>,
     Path(session): Path<String>,
@@ -73,6 +90,19 @@ struct ListQuery {
     owner_id: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/sessions/{session_id}/messages",
+    tag = "sessions",
+    params(("session_id" = String, Path), ("limit" = Option<u32>, Query), ("before_seq" = Option<i64>, Query)),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "messages in order", body = serde_json::Value),
+        (status = 400, description = "invalid_request", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthenticated", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden, tenant_mismatch or tenant_suspended", body = crate::openapi::Problem, content_type = "application/problem+json")
+    )
+)]
 async fn list(
     caller: Caller<Viewer>,
     Path(session): Path<String>,
@@ -87,6 +117,19 @@ async fn list(
     Ok(Json(json!({"session_id": session, "messages": messages})))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/sessions/{session_id}",
+    tag = "sessions",
+    params(("session_id" = String, Path)),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "the session's messages are deleted"),
+        (status = 401, description = "unauthenticated", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden, tenant_mismatch or tenant_suspended", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found (also another tenant's id)", body = crate::openapi::Problem, content_type = "application/problem+json")
+    )
+)]
 async fn remove(caller: Caller<Member>, Path(session): Path<String>) -> ApiResult<StatusCode> {
     let session = SessionId::parse(&session).map_err(|_| ApiError::NotFound)?;
     let n = caller.writer().delete_session(&session).await?;

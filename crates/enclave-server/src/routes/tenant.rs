@@ -4,25 +4,26 @@ use axum::body::Body as HttpBody;
 use axum::extract::Path;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
-use axum::{Json, Router};
+use axum::Json;
 use chrono::{DateTime, Utc};
 use enclave_core::{Role, TenantId};
 use enclave_store::control::{KeyRecord, TenantControl};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::{Admin, Body, Caller, Viewer, Q};
 use crate::keys;
 use crate::{ApiError, ApiResult, AppState};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/stats", get(stats))
-        .route("/v1/export", get(export))
-        .route("/v1/keys", get(list_keys).post(create_key))
-        .route("/v1/keys/{key_id}", delete(revoke_key))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(stats))
+        .routes(routes!(export))
+        .routes(routes!(list_keys, create_key))
+        .routes(routes!(revoke_key))
 }
 
 #[derive(Deserialize)]
@@ -36,6 +37,18 @@ struct StatsQuery {
     owner_id: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/stats",
+    tag = "tenant",
+    params(("breakdown" = Option<bool>, Query)),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "counts of the credential's tenant", body = serde_json::Value),
+        (status = 401, description = "unauthenticated", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden, tenant_mismatch or tenant_suspended", body = crate::openapi::Problem, content_type = "application/problem+json")
+    )
+)]
 async fn stats(caller: Caller<Viewer>, Q(q): Q<StatsQuery>) -> ApiResult<impl IntoResponse> {
     let _ = (q.tenant_id, q.owner_id);
     let s = caller.reader().statistics().await?;
@@ -53,6 +66,17 @@ async fn stats(caller: Caller<Viewer>, Q(q): Q<StatsQuery>) -> ApiResult<impl In
 
 /// NDJSON, one document per line with its chunks and vectors, streamed
 /// page by page from the store.
+#[utoipa::path(
+    get,
+    path = "/v1/export",
+    tag = "tenant",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "one document per line with its chunks and vectors", body = String, content_type = "application/x-ndjson"),
+        (status = 401, description = "unauthenticated", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden, tenant_mismatch or tenant_suspended", body = crate::openapi::Problem, content_type = "application/problem+json")
+    )
+)]
 async fn export(caller: Caller<Admin>) -> ApiResult<Response> {
     caller.audit("tenant.export", None, json!({})).await?;
     let stream = caller.exporter().export().map(|doc| match doc {
@@ -101,21 +125,23 @@ impl From<KeyRecord> for KeyView {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewKeyBody {
     pub name: String,
+    #[schema(value_type = String)]
     pub role: Role,
     #[serde(default)]
     pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// The 201 body: the only time `key` is shown.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct CreatedKey {
     pub key_id: String,
     pub key: String,
     pub name: String,
+    #[schema(value_type = String)]
     pub role: Role,
     pub expires_at: Option<DateTime<Utc>>,
 }
@@ -158,6 +184,19 @@ pub async fn mint_key(
     })
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/keys",
+    tag = "keys",
+    request_body = NewKeyBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "the key, shown only here", body = CreatedKey),
+        (status = 400, description = "invalid_request", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthenticated", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden, tenant_mismatch or tenant_suspended", body = crate::openapi::Problem, content_type = "application/problem+json")
+    )
+)]
 async fn create_key(
     caller: Caller<Admin>,
     Body(b): Body<NewKeyBody>,
@@ -193,6 +232,17 @@ async fn create_key(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/keys",
+    tag = "keys",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "keys without secrets", body = serde_json::Value),
+        (status = 401, description = "unauthenticated", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden, tenant_mismatch or tenant_suspended", body = crate::openapi::Problem, content_type = "application/problem+json")
+    )
+)]
 async fn list_keys(caller: Caller<Admin>) -> ApiResult<impl IntoResponse> {
     let keys: Vec<KeyView> = caller
         .keys()
@@ -204,6 +254,19 @@ async fn list_keys(caller: Caller<Admin>) -> ApiResult<impl IntoResponse> {
     Ok(Json(json!({ "keys": keys })))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/keys/{key_id}",
+    tag = "keys",
+    params(("key_id" = String, Path)),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "revoked, effective on the next request"),
+        (status = 401, description = "unauthenticated", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden, tenant_mismatch or tenant_suspended", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found (also another tenant's id)", body = crate::openapi::Problem, content_type = "application/problem+json")
+    )
+)]
 async fn revoke_key(caller: Caller<Admin>, Path(key_id): Path<String>) -> ApiResult<StatusCode> {
     if !caller.keys().revoke_key(&key_id, Utc::now()).await? {
         return Err(ApiError::NotFound);

@@ -15,7 +15,7 @@ use super::db::sql_err;
 use crate::control::{
     audit_hash, audit_time, idempotency_decision, AuditEvent, ControlPurge, ControlStore,
     IdempotencyState, KeyRecord, NewAuditEvent, NewTenant, TenantControl, TenantRecord,
-    TenantUpdate, PLATFORM_SCOPE,
+    TenantUpdate, UsageCounts, PLATFORM_SCOPE,
 };
 use crate::{StoreError, StoreResult};
 
@@ -67,6 +67,15 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     response     TEXT,
     created_at   TEXT NOT NULL,
     PRIMARY KEY (tenant_id, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS usage_daily (
+    tenant_id       TEXT NOT NULL,
+    day             TEXT NOT NULL,
+    requests        INTEGER NOT NULL DEFAULT 0,
+    searches        INTEGER NOT NULL DEFAULT 0,
+    documents_added INTEGER NOT NULL DEFAULT 0,
+    tokens_embedded INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant_id, day)
 ) WITHOUT ROWID;
 -- Append-only: the store never updates an event; deleting is the purge's
 -- alone (a trigger cannot tell, so the chain check is the guard).
@@ -363,7 +372,8 @@ impl ControlStore for SqliteControl {
                 "SELECT (SELECT count(*) FROM tenants WHERE tenant_id = ?1) \
                       + (SELECT count(*) FROM api_keys WHERE tenant_id = ?1) \
                       + (SELECT count(*) FROM audit_events WHERE scope = ?1) \
-                      + (SELECT count(*) FROM idempotency_keys WHERE tenant_id = ?1)",
+                      + (SELECT count(*) FROM idempotency_keys WHERE tenant_id = ?1) \
+                      + (SELECT count(*) FROM usage_daily WHERE tenant_id = ?1)",
                 [id.as_str()],
                 |r| r.get::<_, i64>(0),
             )
@@ -582,6 +592,66 @@ impl TenantControl for SqliteTenantControl {
                 )
                 .map_err(sql_err)?;
                 Ok(())
+            })
+            .await
+    }
+
+    async fn add_usage(&self, day: chrono::NaiveDate, u: UsageCounts) -> StoreResult<()> {
+        let t = self.tenant.clone();
+        self.control
+            .run(move |c| {
+                c.execute(
+                    "INSERT INTO usage_daily (tenant_id, day, requests, searches, documents_added, tokens_embedded) \
+                     SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE EXISTS (SELECT 1 FROM tenants WHERE tenant_id = ?1) \
+                     ON CONFLICT (tenant_id, day) DO UPDATE SET requests = requests + excluded.requests, \
+                     searches = searches + excluded.searches, documents_added = documents_added + excluded.documents_added, \
+                     tokens_embedded = tokens_embedded + excluded.tokens_embedded",
+                    params![
+                        t.as_str(),
+                        day.to_string(),
+                        u.requests as i64,
+                        u.searches as i64,
+                        u.documents_added as i64,
+                        u.tokens_embedded as i64
+                    ],
+                )
+                .map_err(sql_err)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn usage(
+        &self,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+    ) -> StoreResult<Vec<(chrono::NaiveDate, UsageCounts)>> {
+        let t = self.tenant.clone();
+        self.control
+            .run(move |c| {
+                let mut st = c
+                    .prepare(
+                        "SELECT day, requests, searches, documents_added, tokens_embedded FROM usage_daily \
+                         WHERE tenant_id = ?1 AND day >= ?2 AND day <= ?3 ORDER BY day",
+                    )
+                    .map_err(sql_err)?;
+                let rows = st
+                    .query_map(params![t.as_str(), from.to_string(), to.to_string()], |r| {
+                        let day: String = r.get(0)?;
+                        Ok((
+                            day.parse::<chrono::NaiveDate>().map_err(bad)?,
+                            UsageCounts {
+                                requests: r.get::<_, i64>(1)? as u64,
+                                searches: r.get::<_, i64>(2)? as u64,
+                                documents_added: r.get::<_, i64>(3)? as u64,
+                                tokens_embedded: r.get::<_, i64>(4)? as u64,
+                            },
+                        ))
+                    })
+                    .map_err(sql_err)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(sql_err)?;
+                Ok(rows)
             })
             .await
     }

@@ -1,0 +1,105 @@
+//! `GET /v1/usage` (API.md §7): the credential's tenant's counters.
+
+use axum::Json;
+use chrono::{Duration, NaiveDate, Utc};
+use serde::Deserialize;
+use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::auth::{Caller, Viewer, Q};
+use crate::{ApiError, ApiResult, AppState};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(usage))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsageQuery {
+    #[serde(default)]
+    from: Option<String>,
+    #[serde(default)]
+    to: Option<String>,
+    #[serde(default)]
+    tenant_id: Option<String>,
+    #[serde(default)]
+    owner_id: Option<String>,
+}
+
+/// A day (`2026-12-01`) or an RFC 3339 timestamp (its UTC day).
+fn day(v: &str, field: &str) -> ApiResult<NaiveDate> {
+    v.parse::<NaiveDate>()
+        .or_else(|_| {
+            chrono::DateTime::parse_from_rfc3339(v).map(|t| t.with_timezone(&Utc).date_naive())
+        })
+        .map_err(|_| {
+            ApiError::invalid(format!(
+                "{field}: must be a date (YYYY-MM-DD) or an RFC 3339 timestamp"
+            ))
+        })
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/usage",
+    tag = "tenant",
+    params(("from" = Option<String>, Query, description = "first day (default: 30 days ago)"), ("to" = Option<String>, Query, description = "last day (default: today)")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the tenant's usage, totals and by day", body = serde_json::Value),
+        (status = 400, description = "invalid_request", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthenticated", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden, tenant_mismatch or tenant_suspended", body = crate::openapi::Problem, content_type = "application/problem+json")
+    )
+)]
+async fn usage(caller: Caller<Viewer>, Q(q): Q<UsageQuery>) -> ApiResult<Json<serde_json::Value>> {
+    let _ = (q.tenant_id, q.owner_id);
+    let today = Utc::now().date_naive();
+    let to =
+        q.to.as_deref()
+            .map(|v| day(v, "to"))
+            .transpose()?
+            .unwrap_or(today);
+    let from = q
+        .from
+        .as_deref()
+        .map(|v| day(v, "from"))
+        .transpose()?
+        .unwrap_or(to - Duration::days(30));
+    if from > to || (to - from).num_days() > 366 {
+        return Err(ApiError::invalid(
+            "from/to: from must not be after to, and at most 366 days apart",
+        ));
+    }
+    let state = caller.state();
+    let tenant = caller.ctx.tenant_id();
+    state
+        .inner
+        .usage
+        .flush(state.control().as_ref(), Some(tenant))
+        .await;
+    let days = state.control().tenant(tenant).usage(from, to).await?;
+    let stats = caller.reader().statistics().await?;
+    let mut total = enclave_store::control::UsageCounts::default();
+    let by_day: Vec<serde_json::Value> = days
+        .iter()
+        .map(|(d, c)| {
+            total.add(c);
+            json!({"day": d, "requests": c.requests, "searches": c.searches,
+                   "documents_added": c.documents_added, "tokens_embedded": c.tokens_embedded})
+        })
+        .collect();
+    Ok(Json(json!({
+        "from": from, "to": to,
+        "requests": total.requests,
+        "searches": total.searches,
+        "documents_added": total.documents_added,
+        "tokens_embedded": total.tokens_embedded,
+        "storage_bytes": stats.total_size_bytes,
+        // Prices per model are configured with quotas and budgets (issue 5);
+        // until then nothing is billed.
+        "cost_usd": 0.0,
+        "by_day": by_day,
+    })))
+}
