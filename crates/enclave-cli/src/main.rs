@@ -2,6 +2,7 @@
 //! typed options, opens a `Memory`, calls one `Tenant` method, prints.
 
 mod bench;
+mod bench_http;
 mod bench_pg;
 mod demo;
 mod files;
@@ -214,6 +215,10 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Run the HTTP server (API.md); prints `listening on http://ADDR`.
     Serve(serve::ServeArgs),
+    /// The server under concurrent load over HTTP (clients across tenants,
+    /// search + ingest); prints throughput, latency, errors and cross-tenant
+    /// results.
+    BenchHttp(bench_http::BenchHttpArgs),
     /// Audit log tools.
     Audit {
         #[command(subcommand)]
@@ -313,6 +318,7 @@ async fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(cli.store, args).await,
+        Command::BenchHttp(args) => bench_http::run(cli.store, args).await,
         Command::Audit {
             command: AuditCommand::Verify,
         } => {

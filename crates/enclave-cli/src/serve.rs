@@ -125,17 +125,15 @@ pub async fn run(mut store: StoreArgs, args: ServeArgs) -> Result<()> {
             true,
         ),
     };
-    let memory = store.open().await?;
-    let control = open_control(&store).await?;
-    let state = AppState::new(
-        memory,
-        control,
+    let state = open_state(
+        &store,
         jwt,
         ServerOptions {
             admin_token: admin_token.clone(),
             ..opts
         },
-    );
+    )
+    .await?;
     if generated {
         eprintln!("admin token (shown once; set ENCLAVE_ADMIN_TOKEN to choose it): {admin_token}");
     }
@@ -233,6 +231,18 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// The library and the control plane on the configured store, as the
+/// server's shared state.
+pub async fn open_state(
+    store: &StoreArgs,
+    jwt: JwtVerifier,
+    opts: ServerOptions,
+) -> Result<AppState> {
+    let memory = store.open().await?;
+    let control = open_control(store).await?;
+    Ok(AppState::new(memory, control, jwt, opts))
 }
 
 /// The control plane beside the data: PostgreSQL's main database (as the

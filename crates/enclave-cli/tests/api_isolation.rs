@@ -1178,3 +1178,65 @@ async fn metrics_and_the_openapi_document_carry_no_tenant_data(backend: Backend)
     assert_eq!(page.status, 200);
     assert!(page.text.contains("/openapi.json"));
 }
+
+/// A JWKS file configures RS256 keys by `kid`: a token naming the key
+/// verifies, one naming an unknown key or signed by another key does not.
+#[tokio::test]
+async fn jwks_keys_verify_by_kid() {
+    let probe = spawn_app(Backend::Embedded).await;
+    let out = std::process::Command::new("openssl")
+        .args(["rsa", "-pubin", "-noout", "-modulus", "-in"])
+        .arg(probe.dir.path().join("rsa.pub.pem"))
+        .output()
+        .unwrap();
+    let hex = String::from_utf8(out.stdout).unwrap();
+    let hex = hex.trim().trim_start_matches("Modulus=");
+    let n: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    let jwks = json!({"keys": [{"kty": "RSA", "kid": "k1", "alg": "RS256", "use": "sig",
+                                "n": b64url(&n), "e": "AQAB"}]});
+    let path = probe.dir.path().join("jwks.json");
+    std::fs::write(&path, jwks.to_string()).unwrap();
+    // The same key pair, now configured only through the JWKS file.
+    let app = support::spawn_app_with_keys(
+        Backend::Embedded,
+        probe.dir.path(),
+        &[
+            ("ENCLAVE_JWT_JWKS", path.to_str().unwrap()),
+            ("ENCLAVE_JWT_PUBLIC_KEY", ""),
+        ],
+    )
+    .await;
+    app.tenant("acme").await;
+    let sign = |kid: &str| {
+        let mut h = Header::new(Algorithm::RS256);
+        h.kid = Some(kid.into());
+        encode(
+            &h,
+            &claims("acme", "viewer"),
+            &EncodingKey::from_rsa_pem(&app.rsa_private_pem).unwrap(),
+        )
+        .unwrap()
+    };
+    app.get("/v1/stats", &sign("k1")).await.ok(200);
+    app.get("/v1/stats", &sign("unknown"))
+        .await
+        .problem(401, "unauthenticated");
+    // A token of a different key pair, claiming k1.
+    let other = &probe.rsa_private_pem;
+    let fresh = spawn_app(Backend::Embedded).await;
+    assert_ne!(other, &fresh.rsa_private_pem);
+    let mut h = Header::new(Algorithm::RS256);
+    h.kid = Some("k1".into());
+    let forged = encode(
+        &h,
+        &claims("acme", "viewer"),
+        &EncodingKey::from_rsa_pem(&fresh.rsa_private_pem).unwrap(),
+    )
+    .unwrap();
+    app.get("/v1/stats", &forged)
+        .await
+        .problem(401, "unauthenticated");
+}

@@ -172,8 +172,46 @@ pub fn audit_hash(
         ev.target,
         ev.detail,
     ]);
-    h.update(line.to_string().as_bytes());
+    h.update(canonical_json(&line).as_bytes());
     h.finalize().to_vec()
+}
+
+/// JSON text with every object's keys in byte order, whatever order the
+/// `Map` keeps (serde_json's `preserve_order` feature may be on in some
+/// builds) or the store returns (PostgreSQL's jsonb reorders keys).
+pub fn canonical_json(v: &Value) -> String {
+    fn write(v: &Value, out: &mut String) {
+        match v {
+            Value::Object(m) => {
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort();
+                out.push('{');
+                for (i, k) in keys.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&Value::String((*k).clone()).to_string());
+                    out.push(':');
+                    write(&m[k.as_str()], out);
+                }
+                out.push('}');
+            }
+            Value::Array(a) => {
+                out.push('[');
+                for (i, x) in a.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write(x, out);
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    let mut out = String::new();
+    write(v, &mut out);
+    out
 }
 
 /// Truncates a timestamp to what every backend stores (microseconds), so a
@@ -366,6 +404,46 @@ mod tests {
             });
         }
         out
+    }
+
+    #[test]
+    fn the_hash_does_not_depend_on_the_order_of_object_keys() {
+        let ev = |detail: Value| NewAuditEvent {
+            actor: "a".into(),
+            action: "x".into(),
+            target: None,
+            detail,
+            at: audit_time(Utc::now()),
+        };
+        let at = audit_time(Utc::now());
+        let (mut a, mut b) = (ev(Value::Null), ev(Value::Null));
+        a.at = at;
+        b.at = at;
+        // Built in two insertion orders (distinct under preserve_order).
+        let mut m1 = Map::new();
+        m1.insert("role".into(), Value::from("member"));
+        m1.insert("needed".into(), Value::from("admin"));
+        m1.insert(
+            "path".into(),
+            serde_json::json!({"z": 1, "a": [1, {"y": 2, "b": 3}]}),
+        );
+        let mut m2 = Map::new();
+        m2.insert(
+            "path".into(),
+            serde_json::json!({"a": [1, {"b": 3, "y": 2}], "z": 1}),
+        );
+        m2.insert("needed".into(), Value::from("admin"));
+        m2.insert("role".into(), Value::from("member"));
+        a.detail = Value::Object(m1);
+        b.detail = Value::Object(m2);
+        assert_eq!(
+            audit_hash("t", 1, "e", &a, None),
+            audit_hash("t", 1, "e", &b, None)
+        );
+        assert_eq!(
+            canonical_json(&a.detail),
+            r#"{"needed":"admin","path":{"a":[1,{"b":3,"y":2}],"z":1},"role":"member"}"#
+        );
     }
 
     #[test]

@@ -86,6 +86,30 @@ pub async fn spawn_app(backend: Backend) -> App {
 pub async fn spawn_app_with(backend: Backend, env: &[(&str, &str)]) -> App {
     let dir = tempfile::tempdir().unwrap();
     let (private, public, public_path) = rsa_pair(dir.path());
+    start(backend, dir, private, public, public_path, env).await
+}
+
+/// A server using the RSA pair already in `keys` (rsa.pem, rsa.pub.pem).
+pub async fn spawn_app_with_keys(
+    backend: Backend,
+    keys: &std::path::Path,
+    env: &[(&str, &str)],
+) -> App {
+    let dir = tempfile::tempdir().unwrap();
+    let public_path = keys.join("rsa.pub.pem");
+    let private = std::fs::read(keys.join("rsa.pem")).unwrap();
+    let public = std::fs::read(&public_path).unwrap();
+    start(backend, dir, private, public, public_path, env).await
+}
+
+async fn start(
+    backend: Backend,
+    dir: tempfile::TempDir,
+    private: Vec<u8>,
+    public: Vec<u8>,
+    public_path: PathBuf,
+    env: &[(&str, &str)],
+) -> App {
     let mut store_args = vec![
         "--embedder".to_owned(),
         "hash".to_owned(),
