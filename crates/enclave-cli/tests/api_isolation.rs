@@ -1240,3 +1240,78 @@ async fn jwks_keys_verify_by_kid() {
         .await
         .problem(401, "unauthenticated");
 }
+
+/// An EC P-256 public key configures ES256; RS256 and HS256 tokens are then
+/// refused unless their own keys are configured too (here HS256 is).
+#[tokio::test]
+async fn es256_tokens_verify_with_a_configured_ec_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = (dir.path().join("ec.pem"), dir.path().join("ec.pub.pem"));
+    for args in [
+        vec![
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            key.to_str().unwrap(),
+        ],
+        vec![
+            "pkey",
+            "-pubout",
+            "-in",
+            key.to_str().unwrap(),
+            "-out",
+            public.to_str().unwrap(),
+        ],
+    ] {
+        assert!(std::process::Command::new("openssl")
+            .args(&args)
+            .status()
+            .unwrap()
+            .success());
+    }
+    let app = spawn_app_with(
+        Backend::Embedded,
+        &[("ENCLAVE_JWT_PUBLIC_KEY", public.to_str().unwrap())],
+    )
+    .await;
+    app.tenant("acme").await;
+    let pem = std::fs::read(&key).unwrap();
+    let es = encode(
+        &Header::new(Algorithm::ES256),
+        &claims("acme", "viewer"),
+        &EncodingKey::from_ec_pem(&pem).unwrap(),
+    )
+    .unwrap();
+    app.get("/v1/stats", &es).await.ok(200);
+    // The RSA pair the helper made is not configured any more: refused.
+    app.get("/v1/stats", &rs256(&app, &claims("acme", "viewer")))
+        .await
+        .problem(401, "unauthenticated");
+    // An ES256 token signed by another EC key: refused.
+    let other = dir.path().join("other.pem");
+    assert!(std::process::Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            other.to_str().unwrap()
+        ])
+        .status()
+        .unwrap()
+        .success());
+    let forged = encode(
+        &Header::new(Algorithm::ES256),
+        &claims("acme", "owner"),
+        &EncodingKey::from_ec_pem(&std::fs::read(&other).unwrap()).unwrap(),
+    )
+    .unwrap();
+    app.get("/v1/stats", &forged)
+        .await
+        .problem(401, "unauthenticated");
+}
