@@ -5,10 +5,21 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
+/// The contract, `shared/API.md`, which sits beside the repository (the
+/// nearest `shared/API.md` up from this crate).
 fn api_md() -> String {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/API.md");
-    std::fs::read_to_string(&p)
-        .unwrap_or_else(|e| panic!("{}: {e} (shared/ sits beside the repository)", p.display()))
+    let crate_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let found = crate_dir
+        .ancestors()
+        .map(|d| d.join("shared/API.md"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "no shared/API.md beside {} or any folder above it: the contract must be there",
+                crate_dir.display()
+            )
+        });
+    std::fs::read_to_string(&found).unwrap()
 }
 
 /// `{anything}` → `{}` so parameter names do not matter.
