@@ -154,7 +154,7 @@ pub async fn run(mut store: StoreArgs, args: ServeArgs) -> Result<()> {
 /// (once: a later start with the same tenant mints nothing).
 async fn bootstrap(state: &AppState, id: &str) -> Result<()> {
     use enclave_core::{Isolation, Role, Slug, TenantId};
-    use enclave_store::control::{KeyRecord, NewTenant};
+    use enclave_store::control::NewTenant;
     let tenant = TenantId::parse(id)?;
     if state.control().get_tenant(&tenant).await?.is_some() {
         eprintln!(
@@ -183,35 +183,29 @@ async fn bootstrap(state: &AppState, id: &str) -> Result<()> {
             })
             .await?;
     }
-    let m = enclave_server::keys::mint();
-    state
-        .control()
-        .tenant(&tenant)
-        .insert_key(KeyRecord {
-            key_id: m.key_id.clone(),
-            tenant_id: tenant.clone(),
+    let created = enclave_server::mint_key(
+        state.control().tenant(&tenant).as_ref(),
+        &tenant,
+        enclave_server::NewKeyBody {
             name: "bootstrap".into(),
             role: Role::Owner,
-            salt: m.salt,
-            secret_hash: m.secret_hash,
-            created_by: "platform".into(),
-            created_at: chrono::Utc::now(),
             expires_at: None,
-            revoked_at: None,
-            last_used_at: None,
-        })
-        .await?;
+        },
+        "platform",
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     state
         .audit(
             Some(&tenant),
             "platform",
             "key.create",
-            Some(m.key_id),
+            Some(created.key_id.clone()),
             serde_json::json!({"role": "owner", "bootstrap": true}),
         )
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    eprintln!("tenant {id}: owner key (shown once): {}", m.key);
+    eprintln!("tenant {id}: owner key (shown once): {}", created.key);
     Ok(())
 }
 

@@ -36,6 +36,7 @@ use tower_http::trace::TraceLayer;
 
 pub use error::{ApiError, ApiResult};
 pub use routes::admin::verify_all as verify_audit;
+pub use routes::tenant::{mint_key, CreatedKey, NewKeyBody};
 pub use state::{AppState, ServerOptions};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
