@@ -42,6 +42,9 @@ pub struct BenchArgs {
     /// `postgres`: documents ingested concurrently.
     #[arg(long, default_value_t = 8)]
     jobs: usize,
+    /// `postgres`: stop after the ingest figures (no index build, no queries).
+    #[arg(long)]
+    ingest_only: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
@@ -71,6 +74,7 @@ pub async fn run(store: &StoreArgs, args: BenchArgs) -> Result<()> {
             big: args.big_tenant,
             queries: args.queries,
             jobs: args.jobs,
+            ingest_only: args.ingest_only,
         })
         .await;
     }

@@ -44,6 +44,7 @@ pub struct PgBenchArgs {
     pub big: usize,
     pub queries: usize,
     pub jobs: usize,
+    pub ingest_only: bool,
 }
 
 struct Corpus {
@@ -296,6 +297,9 @@ pub async fn run(args: PgBenchArgs) -> Result<()> {
         sizes.len(),
         objects_after - objects_before
     );
+    if args.ingest_only {
+        return Ok(());
+    }
     sqlx::query("VACUUM ANALYZE").execute(&su).await?;
 
     // Per-tenant index for the large tenant.

@@ -193,9 +193,29 @@ struct Tx {
     tenant: Option<Transaction<'static, Postgres>>,
     /// The tenant has its own HNSW index.
     vector_index: bool,
+    /// The placement's `tenants` table already holds the tenant's row (in
+    /// shared mode that table is the directory just read), so a writer need
+    /// not insert it.
+    tenant_row: bool,
 }
 
 impl Tx {
+    /// Creates the tenant's row in its placement's `tenants` table with its
+    /// first write (the row every tenant table's foreign key points at),
+    /// unless the directory read showed it is there.
+    async fn ensure_tenant_row(&mut self, tenant: &str) -> StoreResult<()> {
+        if self.tenant_row {
+            return Ok(());
+        }
+        sqlx::query("INSERT INTO tenants (tenant_id, slug, name) VALUES ($1, 't' || substr(md5($1), 1, 24), $1) ON CONFLICT (tenant_id) DO NOTHING")
+            .bind(tenant)
+            .execute(self.db())
+            .await
+            .map_err(db_err)?;
+        self.tenant_row = true;
+        Ok(())
+    }
+
     /// The connection that holds the tenant's data.
     fn db(&mut self) -> &mut PgConnection {
         match &mut self.tenant {
@@ -400,10 +420,10 @@ impl PgTenant {
     /// transaction — retrying when the cached placement was stale.
     async fn begin(&self, write: bool) -> StoreResult<Tx> {
         let lit = sql_literal(self.tenant.as_str());
-        let prologue = if write {
-            ""
+        let isolation = if write {
+            "BEGIN"
         } else {
-            "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY; "
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
         };
         for _ in 0..4 {
             let guess = self
@@ -413,35 +433,44 @@ impl PgTenant {
                 .get(&self.tenant)
                 .cloned()
                 .unwrap_or(Placement::Shared);
-            let mut main = self.inner.main.begin().await.map_err(db_err)?;
             // Tenant ids and schema names are validated identifiers, so they
-            // can be literals: one round trip, and partial indexes match.
-            // A writer locks the entry before it touches any table of the
-            // placement (a move drops the old schema while holding the entry);
-            // a reader also learns whether the tenant has its own index.
-            // Writers hold the tenant's placement lock in shared mode (a
-            // move takes it exclusively): a lock-manager entry, not a row
-            // lock, so concurrent writers of one tenant do not churn
-            // multixacts on the directory row. The entry is read in the next
-            // statement, i.e. after the lock is granted.
-            let directory = if write {
+            // can be literals: the BEGIN, the settings and (for a writer) the
+            // placement lock travel in one simple query with the transaction's
+            // start. Writers hold the tenant's placement lock in shared mode
+            // (a move takes it exclusively) before they read the entry or
+            // touch any table of the placement: a lock-manager entry, not a
+            // row lock, so concurrent writers of one tenant do not churn
+            // multixacts on the directory row.
+            let lock = if write {
                 format!(
-                    "SELECT pg_advisory_xact_lock_shared({key}); \
-                     SELECT d.isolation, d.location, false FROM public.tenants d WHERE d.tenant_id = {lit}",
-                    key = placement_lock_key(&self.tenant)
+                    "; SELECT pg_advisory_xact_lock_shared({})",
+                    placement_lock_key(&self.tenant)
                 )
             } else {
-                format!(
-                    "SELECT d.isolation, d.location, \
-                            COALESCE((SELECT t.vector_index FROM tenants t WHERE t.tenant_id = {lit}), false) \
-                     FROM public.tenants d WHERE d.tenant_id = {lit}"
-                )
+                String::new()
             };
-            let sql = format!(
-                "{prologue}SELECT set_config('app.tenant_id', {lit}, true), set_config('search_path', {path}, true); {directory}",
+            let begin = format!(
+                "{isolation}; SELECT set_config('app.tenant_id', {lit}, true), set_config('search_path', {path}, true){lock}",
                 path = sql_literal(&guess.search_path()),
             );
-            let rows = main.fetch_all(sql.as_str()).await.map_err(db_err)?;
+            let mut main = self.inner.main.begin_with(begin).await.map_err(db_err)?;
+            // The entry, read in a later statement than the lock (so after it
+            // is granted: a writer follows a move that just committed) and,
+            // for a reader, in the snapshot its data is read in. A prepared
+            // statement: its plan is cached per connection (planning it
+            // under RLS was a tenth of the CPU of small writes).
+            let rows = sqlx::query(if write {
+                "SELECT d.isolation, d.location, false FROM public.tenants d WHERE d.tenant_id = $1"
+            } else {
+                "SELECT d.isolation, d.location, \
+                        COALESCE((SELECT t.vector_index FROM tenants t WHERE t.tenant_id = $1), false) \
+                 FROM public.tenants d WHERE d.tenant_id = $1"
+            })
+            .bind(self.tenant.as_str())
+            .fetch_all(&mut *main)
+            .await
+            .map_err(db_err)?;
+            let directory_row = !rows.is_empty();
             let (actual, mut vector_index) = match rows.iter().find(|r| r.len() == 3) {
                 Some(r) => (
                     Placement::from_row(
@@ -463,21 +492,25 @@ impl PgTenant {
             let tenant = match &actual {
                 Placement::Database(url) => {
                     let pool = self.inner.tenant_pool(url).await?;
-                    let mut t = pool.begin().await.map_err(db_err)?;
-                    let sql = format!(
-                        "{prologue}SELECT set_config('app.tenant_id', {lit}, true); \
-                         SELECT COALESCE((SELECT vector_index FROM tenants WHERE tenant_id = {lit}), false)"
-                    );
-                    let rows = t.fetch_all(sql.as_str()).await.map_err(db_err)?;
-                    vector_index = match rows.last() {
-                        Some(r) => r.try_get::<bool, _>(0).unwrap_or(false),
-                        None => false,
-                    };
+                    let mut t = pool
+                        .begin_with(format!(
+                            "{isolation}; SELECT set_config('app.tenant_id', {lit}, true)"
+                        ))
+                        .await
+                        .map_err(db_err)?;
+                    vector_index = sqlx::query_scalar(
+                        "SELECT COALESCE((SELECT vector_index FROM tenants WHERE tenant_id = $1), false)",
+                    )
+                    .bind(self.tenant.as_str())
+                    .fetch_one(&mut *t)
+                    .await
+                    .map_err(db_err)?;
                     Some(t)
                 }
                 _ => None,
             };
             return Ok(Tx {
+                tenant_row: directory_row && actual == Placement::Shared,
                 main,
                 tenant,
                 vector_index,
@@ -755,27 +788,37 @@ async fn load_chunks(
 
 #[async_trait::async_trait]
 impl TenantStore for PgTenant {
-    async fn find_by_key(&self, key: &str) -> StoreResult<Option<ExistingDocument>> {
+    async fn find_by_keys(
+        &self,
+        keys: &[String],
+    ) -> StoreResult<std::collections::HashMap<String, ExistingDocument>> {
+        if keys.is_empty() {
+            return Ok(Default::default());
+        }
         let mut tx = self.begin(READ).await?;
-        let row = sqlx::query("SELECT document_id, content_hash, chunk_count, token_count, created_at FROM documents WHERE tenant_id = $1 AND dedupe_key = $2")
+        let rows = sqlx::query("SELECT dedupe_key, document_id, content_hash, chunk_count, token_count, created_at FROM documents WHERE tenant_id = $1 AND dedupe_key = ANY($2)")
             .bind(self.t())
-            .bind(key)
-            .fetch_optional(tx.db())
+            .bind(keys)
+            .fetch_all(tx.db())
             .await
             .map_err(db_err)?;
         tx.commit().await?;
-        row.map(|r| {
-            let id: sqlx::types::Uuid = r.try_get(0).map_err(db_err)?;
-            Ok(ExistingDocument {
-                document_id: DocumentId::parse(&id.hyphenated().to_string())
-                    .map_err(|e| StoreError::Internal(e.to_string()))?,
-                content_hash: r.try_get(1).map_err(db_err)?,
-                chunk_count: r.try_get::<i32, _>(2).map_err(db_err)? as u64,
-                token_count: r.try_get::<i64, _>(3).map_err(db_err)? as u64,
-                created_at: r.try_get(4).map_err(db_err)?,
+        rows.iter()
+            .map(|r| {
+                let id: sqlx::types::Uuid = r.try_get(1).map_err(db_err)?;
+                Ok((
+                    r.try_get::<String, _>(0).map_err(db_err)?,
+                    ExistingDocument {
+                        document_id: DocumentId::parse(&id.hyphenated().to_string())
+                            .map_err(|e| StoreError::Internal(e.to_string()))?,
+                        content_hash: r.try_get(2).map_err(db_err)?,
+                        chunk_count: r.try_get::<i32, _>(3).map_err(db_err)? as u64,
+                        token_count: r.try_get::<i64, _>(4).map_err(db_err)? as u64,
+                        created_at: r.try_get(5).map_err(db_err)?,
+                    },
+                ))
             })
-        })
-        .transpose()
+            .collect()
     }
 
     async fn put_document(&self, doc: DocumentRecord) -> StoreResult<(DocumentId, PutOutcome)> {
@@ -809,12 +852,7 @@ impl TenantStore for PgTenant {
         }
         let t = self.t();
         let mut tx = self.begin(WRITE).await?;
-        // The tenant's row, created with its first document.
-        sqlx::query("INSERT INTO tenants (tenant_id, slug, name) VALUES ($1, 't' || substr(md5($1), 1, 24), $1) ON CONFLICT (tenant_id) DO NOTHING")
-            .bind(&t)
-            .execute(tx.db())
-            .await
-            .map_err(db_err)?;
+        tx.ensure_tenant_row(&t).await?;
         let mut rows = ChunkRows::default();
         let mut out = Vec::with_capacity(docs.len());
         for doc in &docs {
@@ -1066,15 +1104,28 @@ impl TenantStore for PgTenant {
     async fn delete_documents(&self, ids: &[DocumentId]) -> StoreResult<u64> {
         let ids: Vec<sqlx::types::Uuid> = ids.iter().map(|i| uuid_of(*i)).collect();
         let mut tx = self.begin(WRITE).await?;
-        let n = sqlx::query("DELETE FROM documents WHERE tenant_id = $1 AND document_id = ANY($2)")
-            .bind(self.t())
-            .bind(&ids)
-            .execute(tx.db())
-            .await
-            .map_err(db_err)?
-            .rows_affected();
+        // The document rows first: deleting them waits for (and then sees)
+        // any transaction re-indexing them. The chunks go in a second
+        // statement, whose fresh snapshot includes chunks such a transaction
+        // committed (chunks have no foreign key; migration 0008).
+        let gone: Vec<sqlx::types::Uuid> = sqlx::query_scalar(
+            "DELETE FROM documents WHERE tenant_id = $1 AND document_id = ANY($2) RETURNING document_id",
+        )
+        .bind(self.t())
+        .bind(&ids)
+        .fetch_all(tx.db())
+        .await
+        .map_err(db_err)?;
+        if !gone.is_empty() {
+            sqlx::query("DELETE FROM chunks WHERE tenant_id = $1 AND document_id = ANY($2)")
+                .bind(self.t())
+                .bind(&gone)
+                .execute(tx.db())
+                .await
+                .map_err(db_err)?;
+        }
         tx.commit().await?;
-        Ok(n)
+        Ok(gone.len() as u64)
     }
 
     async fn statistics(&self) -> StoreResult<Statistics> {
@@ -1107,11 +1158,7 @@ impl TenantStore for PgTenant {
     async fn append_message(&self, m: Message) -> StoreResult<Message> {
         let t = self.t();
         let mut tx = self.begin(WRITE).await?;
-        sqlx::query("INSERT INTO tenants (tenant_id, slug, name) VALUES ($1, 't' || substr(md5($1), 1, 24), $1) ON CONFLICT (tenant_id) DO NOTHING")
-            .bind(&t)
-            .execute(tx.db())
-            .await
-            .map_err(db_err)?;
+        tx.ensure_tenant_row(&t).await?;
         // One writer per session at a time: the next number is read and
         // used in the same transaction.
         sqlx::query(

@@ -151,8 +151,13 @@ pub trait Store: Send + Sync + 'static {
 /// One tenant's data. No method takes a tenant: the handle *is* the tenant.
 #[async_trait::async_trait]
 pub trait TenantStore: Send + Sync {
-    /// The existing document with this dedupe key, if any.
-    async fn find_by_key(&self, dedupe_key: &str) -> StoreResult<Option<ExistingDocument>>;
+    /// The existing documents with these dedupe keys, by key (one lookup for
+    /// a whole batch: a transaction per document cost PostgreSQL a directory
+    /// read and a commit each).
+    async fn find_by_keys(
+        &self,
+        dedupe_keys: &[String],
+    ) -> StoreResult<std::collections::HashMap<String, ExistingDocument>>;
     /// Writes (or replaces, by dedupe key) a document, its chunks, vectors and
     /// text index entries in one transaction. Returns the document's id.
     async fn put_document(&self, doc: DocumentRecord) -> StoreResult<(DocumentId, PutOutcome)>;

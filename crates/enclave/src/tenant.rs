@@ -128,8 +128,15 @@ impl Tenant {
         let mut results: Vec<Option<AddResult>> = Vec::with_capacity(docs.len());
         let mut records = Vec::new();
         let mut pending = Vec::new();
-        for (i, doc) in docs.into_iter().enumerate() {
-            let prepared = self.prepare(doc).await.map_err(|e| match e {
+        // One lookup for the batch: which documents exist, and with what content.
+        let keys: Vec<String> = docs
+            .iter()
+            .map(|d| dedupe_key(d.external_id.as_deref(), d.origin.as_ref(), &d.name))
+            .collect();
+        let mut existing = self.store.find_by_keys(&keys).await?;
+        for (i, (doc, key)) in docs.into_iter().zip(keys).enumerate() {
+            let found = existing.remove(&key);
+            let prepared = self.prepare(doc, key, found).await.map_err(|e| match e {
                 Error::Invalid(mut x) if batch => {
                     x.field = format!("documents[{i}].{}", x.field);
                     Error::Invalid(x)
@@ -173,7 +180,14 @@ impl Tenant {
 
     /// Validates, chunks and embeds one document into the record to store
     /// (or settles it: unchanged content only refreshes name and metadata).
-    async fn prepare(&self, doc: NewDocument) -> Result<Prepared> {
+    /// Validates, chunks and embeds one document whose dedupe key is `key`
+    /// (`existing`: the stored document with that key, if any).
+    async fn prepare(
+        &self,
+        doc: NewDocument,
+        key: String,
+        existing: Option<enclave_store::ExistingDocument>,
+    ) -> Result<Prepared> {
         let limits = self.shared.limits;
         validate_name(&doc.name, limits.max_name_chars)?;
         if let Some(x) = &doc.external_id {
@@ -197,10 +211,9 @@ impl Tenant {
         let dims = embedder.dimensions();
         doc.chunking.validate(embedder.max_input_tokens())?;
         let now = Utc::now();
-        let key = dedupe_key(doc.external_id.as_deref(), doc.origin.as_ref(), &doc.name);
         let hash = content_hash(&doc);
 
-        if let Some(existing) = self.store.find_by_key(&key).await? {
+        if let Some(existing) = existing {
             if existing.content_hash == hash {
                 let patch = DocumentPatch {
                     name: Some(doc.name.clone()),

@@ -535,3 +535,113 @@ async fn large_tenants_search_through_their_own_index_and_small_ones_exactly() {
         .unwrap();
     assert_eq!(got.results.len(), 10);
 }
+
+/// Chunks of `tenant` whose document row is gone, and chunks in total, in
+/// `schema` (superuser: no RLS).
+async fn orphan_and_total_chunks(su: &PgPool, schema: &str, tenant: &str) -> (i64, i64) {
+    sqlx::query_as(&format!(
+        "SELECT count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM {schema}.documents d \
+                WHERE d.tenant_id = c.tenant_id AND d.document_id = c.document_id)), count(*) \
+         FROM {schema}.chunks c WHERE c.tenant_id = $1"
+    ))
+    .bind(tenant)
+    .fetch_one(su)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn no_chunk_outlives_its_document_even_when_deletes_race_reindexing() {
+    for mode in [PgMode::Shared, PgMode::Schema] {
+        let b = open_postgres(hash(), mode).await;
+        let pg = b.pg.as_ref().unwrap();
+        let su = superuser(&pg.main.superuser).await;
+        let schema = match mode {
+            PgMode::Schema => schema_name(&common::tenant("churn")),
+            _ => "public".to_string(),
+        };
+        let t = b.tenant("churn").await;
+        let neighbour = b.tenant("neighbour").await;
+        neighbour
+            .add_document(text_doc("keep.txt", "the neighbour's chunk stays"))
+            .await
+            .unwrap();
+        let paragraph = |i: usize, v: usize| {
+            (0..3 + v % 4)
+                .map(|p| format!("Document {i} version {v} paragraph {p} about ledgers."))
+                .collect::<Vec<_>>()
+                .join("\n\n")
+        };
+        let mut ids = Vec::new();
+        for i in 0..30 {
+            ids.push(
+                t.add_document(text_doc(&format!("doc-{i}.txt"), &paragraph(i, 0)))
+                    .await
+                    .unwrap()
+                    .document_id,
+            );
+        }
+        // One by one, as a batch, and re-indexing in place.
+        t.delete_document(&ids[0]).await.unwrap();
+        assert_eq!(t.delete_documents(&ids[1..5]).await.unwrap(), 4);
+        for i in 5..10 {
+            t.add_document(text_doc(&format!("doc-{i}.txt"), &paragraph(i, 1)))
+                .await
+                .unwrap();
+        }
+        // Deletes racing re-indexing of the same documents, many rounds.
+        for round in 0..10 {
+            let (reindex, delete) = (t.clone(), t.clone());
+            let targets: Vec<usize> = (10 + round * 2..12 + round * 2).collect();
+            let doomed: Vec<_> = targets.iter().map(|&i| ids[i]).collect();
+            let writer = tokio::spawn(async move {
+                for &i in &targets {
+                    reindex
+                        .add_document(text_doc(&format!("doc-{i}.txt"), &paragraph(i, 2 + round)))
+                        .await
+                        .unwrap();
+                }
+            });
+            let deleter = tokio::spawn(async move { delete.delete_documents(&doomed).await });
+            writer.await.unwrap();
+            deleter.await.unwrap().unwrap();
+        }
+        let (orphans, total) = orphan_and_total_chunks(&su, &schema, "churn").await;
+        assert_eq!(orphans, 0, "{mode:?}: chunks left without their document");
+        let stats = t.statistics().await.unwrap();
+        assert_eq!(
+            total as u64,
+            stats.chunk_count
+                + sqlx::query_scalar::<_, i64>(&format!(
+                    "SELECT count(*) FROM {schema}.chunks WHERE tenant_id = 'churn' AND kind = 1"
+                ))
+                .fetch_one(&su)
+                .await
+                .unwrap() as u64,
+            "{mode:?}: the chunk rows are exactly the documents' chunks"
+        );
+        // The neighbour's rows were never touched.
+        let neighbour_schema = match mode {
+            PgMode::Schema => schema_name(&common::tenant("neighbour")),
+            _ => "public".to_string(),
+        };
+        assert_eq!(
+            orphan_and_total_chunks(&su, &neighbour_schema, "neighbour").await,
+            (0, 1)
+        );
+        // Deleting everything leaves nothing.
+        let all: Vec<_> = t
+            .list_documents(ListParams {
+                limit: Some(100),
+                ..ListParams::default()
+            })
+            .await
+            .unwrap()
+            .documents
+            .into_iter()
+            .map(|d| d.document_id)
+            .collect();
+        t.delete_documents(&all).await.unwrap();
+        assert_eq!(orphan_and_total_chunks(&su, &schema, "churn").await, (0, 0));
+    }
+}

@@ -363,27 +363,40 @@ fn allowed_chunks(
 
 #[async_trait::async_trait]
 impl TenantStore for SqliteTenant {
-    async fn find_by_key(&self, key: &str) -> StoreResult<Option<ExistingDocument>> {
-        let key = key.to_owned();
+    async fn find_by_keys(
+        &self,
+        keys: &[String],
+    ) -> StoreResult<std::collections::HashMap<String, ExistingDocument>> {
+        let keys = keys.to_vec();
         self.read(move |tx, tenant, _| {
-            tx.query_row(
-                "SELECT document_id, content_hash, chunk_count, token_count, created_at FROM documents \
-                 WHERE tenant_id = ?1 AND dedupe_key = ?2",
-                params![tenant.as_str(), key],
-                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?, r.get::<_, String>(4)?)),
-            )
-            .optional()
-            .map_err(sql_err)?
-            .map(|(id, hash, chunks, tokens, created)| {
-                Ok(ExistingDocument {
-                    document_id: DocumentId::parse(&id).map_err(|e| internal("document_id")(e.to_string()))?,
-                    content_hash: hash,
-                    chunk_count: chunks as u64,
-                    token_count: tokens as u64,
-                    created_at: parse_ts(&created).ok_or_else(|| internal("created_at")(created))?,
-                })
-            })
-            .transpose()
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT document_id, content_hash, chunk_count, token_count, created_at FROM documents \
+                     WHERE tenant_id = ?1 AND dedupe_key = ?2",
+                )
+                .map_err(sql_err)?;
+            let mut out = std::collections::HashMap::new();
+            for key in keys {
+                let row = stmt
+                    .query_row(params![tenant.as_str(), key], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?, r.get::<_, String>(4)?))
+                    })
+                    .optional()
+                    .map_err(sql_err)?;
+                if let Some((id, hash, chunks, tokens, created)) = row {
+                    out.insert(
+                        key,
+                        ExistingDocument {
+                            document_id: DocumentId::parse(&id).map_err(|e| internal("document_id")(e.to_string()))?,
+                            content_hash: hash,
+                            chunk_count: chunks as u64,
+                            token_count: tokens as u64,
+                            created_at: parse_ts(&created).ok_or_else(|| internal("created_at")(created))?,
+                        },
+                    );
+                }
+            }
+            Ok(out)
         })
         .await
     }

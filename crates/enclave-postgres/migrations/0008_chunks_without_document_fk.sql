@@ -1,0 +1,12 @@
+-- The foreign key from chunks to documents ran one RI query per chunk row,
+-- through a plan each connection caches the first time it checks a chunk.
+-- On a young table that plan picks any index leading with tenant_id
+-- (documents_by_created, say) and filters on document_id, so once a tenant
+-- has many documents every chunk insert scans all of them: 59 % of the CPU
+-- of a bulk import into one tenant went to these checks (perf, docs/
+-- BENCHMARKS.md). Chunks are written only in the transaction that writes
+-- their document row and deleted explicitly with it (the store deletes the
+-- document first, then its chunks in a later statement, so a racing
+-- re-index that commits in between is deleted too); the conformance and
+-- PostgreSQL tests check that no chunk outlives its document.
+ALTER TABLE chunks DROP CONSTRAINT IF EXISTS chunks_tenant_id_document_id_fkey;
