@@ -34,6 +34,16 @@ pub struct ServeArgs {
     /// Per-request time limit in seconds.
     #[arg(long, env = "ENCLAVE_REQUEST_TIMEOUT_SECS")]
     request_timeout_secs: Option<u64>,
+    /// PostgreSQL: the main database's owner URL, used only to place new
+    /// tenants created with `isolation` `schema` or `database` (the
+    /// server's own role cannot run DDL). Unset: new tenants start shared.
+    #[arg(long, env = "ENCLAVE_PLACEMENT_OWNER_URL")]
+    placement_owner_url: Option<String>,
+    /// PostgreSQL: a role that may create databases and install pgvector
+    /// (a superuser) on the main database's server, for `isolation:
+    /// "database"` at tenant creation.
+    #[arg(long, env = "ENCLAVE_TENANT_DATABASE_ADMIN_URL")]
+    tenant_database_admin_url: Option<String>,
     /// Create this tenant (if missing) and print an owner key for it once.
     #[arg(long)]
     bootstrap_tenant: Option<String>,
@@ -52,6 +62,8 @@ struct FileSettings {
     request_timeout_secs: Option<u64>,
     jwt_issuer: Option<String>,
     jwt_audience: Option<String>,
+    placement_owner_url: Option<String>,
+    tenant_database_admin_url: Option<String>,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -125,7 +137,7 @@ pub async fn run(mut store: StoreArgs, args: ServeArgs) -> Result<()> {
             true,
         ),
     };
-    let state = open_state(
+    let mut state = open_state(
         &store,
         jwt,
         ServerOptions {
@@ -134,6 +146,25 @@ pub async fn run(mut store: StoreArgs, args: ServeArgs) -> Result<()> {
         },
     )
     .await?;
+    let placement_owner = args
+        .placement_owner_url
+        .or(file.placement_owner_url.clone());
+    let database_admin = args
+        .tenant_database_admin_url
+        .or(file.tenant_database_admin_url.clone());
+    match (&store.database_url, placement_owner) {
+        (Some(app_url), Some(owner)) => {
+            state = state.with_placer(Arc::new(
+                enclave_postgres::PgPlacer::new(owner, app_url.clone(), database_admin)
+                    .context("placement_owner_url / tenant_database_admin_url")?,
+            ));
+        }
+        (None, Some(_)) => bail!("placement_owner_url needs database_url (PostgreSQL)"),
+        (_, None) if database_admin.is_some() => {
+            bail!("tenant_database_admin_url needs placement_owner_url")
+        }
+        _ => {}
+    }
     if generated {
         eprintln!("admin token (shown once; set ENCLAVE_ADMIN_TOKEN to choose it): {admin_token}");
     }

@@ -21,7 +21,8 @@ mod store;
 pub use control::PgControl;
 pub use maintain::{ensure_vector_indexes, IndexChange, IndexPolicy};
 pub use placement::{
-    move_tenant, schema_name, vector_index_name, MoveReport, MoveTarget, Placement,
+    move_tenant, provision_tenant_database, schema_name, tenant_database_name, vector_index_name,
+    MoveReport, MoveTarget, PgPlacer, Placement,
 };
 pub use store::{PgOptions, PgStore};
 
@@ -149,7 +150,8 @@ pub async fn migrate(
             "{app_role} already exists as a superuser or with BYPASSRLS; pick another app role"
         )));
     }
-    pool.execute(placement::grants_sql("public", app_role).as_str())
+    sqlx::raw_sql(&placement::grants_sql("public", app_role))
+        .execute(&pool)
         .await?;
     // The control plane lives in the main database only.
     pool.execute(

@@ -20,7 +20,7 @@ use enclave_core::TenantId;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, Executor, PgConnection, PgPool, Postgres, Row, Transaction};
+use sqlx::{ConnectOptions, PgConnection, PgPool, Postgres, Row, Transaction};
 
 use crate::{check_role_name, PgError, MIGRATOR};
 
@@ -209,10 +209,13 @@ pub(crate) fn grants_sql(schema: &str, app_role: &str) -> String {
 /// public tables, and grants the app role its privileges there.
 async fn prepare_schema(owner_url: &str, schema: &str, app_role: &str) -> Result<(), PgError> {
     let pool = owner_pool(owner_url, Some(&format!("{schema},public"))).await?;
-    pool.execute(format!("CREATE SCHEMA IF NOT EXISTS {schema}").as_str())
+    sqlx::raw_sql(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+        .execute(&pool)
         .await?;
     MIGRATOR.run(&pool).await?;
-    pool.execute(grants_sql(schema, app_role).as_str()).await?;
+    sqlx::raw_sql(&grants_sql(schema, app_role))
+        .execute(&pool)
+        .await?;
     pool.close().await;
     Ok(())
 }
@@ -298,7 +301,7 @@ async fn count_rows(
 }
 
 /// Deletes the tenant's data rows (and, unless `keep_tenant_row`, its
-/// `tenants` row) from `schema` — documents cascade to chunks.
+/// `tenants` row) from `schema`.
 async fn delete_rows(
     db: &mut PgConnection,
     schema: &str,
@@ -523,7 +526,8 @@ pub async fn move_tenant(
                 .await?;
             }
             Placement::Schema(s) => {
-                main.execute(format!("DROP SCHEMA {s} CASCADE").as_str())
+                sqlx::raw_sql(&format!("DROP SCHEMA {s} CASCADE"))
+                    .execute(&main)
                     .await?;
             }
             Placement::Database(_) => {
@@ -580,6 +584,157 @@ async fn copy_same_connection(
     .execute(conn)
     .await?;
     Ok(done.rows_affected())
+}
+
+/// The database [`provision_tenant_database`] creates for `tenant`:
+/// `enclave_tenant_` + 24 hex digits of a hash of the id.
+pub fn tenant_database_name(tenant: &TenantId) -> String {
+    format!("enclave_tenant_{}", &tenant_hash(tenant)[..24])
+}
+
+/// Creates `tenant`'s own database on the server of `admin_url` (a role that
+/// may create databases and, since pgvector is not a trusted extension,
+/// install it: in practice a superuser), owned by the main database's owner
+/// (`owner_url`), with pgvector and the leakproof text match in it. Returns
+/// the [`MoveTarget`] for [`move_tenant`]: the owner's and the app's URLs
+/// (`app_url` is the server's URL for the main database) with the database
+/// name replaced. Safe to run again: an existing database of that name is
+/// reused.
+pub async fn provision_tenant_database(
+    admin_url: &str,
+    owner_url: &str,
+    app_url: &str,
+    tenant: &TenantId,
+) -> Result<MoveTarget, PgError> {
+    let name = tenant_database_name(tenant);
+    let owner: PgConnectOptions = owner_url.parse()?;
+    let owner_role = owner.get_username().to_owned();
+    check_role_name(&owner_role)?;
+    let admin: PgConnectOptions = admin_url.parse()?;
+    let mut conn = admin.clone().connect().await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut conn)
+            .await?;
+    if !exists {
+        sqlx::raw_sql(&format!("CREATE DATABASE {name} OWNER {owner_role}"))
+            .execute(&mut conn)
+            .await?;
+    }
+    drop(conn);
+    let mut db = admin.database(&name).connect().await?;
+    sqlx::raw_sql("CREATE EXTENSION IF NOT EXISTS vector")
+        .execute(&mut db)
+        .await?;
+    sqlx::raw_sql("CREATE EXTENSION IF NOT EXISTS btree_gin")
+        .execute(&mut db)
+        .await?;
+    sqlx::raw_sql(crate::LEAKPROOF_TEXT_MATCH)
+        .execute(&mut db)
+        .await?;
+    drop(db);
+    let app: PgConnectOptions = app_url.parse()?;
+    Ok(MoveTarget::Database {
+        owner_url: owner.database(&name).to_url_lossy().to_string(),
+        app_url: app.database(&name).to_url_lossy().to_string(),
+    })
+}
+
+/// The server's [`enclave_store::control::TenantPlacer`] on PostgreSQL:
+/// `POST /admin/v1/tenants` with `isolation` `schema` or `database` places
+/// the new tenant through [`move_tenant`] as the main database's owner.
+/// `database` mode also needs `database_admin_url` (creates the tenant's
+/// database on the same server, see [`provision_tenant_database`]).
+pub struct PgPlacer {
+    owner_url: String,
+    app_url: String,
+    app_role: String,
+    database_admin_url: Option<String>,
+}
+
+impl PgPlacer {
+    /// `owner_url`: the main database's owner; `app_url`: the server's own
+    /// (app role) URL of the main database.
+    pub fn new(
+        owner_url: String,
+        app_url: String,
+        database_admin_url: Option<String>,
+    ) -> Result<Self, PgError> {
+        let app_role = app_url
+            .parse::<PgConnectOptions>()?
+            .get_username()
+            .to_owned();
+        check_role_name(&app_role)?;
+        owner_url.parse::<PgConnectOptions>()?;
+        if let Some(u) = &database_admin_url {
+            u.parse::<PgConnectOptions>()?;
+        }
+        Ok(Self {
+            owner_url,
+            app_url,
+            app_role,
+            database_admin_url,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl enclave_store::control::TenantPlacer for PgPlacer {
+    async fn place(
+        &self,
+        tenant: &TenantId,
+        isolation: enclave_core::Isolation,
+    ) -> enclave_store::StoreResult<()> {
+        use enclave_core::Isolation;
+        use enclave_store::StoreError;
+        if !matches!(isolation, Isolation::Schema | Isolation::Database) {
+            return match isolation {
+                Isolation::Shared => Ok(()),
+                other => Err(StoreError::Invalid(format!(
+                    "isolation: {:?} is not a PostgreSQL placement",
+                    other.as_str()
+                ))),
+            };
+        }
+        if isolation == Isolation::Database && self.database_admin_url.is_none() {
+            return Err(StoreError::Invalid(
+                "isolation: \"database\" needs the server's tenant_database_admin_url setting"
+                    .into(),
+            ));
+        }
+        // The move's future is not provably Send (sqlx executors under
+        // higher-ranked lifetimes), so it runs on a blocking thread of the
+        // runtime, driven by `block_on`, with owned values.
+        let (owner, app, role, admin, tenant) = (
+            self.owner_url.clone(),
+            self.app_url.clone(),
+            self.app_role.clone(),
+            self.database_admin_url.clone(),
+            tenant.clone(),
+        );
+        let handle = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            handle.block_on(async move {
+                let target = match admin {
+                    Some(admin) if isolation == Isolation::Database => {
+                        provision_tenant_database(&admin, &owner, &app, &tenant)
+                            .await
+                            .map_err(|e| format!("creating the tenant database: {e}"))?
+                    }
+                    _ => MoveTarget::Schema,
+                };
+                move_tenant(&owner, &tenant, target, &role, None)
+                    .await
+                    .map_err(|e| format!("placing the tenant: {e}"))
+                    .map(|_| ())
+            })
+        })
+        .await
+        .map_err(|e| StoreError::Internal(format!("placement task: {e}")))?
+        .map_err(StoreError::Internal)?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -56,6 +56,7 @@ pub(crate) struct Inner {
     pub opts: ServerOptions,
     pub metrics: crate::metrics::Metrics,
     pub usage: crate::usage::UsageMeter,
+    pub placer: Option<Arc<dyn enclave_store::control::TenantPlacer>>,
     tenants: Mutex<LruCache<TenantId, (Arc<TenantRecord>, Instant)>>,
     touched: Mutex<LruCache<String, Instant>>,
 }
@@ -76,10 +77,20 @@ impl AppState {
                 opts,
                 metrics: crate::metrics::Metrics::new(),
                 usage: crate::usage::UsageMeter::default(),
+                placer: None,
                 tenants: Mutex::new(LruCache::new(n)),
                 touched: Mutex::new(LruCache::new(n)),
             }),
         }
+    }
+
+    /// Lets `POST /admin/v1/tenants` place new tenants in `schema` or
+    /// `database` isolation (before the state is shared).
+    pub fn with_placer(mut self, placer: Arc<dyn enclave_store::control::TenantPlacer>) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("with_placer before the state is shared")
+            .placer = Some(placer);
+        self
     }
 
     pub fn memory(&self) -> &Memory {

@@ -373,6 +373,18 @@ mod hex_opt {
     }
 }
 
+/// Places a new tenant's data in its own schema or database: DDL the
+/// server's own role may not run, so a deployment that wants it at tenant
+/// creation configures a placer holding the owner's credentials (PostgreSQL:
+/// `enclave_postgres::PgPlacer`). Without one, tenants start shared and are
+/// moved with `enclave move-tenant`.
+#[async_trait::async_trait]
+pub trait TenantPlacer: Send + Sync + 'static {
+    /// Moves the (new, empty) tenant to `isolation`; `Invalid` when this
+    /// placer cannot provide that mode.
+    async fn place(&self, tenant: &TenantId, isolation: Isolation) -> StoreResult<()>;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

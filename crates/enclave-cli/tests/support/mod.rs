@@ -34,7 +34,14 @@ pub struct App {
     pub dir: tempfile::TempDir,
     pub rsa_private_pem: Vec<u8>,
     pub rsa_public_pem: Vec<u8>,
+    /// PostgreSQL: superuser options for the server's main database.
+    pub main_superuser: Option<sqlx::postgres::PgConnectOptions>,
 }
+
+/// `env` values [`spawn_app_with`] replaces on PostgreSQL: the main
+/// database's owner URL and the test server's superuser URL.
+pub const OWNER_URL: &str = "<owner url>";
+pub const SUPERUSER_URL: &str = "<superuser url>";
 
 impl Drop for App {
     fn drop(&mut self) {
@@ -116,6 +123,8 @@ async fn start(
         "--data-dir".to_owned(),
         dir.path().join("data").display().to_string(),
     ];
+    let mut main_superuser = None;
+    let mut substitutes: Vec<(&str, String)> = Vec::new();
     if backend == Backend::Postgres {
         let admin_url = std::env::var("ENCLAVE_TEST_DATABASE_URL").expect(
             "ENCLAVE_TEST_DATABASE_URL is not set: run the tests through scripts/test, which starts PostgreSQL",
@@ -125,6 +134,9 @@ async fn start(
             .expect("scratch database");
         store_args.push("--database-url".to_owned());
         store_args.push(db.url_as(&app_role));
+        main_superuser = Some(db.superuser.clone());
+        substitutes.push((OWNER_URL, db.owner_url.clone()));
+        substitutes.push((SUPERUSER_URL, admin_url));
     }
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_enclave"));
     cmd.args(&store_args)
@@ -144,7 +156,10 @@ async fn start(
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     for (k, v) in env {
-        cmd.env(k, v);
+        match substitutes.iter().find(|(name, _)| name == v) {
+            Some((_, real)) => cmd.env(k, real),
+            None => cmd.env(k, v),
+        };
     }
     let mut child = cmd.spawn().expect("start enclave serve");
     let stdout = child.stdout.take().unwrap();
@@ -171,6 +186,7 @@ async fn start(
         dir,
         rsa_private_pem: private,
         rsa_public_pem: public,
+        main_superuser,
     }
 }
 

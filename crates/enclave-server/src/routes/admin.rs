@@ -100,25 +100,44 @@ async fn create(
         return Err(ApiError::invalid("name: must be 1 to 200 characters"));
     }
     let isolation = b.isolation.unwrap_or_default();
-    if isolation != Isolation::Shared {
-        // Placement of a new tenant in its own schema or database is done
-        // with `enclave move-tenant` on PostgreSQL (docs/SCALING.md).
-        return Err(ApiError::invalid(
-            "isolation: new tenants start in shared mode; move them with `enclave move-tenant`",
-        ));
-    }
-    let rec = state
+    let placer = match (isolation, &state.inner.placer) {
+        (Isolation::Shared, _) => None,
+        (_, Some(p)) => Some(p.clone()),
+        (i, None) => {
+            return Err(ApiError::invalid(format!(
+                "isolation: {:?} needs a server that places tenants (PostgreSQL with \
+                 placement_owner_url set); otherwise tenants start shared and move with \
+                 `enclave move-tenant`",
+                i.as_str()
+            )))
+        }
+    };
+    let mut rec = state
         .control()
         .create_tenant(NewTenant {
             id: id.clone(),
             slug,
             name: b.name,
             plan: b.plan.unwrap_or_else(|| "free".into()),
-            isolation,
+            // Every tenant starts shared; the placer moves it (still empty).
+            isolation: Isolation::Shared,
             limits: check_limits(b.limits)?.unwrap_or_default(),
             now: Utc::now(),
         })
         .await?;
+    if let Some(placer) = placer {
+        if let Err(e) = placer.place(&id, isolation).await {
+            // No half-made tenant: the entry goes again (it holds nothing).
+            state.control().purge_tenant(&id).await?;
+            state.invalidate_tenant(&id);
+            return Err(e.into());
+        }
+        rec = state
+            .control()
+            .get_tenant(&id)
+            .await?
+            .ok_or_else(|| ApiError::Internal(format!("tenant {id} vanished while placed")))?;
+    }
     state
         .audit(
             None,
