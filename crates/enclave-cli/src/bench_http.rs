@@ -102,7 +102,8 @@ pub async fn run(mut store: StoreArgs, args: BenchHttpArgs) -> Result<()> {
         let r = http
             .post(format!("{base}/admin/v1/tenants"))
             .bearer_auth(&admin)
-            .json(&json!({"id": id, "slug": format!("b{run_id}-{t}"), "name": id}))
+            // The largest built-in plan: this measures throughput, not limits.
+            .json(&json!({"id": id, "slug": format!("b{run_id}-{t}"), "name": id, "plan": "enterprise"}))
             .send()
             .await?;
         anyhow::ensure!(r.status() == 201, "creating a tenant: {}", r.text().await?);

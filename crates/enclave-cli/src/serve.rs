@@ -44,6 +44,14 @@ pub struct ServeArgs {
     /// "database"` at tenant creation.
     #[arg(long, env = "ENCLAVE_TENANT_DATABASE_ADMIN_URL")]
     tenant_database_admin_url: Option<String>,
+    /// Redis URL: rate limits shared by every replica using it (in-process
+    /// when unset; when Redis does not answer, decided locally).
+    #[arg(long, env = "ENCLAVE_REDIS_URL")]
+    redis_url: Option<String>,
+    /// Milliseconds a rate-limit check waits for Redis before deciding
+    /// locally.
+    #[arg(long, env = "ENCLAVE_REDIS_TIMEOUT_MS")]
+    redis_timeout_ms: Option<u64>,
     /// Create this tenant (if missing) and print an owner key for it once.
     #[arg(long)]
     bootstrap_tenant: Option<String>,
@@ -64,6 +72,12 @@ struct FileSettings {
     jwt_audience: Option<String>,
     placement_owner_url: Option<String>,
     tenant_database_admin_url: Option<String>,
+    redis_url: Option<String>,
+    redis_timeout_ms: Option<u64>,
+    /// `[plans.<name>]`: request limits per plan (added to or replacing the
+    /// built-in free, pro and enterprise).
+    #[serde(default)]
+    plans: std::collections::HashMap<String, enclave_server::limits::PlanLimits>,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -118,8 +132,20 @@ pub async fn run(mut store: StoreArgs, args: ServeArgs) -> Result<()> {
                 .or(file.request_timeout_secs)
                 .unwrap_or(60),
         ),
+        redis_url: args.redis_url.clone().or(file.redis_url.clone()),
+        redis_timeout: Duration::from_millis(
+            args.redis_timeout_ms
+                .or(file.redis_timeout_ms)
+                .unwrap_or(100)
+                .clamp(1, 10_000),
+        ),
+        plans: enclave_server::limits::Plans::with(file.plans.clone())
+            .map_err(anyhow::Error::msg)?,
         ..ServerOptions::default()
     };
+    if let Some(url) = &opts.redis_url {
+        enclave_server::limits::check_redis_url(url).map_err(anyhow::Error::msg)?;
+    }
     if opts.max_body_bytes < 1024 {
         bail!("max_body_bytes must be at least 1024");
     }

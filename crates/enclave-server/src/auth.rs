@@ -337,6 +337,22 @@ impl<R: Need> FromRequestParts<AppState> for Caller<R> {
         if ctx.tenant.status == TenantStatus::Suspended {
             return Err(ApiError::TenantSuspended);
         }
+        // Every authenticated request of the tenant counts, refused ones too.
+        let (tenant_rate, key_rate) = state
+            .options()
+            .plans
+            .rates(&ctx.tenant.plan, &ctx.tenant.limits);
+        let decision = state
+            .inner
+            .limiter
+            .check(ctx.tenant_id(), &ctx.actor, tenant_rate, key_rate)
+            .await;
+        if let Some(slot) = parts.extensions.get::<crate::limits::Slot>() {
+            slot.set(decision);
+        }
+        if !decision.allowed {
+            return Err(ApiError::RateLimited(decision.retry_after_secs));
+        }
         if !role.allows(R::ROLE) {
             state
                 .audit_refusal(

@@ -16,6 +16,7 @@ pub mod auth;
 pub mod error;
 pub mod jwt;
 pub mod keys;
+pub mod limits;
 mod metrics;
 pub mod openapi;
 mod routes;
@@ -50,6 +51,7 @@ pub fn app(state: AppState) -> Router {
         .fallback(|| async { ApiError::NotFound })
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(state.clone(), time_limit))
+        .layer(middleware::from_fn(limits::headers))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             metrics::track,

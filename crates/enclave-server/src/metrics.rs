@@ -20,6 +20,7 @@ pub struct Metrics {
     requests: IntCounterVec,
     latency: HistogramVec,
     pub(crate) audit_failures: prometheus::IntCounter,
+    pub(crate) limiter: crate::limits::LimiterMetrics,
 }
 
 impl Metrics {
@@ -58,7 +59,18 @@ impl Metrics {
         registry
             .register(Box::new(audit_failures.clone()))
             .expect("register");
+        let limiter = crate::limits::LimiterMetrics::new();
+        registry
+            .register(Box::new(limiter.decisions.clone()))
+            .expect("register");
+        registry
+            .register(Box::new(limiter.redis_errors.clone()))
+            .expect("register");
+        registry
+            .register(Box::new(limiter.redis_up.clone()))
+            .expect("register");
         Self {
+            limiter,
             registry,
             requests,
             latency,

@@ -30,6 +30,12 @@ pub struct ServerOptions {
     /// How long a tenant's directory entry is trusted before it is re-read
     /// (bounds how long another replica's suspend/purge takes to apply here).
     pub tenant_cache_ttl: Duration,
+    /// Shared rate limits through Redis (`redis_url`); in-process when unset.
+    pub redis_url: Option<String>,
+    /// How long a rate-limit check waits for Redis before deciding locally.
+    pub redis_timeout: Duration,
+    /// Request limits per plan (tenants' `limits` override them).
+    pub plans: crate::limits::Plans,
 }
 
 impl Default for ServerOptions {
@@ -40,6 +46,9 @@ impl Default for ServerOptions {
             max_body_bytes: 16 * 1024 * 1024,
             request_timeout: Duration::from_secs(60),
             tenant_cache_ttl: Duration::from_secs(5),
+            redis_url: None,
+            redis_timeout: Duration::from_millis(100),
+            plans: crate::limits::Plans::default(),
         }
     }
 }
@@ -57,6 +66,7 @@ pub(crate) struct Inner {
     pub metrics: crate::metrics::Metrics,
     pub usage: crate::usage::UsageMeter,
     pub placer: Option<Arc<dyn enclave_store::control::TenantPlacer>>,
+    pub limiter: crate::limits::RateLimiter,
     tenants: Mutex<LruCache<TenantId, (Arc<TenantRecord>, Instant)>>,
     touched: Mutex<LruCache<String, Instant>>,
 }
@@ -69,13 +79,22 @@ impl AppState {
         opts: ServerOptions,
     ) -> Self {
         let n = NonZeroUsize::new(10_000).expect("non-zero");
+        let metrics = crate::metrics::Metrics::new();
+        // The URL was checked by the caller (`limits::check_redis_url`).
+        let limiter = crate::limits::RateLimiter::new(
+            opts.redis_url.as_deref(),
+            opts.redis_timeout,
+            metrics.limiter.clone(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         Self {
             inner: Arc::new(Inner {
                 memory,
                 control,
                 jwt,
                 opts,
-                metrics: crate::metrics::Metrics::new(),
+                metrics,
+                limiter,
                 usage: crate::usage::UsageMeter::default(),
                 placer: None,
                 tenants: Mutex::new(LruCache::new(n)),

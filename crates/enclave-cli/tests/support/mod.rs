@@ -41,6 +41,9 @@ pub struct App {
 /// `env` values [`spawn_app_with`] replaces on PostgreSQL: the main
 /// database's owner URL and the test server's superuser URL.
 pub const OWNER_URL: &str = "<owner url>";
+/// An `env` name whose value [`spawn_app_with`] appends to the server's
+/// settings file instead of setting it (e.g. `[plans.tight]` tables).
+pub const EXTRA_SETTINGS: &str = "<extra settings>";
 pub const SUPERUSER_URL: &str = "<superuser url>";
 
 impl Drop for App {
@@ -84,6 +87,27 @@ fn rsa_pair(dir: &std::path::Path) -> (Vec<u8>, Vec<u8>, PathBuf) {
         std::fs::read(&public).unwrap(),
         public,
     )
+}
+
+/// Another server process on `app`'s stores (a replica behind the same
+/// load balancer), with its own extra environment.
+pub async fn spawn_replica(app: &App, env: &[(&str, &str)]) -> App {
+    let dir = tempfile::tempdir().unwrap();
+    let public_path = dir.path().join("rsa.pub.pem");
+    std::fs::write(&public_path, &app.rsa_public_pem).unwrap();
+    let mut replica = start_with_store(
+        app.store_args.clone(),
+        app.main_superuser.clone(),
+        Vec::new(),
+        dir,
+        app.rsa_private_pem.clone(),
+        app.rsa_public_pem.clone(),
+        public_path,
+        env,
+    )
+    .await;
+    replica.main_superuser = app.main_superuser.clone();
+    replica
 }
 
 pub async fn spawn_app(backend: Backend) -> App {
@@ -138,6 +162,41 @@ async fn start(
         substitutes.push((OWNER_URL, db.owner_url.clone()));
         substitutes.push((SUPERUSER_URL, admin_url));
     }
+    start_with_store(
+        store_args,
+        main_superuser,
+        substitutes,
+        dir,
+        private,
+        public,
+        public_path,
+        env,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn start_with_store(
+    store_args: Vec<String>,
+    main_superuser: Option<sqlx::postgres::PgConnectOptions>,
+    substitutes: Vec<(&str, String)>,
+    dir: tempfile::TempDir,
+    private: Vec<u8>,
+    public: Vec<u8>,
+    public_path: PathBuf,
+    env: &[(&str, &str)],
+) -> App {
+    // Tests are not about rate limits unless they set a tenant's own
+    // `limits`: the free plan is made generous enough never to bind.
+    let settings = dir.path().join("settings.toml");
+    let mut toml = "[plans.free]\nrequests_per_second = 10000\nburst = 20000\n".to_owned();
+    for (k, v) in env {
+        if *k == EXTRA_SETTINGS {
+            toml.push_str(v);
+            toml.push('\n');
+        }
+    }
+    std::fs::write(&settings, toml).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_enclave"));
     cmd.args(&store_args)
         .args([
@@ -147,6 +206,8 @@ async fn start(
             "--base-domain",
             BASE_DOMAIN,
         ])
+        .arg("--config")
+        .arg(&settings)
         .env("ENCLAVE_ADMIN_TOKEN", ADMIN)
         .env("ENCLAVE_JWT_SECRET", JWT_SECRET)
         .env("ENCLAVE_JWT_PUBLIC_KEY", &public_path)
@@ -155,7 +216,7 @@ async fn start(
         .env("ENCLAVE_MAX_BODY_BYTES", "1048576")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
-    for (k, v) in env {
+    for (k, v) in env.iter().filter(|(k, _)| *k != EXTRA_SETTINGS) {
         match substitutes.iter().find(|(name, _)| name == v) {
             Some((_, real)) => cmd.env(k, real),
             None => cmd.env(k, v),

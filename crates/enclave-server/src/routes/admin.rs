@@ -52,6 +52,25 @@ fn check_limits(v: Option<Value>) -> ApiResult<Option<Map<String, Value>>> {
                 "limits.{k}: must be a non-negative number or null"
             )));
         }
+        // The rate buckets cannot be empty (suspend a tenant to stop it).
+        match k.as_str() {
+            "requests_per_second" if v.as_f64().is_some_and(|x| x <= 0.0 || x > 1e6) => {
+                return Err(ApiError::invalid(
+                    "limits.requests_per_second: must be above 0 and at most 1000000",
+                ))
+            }
+            "burst"
+                if !v.is_null()
+                    && !v
+                        .as_u64()
+                        .is_some_and(|b| (1..=u32::MAX as u64).contains(&b)) =>
+            {
+                return Err(ApiError::invalid(
+                    "limits.burst: must be a whole number of at least 1",
+                ))
+            }
+            _ => {}
+        }
     }
     Ok(Some(m))
 }
