@@ -29,6 +29,9 @@ pub enum ApiError {
     /// many seconds.
     #[error("the request rate is over this tenant's limit; retry after {0} s")]
     RateLimited(u64),
+    /// A tenant quota is spent; nothing was done.
+    #[error("{0}")]
+    QuotaExceeded(String),
     #[error("a backing store is unavailable; nothing was changed")]
     Unavailable(String),
     /// A bug; the message is logged, never returned.
@@ -57,7 +60,7 @@ impl ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited(_) | ApiError::QuotaExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -75,6 +78,7 @@ impl ApiError {
             ApiError::Conflict(_) => "conflict",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::RateLimited(_) => "rate_limited",
+            ApiError::QuotaExceeded(_) => "quota_exceeded",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -91,6 +95,7 @@ impl ApiError {
             ApiError::Conflict(_) => "Conflict",
             ApiError::PayloadTooLarge(_) => "Payload too large",
             ApiError::RateLimited(_) => "Rate limited",
+            ApiError::QuotaExceeded(_) => "Quota exceeded",
             ApiError::Unavailable(_) => "Unavailable",
             ApiError::Internal(_) => "Internal error",
         }
@@ -156,6 +161,7 @@ impl From<enclave::Error> for ApiError {
         match e {
             enclave::Error::Invalid(i) => ApiError::Invalid(i.to_string()),
             enclave::Error::NotFound => ApiError::NotFound,
+            enclave::Error::QuotaExceeded(m) => ApiError::QuotaExceeded(m),
             enclave::Error::TooLarge {
                 what,
                 actual,

@@ -26,6 +26,15 @@ impl UsageMeter {
             .add(&counts);
     }
 
+    /// Counts of `tenant` for `day` not yet flushed to the control store.
+    pub fn pending(&self, tenant: &TenantId, day: NaiveDate) -> UsageCounts {
+        self.pending
+            .lock()
+            .get(&(tenant.clone(), day))
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// Drops a tenant's pending counts (it is being purged).
     pub fn forget(&self, tenant: &TenantId) {
         self.pending.lock().retain(|(t, _), _| t != tenant);

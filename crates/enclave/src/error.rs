@@ -22,6 +22,10 @@ pub enum Error {
         actual: usize,
         limit: usize,
     },
+    /// A tenant quota (documents, storage bytes, embedding tokens) would be
+    /// exceeded; nothing was embedded or written (API `quota_exceeded`).
+    #[error("{0}")]
+    QuotaExceeded(String),
     /// A uniqueness rule would break (API `conflict`).
     #[error("conflict: {0}")]
     Conflict(String),

@@ -31,4 +31,4 @@ pub use enclave_embed as embed;
 pub use enclave_store::sqlite::{Durability, Layout};
 pub use error::{Error, Result};
 pub use memory::Memory;
-pub use tenant::{AddOutcome, AddResult, DocumentList, ListParams, Tenant};
+pub use tenant::{AddOutcome, AddResult, DocumentList, ListParams, Tenant, WriteBudget};

@@ -56,6 +56,53 @@ pub enum AddOutcome {
     Unchanged,
 }
 
+/// What a write may still use of the tenant's quotas (the server fills it
+/// from the tenant's `limits` and usage). Checked per document after it is
+/// chunked and its tokens counted, before anything is embedded or written,
+/// so a refused call leaves nothing behind. `None` = unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteBudget {
+    /// New documents (re-indexing an existing one costs none).
+    pub documents: Option<u64>,
+    /// Bytes of content (a re-indexed document's full size counts).
+    pub bytes: Option<u64>,
+    /// Tokens to embed (precomputed vectors cost none).
+    pub embedding_tokens: Option<u64>,
+}
+
+impl WriteBudget {
+    fn spend(&mut self, new_document: bool, bytes: u64, tokens: u64) -> Result<()> {
+        if new_document {
+            if let Some(left) = &mut self.documents {
+                if *left == 0 {
+                    return Err(Error::QuotaExceeded(
+                        "max_documents: the tenant holds as many documents as its limit allows"
+                            .into(),
+                    ));
+                }
+                *left -= 1;
+            }
+        }
+        if let Some(left) = &mut self.bytes {
+            if bytes > *left {
+                return Err(Error::QuotaExceeded(format!(
+                    "max_storage_bytes: the document needs {bytes} bytes and {left} are left"
+                )));
+            }
+            *left -= bytes;
+        }
+        if let Some(left) = &mut self.embedding_tokens {
+            if tokens > *left {
+                return Err(Error::QuotaExceeded(format!(
+                    "embedding_tokens_per_day: the document needs {tokens} tokens and {left} are left today"
+                )));
+            }
+            *left -= tokens;
+        }
+        Ok(())
+    }
+}
+
 /// The answer to `add_document` (API.md §4 201 body, plus the outcome).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AddResult {
@@ -118,6 +165,18 @@ impl Tenant {
     /// is named `documents[i].…`). Each document is stored whole; PostgreSQL
     /// commits the batch in one transaction.
     pub async fn add_documents(&self, docs: Vec<NewDocument>) -> Result<Vec<AddResult>> {
+        self.add_documents_within(docs, WriteBudget::default())
+            .await
+    }
+
+    /// [`Tenant::add_documents`] within a quota budget: a document that would
+    /// exceed it fails the call with [`Error::QuotaExceeded`] before any
+    /// document of the call is embedded further or written.
+    pub async fn add_documents_within(
+        &self,
+        docs: Vec<NewDocument>,
+        mut budget: WriteBudget,
+    ) -> Result<Vec<AddResult>> {
         if docs.len() > 1000 {
             return Err(Error::invalid(
                 "documents",
@@ -136,13 +195,16 @@ impl Tenant {
         let mut existing = self.store.find_by_keys(&keys).await?;
         for (i, (doc, key)) in docs.into_iter().zip(keys).enumerate() {
             let found = existing.remove(&key);
-            let prepared = self.prepare(doc, key, found).await.map_err(|e| match e {
-                Error::Invalid(mut x) if batch => {
-                    x.field = format!("documents[{i}].{}", x.field);
-                    Error::Invalid(x)
-                }
-                e => e,
-            })?;
+            let prepared =
+                self.prepare(doc, key, found, &mut budget)
+                    .await
+                    .map_err(|e| match e {
+                        Error::Invalid(mut x) if batch => {
+                            x.field = format!("documents[{i}].{}", x.field);
+                            Error::Invalid(x)
+                        }
+                        e => e,
+                    })?;
             match prepared {
                 Prepared::Done(r) => results.push(Some(r)),
                 Prepared::Write {
@@ -187,6 +249,7 @@ impl Tenant {
         doc: NewDocument,
         key: String,
         existing: Option<enclave_store::ExistingDocument>,
+        budget: &mut WriteBudget,
     ) -> Result<Prepared> {
         let limits = self.shared.limits;
         validate_name(&doc.name, limits.max_name_chars)?;
@@ -212,6 +275,7 @@ impl Tenant {
         doc.chunking.validate(embedder.max_input_tokens())?;
         let now = Utc::now();
         let hash = content_hash(&doc);
+        let new_document = existing.is_none();
 
         if let Some(existing) = existing {
             if existing.content_hash == hash {
@@ -272,10 +336,11 @@ impl Tenant {
                         ),
                     ));
                 }
+                let tokens: u64 = pieces.iter().map(|p| p.1.token_count as u64).sum();
+                budget.spend(new_document, bytes as u64, tokens)?;
                 let vectors = embedder
                     .embed(pieces.iter().map(|p| p.0.clone()).collect())
                     .await?;
-                let tokens: u64 = pieces.iter().map(|p| p.1.token_count as u64).sum();
                 let chunks = pieces
                     .into_iter()
                     .zip(vectors)
@@ -304,6 +369,7 @@ impl Tenant {
                 if provided.is_empty() {
                     return Err(Error::invalid("chunks", "must hold at least one chunk"));
                 }
+                budget.spend(new_document, bytes as u64, 0)?;
                 if provided.len() > limits.max_chunks_per_document {
                     return Err(Error::invalid(
                         "chunks",

@@ -7,7 +7,7 @@ use enclave::core::{
     ChunkStrategy, ChunkingOptions, DocumentBody, DocumentId, DocumentPatch, DocumentType,
     NewDocument, Origin, ProvidedChunk, SearchMode, SearchParams,
 };
-use enclave::{AddOutcome, Error, ListParams};
+use enclave::{AddOutcome, Error, ListParams, WriteBudget};
 use futures::TryStreamExt;
 use serde_json::json;
 
@@ -651,5 +651,70 @@ async fn conversation_messages_are_numbered_per_session_and_scoped_to_the_tenant
         let (docs, _, messages) = acme.delete_everything().await.unwrap();
         assert_eq!((docs, messages), (0, 5), "{}", b.name);
         assert_eq!(acme.message_count().await.unwrap(), 0);
+    }
+}
+
+#[tokio::test]
+async fn a_batch_over_its_write_budget_is_refused_whole_before_anything_is_stored() {
+    for b in backends().await {
+        let t = b.tenant("acme").await;
+        t.add_document(text_doc("kept.txt", "already here"))
+            .await
+            .unwrap();
+        let batch = || {
+            vec![
+                text_doc("kept.txt", "already here, re-indexed"),
+                text_doc("new-1.txt", "one new document"),
+                text_doc("new-2.txt", "another new document"),
+            ]
+        };
+        // Two new documents against a budget of one: the whole call fails.
+        let err = t
+            .add_documents_within(
+                batch(),
+                WriteBudget {
+                    documents: Some(1),
+                    ..WriteBudget::default()
+                },
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::QuotaExceeded(m) if m.contains("max_documents")),
+            "{}: {err:?}",
+            b.name
+        );
+        let tokens_err = t
+            .add_documents_within(
+                batch(),
+                WriteBudget {
+                    embedding_tokens: Some(3),
+                    ..WriteBudget::default()
+                },
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&tokens_err, Error::QuotaExceeded(m) if m.contains("embedding_tokens")),
+            "{}: {tokens_err:?}",
+            b.name
+        );
+        let s = t.statistics().await.unwrap();
+        assert_eq!(s.document_count, 1, "{}", b.name);
+        let kept = t.list_documents(Default::default()).await.unwrap();
+        assert_eq!(kept.documents[0].name, "kept.txt");
+        // The re-index costs no document: a budget of two fits the batch.
+        let done = t
+            .add_documents_within(
+                batch(),
+                WriteBudget {
+                    documents: Some(2),
+                    ..WriteBudget::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(done.len(), 3, "{}", b.name);
+        assert_eq!(t.statistics().await.unwrap().document_count, 3);
     }
 }

@@ -164,6 +164,47 @@ async fn create(
     }
 }
 
+/// What the tenant's quotas (API.md §8 `limits`: `max_documents`,
+/// `max_storage_bytes`, `embedding_tokens_per_day`) leave for this write:
+/// documents and bytes from the store's statistics, today's (UTC) embedded
+/// tokens from the usage counters (flushed and pending).
+async fn budget(caller: &Caller<Member>) -> ApiResult<enclave::WriteBudget> {
+    let limits = &caller.ctx.tenant.limits;
+    let get = |k: &str| limits.get(k).and_then(Value::as_f64).map(|x| x as u64);
+    let (max_docs, max_bytes, max_tokens) = (
+        get("max_documents"),
+        get("max_storage_bytes"),
+        get("embedding_tokens_per_day"),
+    );
+    let mut budget = enclave::WriteBudget::default();
+    if max_docs.is_some() || max_bytes.is_some() {
+        let stats = caller.reader().statistics().await?;
+        budget.documents = max_docs.map(|m| m.saturating_sub(stats.document_count));
+        budget.bytes = max_bytes.map(|m| m.saturating_sub(stats.total_size_bytes));
+    }
+    if let Some(max) = max_tokens {
+        let tenant = caller.ctx.tenant_id();
+        let today = Utc::now().date_naive();
+        let stored: u64 = caller
+            .state()
+            .control()
+            .tenant(tenant)
+            .usage(today, today)
+            .await?
+            .iter()
+            .map(|(_, c)| c.tokens_embedded)
+            .sum();
+        let pending = caller
+            .state()
+            .inner
+            .usage
+            .pending(tenant, today)
+            .tokens_embedded;
+        budget.embedding_tokens = Some(max.saturating_sub(stored + pending));
+    }
+    Ok(budget)
+}
+
 async fn add(caller: &Caller<Member>, b: CreateBody) -> ApiResult<Created> {
     let doc_type: DocumentType = b.doc_type.parse()?;
     let body = match (b.content, b.chunks) {
@@ -196,7 +237,13 @@ async fn add(caller: &Caller<Member>, b: CreateBody) -> ApiResult<Created> {
         document_date: b.document_date,
         chunking: b.chunking.unwrap_or_default(),
     };
-    let r = caller.writer().add_document(doc).await?;
+    let budget = budget(caller).await?;
+    let r = caller
+        .writer()
+        .add_documents_within(vec![doc], budget)
+        .await?
+        .pop()
+        .ok_or_else(|| ApiError::Internal("no result for the document".into()))?;
     caller.state().inner.usage.record(
         caller.ctx.tenant_id(),
         UsageCounts {

@@ -1,0 +1,140 @@
+//! Tenant quotas (API.md §8 `limits`) against the real binary on both stores:
+//! a tenant at its document, storage or daily embedding-token limit gets 429
+//! `quota_exceeded` and nothing is stored; re-indexing an existing document
+//! and precomputed vectors cost what they should; `/v1/usage` equals the
+//! operations performed.
+
+mod support;
+
+use serde_json::{json, Value};
+use support::{spawn_app, App, Backend, ADMIN};
+
+async fn tenant_with_limits(app: &App, id: &str, limits: Value) -> String {
+    let key = app.tenant(id).await;
+    app.patch(
+        &format!("/admin/v1/tenants/{id}"),
+        ADMIN,
+        json!({ "limits": limits }),
+    )
+    .await
+    .ok(200);
+    key
+}
+
+async fn create(app: &App, key: &str, body: Value) -> support::Resp {
+    app.post("/v1/documents", key, body).await
+}
+
+fn text(name: &str, content: &str) -> Value {
+    json!({"name": name, "type": "text", "content": content})
+}
+
+async fn stats(app: &App, key: &str) -> Value {
+    app.get("/v1/stats", key).await.ok(200).clone()
+}
+
+#[tokio::test]
+async fn a_tenant_at_its_quota_gets_429_quota_exceeded_and_nothing_is_stored() {
+    for backend in [Backend::Embedded, Backend::Postgres] {
+        let app = spawn_app(backend).await;
+
+        // Documents: two allowed; the third is refused; re-indexing one of
+        // the two (same name) is not a new document.
+        let acme = tenant_with_limits(&app, "acme", json!({"max_documents": 2})).await;
+        create(&app, &acme, text("a.txt", "first ledger"))
+            .await
+            .ok(201);
+        create(&app, &acme, text("b.txt", "second ledger"))
+            .await
+            .ok(201);
+        let r = create(&app, &acme, text("c.txt", "third ledger")).await;
+        r.problem(429, "quota_exceeded");
+        assert!(r.text.contains("max_documents"), "{backend:?}: {}", r.text);
+        assert!(r.body["detail"].as_str().is_some());
+        assert_eq!(stats(&app, &acme).await["document_count"], 2, "{backend:?}");
+        let hits = app
+            .post(
+                "/v1/search",
+                &acme,
+                json!({"query": "third", "mode": "text"}),
+            )
+            .await;
+        assert_eq!(hits.ok(200)["results"].as_array().unwrap().len(), 0);
+        create(&app, &acme, text("b.txt", "second ledger, revised"))
+            .await
+            .ok(201);
+        assert_eq!(stats(&app, &acme).await["document_count"], 2);
+
+        // Storage bytes: 40 of 50 used, a 20-byte document does not fit.
+        let globex = tenant_with_limits(&app, "globex", json!({"max_storage_bytes": 50})).await;
+        create(&app, &globex, text("one.txt", &"x".repeat(40)))
+            .await
+            .ok(201);
+        let r = create(&app, &globex, text("two.txt", &"y".repeat(20))).await;
+        r.problem(429, "quota_exceeded");
+        assert!(r.text.contains("max_storage_bytes"), "{}", r.text);
+        let s = stats(&app, &globex).await;
+        assert_eq!(
+            (s["document_count"].clone(), s["total_size_bytes"].clone()),
+            (json!(1), json!(40))
+        );
+
+        // Embedding tokens per day: the second text document would pass the
+        // limit; precomputed vectors embed nothing and still go in.
+        let initech =
+            tenant_with_limits(&app, "initech", json!({"embedding_tokens_per_day": 12})).await;
+        let first = create(
+            &app,
+            &initech,
+            text("t1.txt", "alpha beta gamma delta epsilon"),
+        )
+        .await
+        .ok(201)
+        .clone();
+        let spent = first["tokens_embedded"].as_u64().unwrap();
+        assert!(spent > 0 && spent <= 12, "{first}");
+        let r = create(
+            &app,
+            &initech,
+            text("t2.txt", &"zeta eta theta iota kappa lambda mu ".repeat(3)),
+        )
+        .await;
+        r.problem(429, "quota_exceeded");
+        assert!(r.text.contains("embedding_tokens_per_day"), "{}", r.text);
+        let mut v = vec![0.0f32; 384];
+        v[3] = 1.0;
+        let pre = create(
+            &app,
+            &initech,
+            json!({"name": "pre.txt", "type": "text",
+                   "chunks": [{"content": "precomputed vectors cost no tokens", "embedding": v}]}),
+        )
+        .await;
+        assert_eq!(pre.ok(201)["tokens_embedded"], 0);
+        assert_eq!(stats(&app, &initech).await["document_count"], 2);
+
+        // Usage equals what happened: documents added and tokens embedded
+        // count only the writes that were stored.
+        let u = app.get("/v1/usage", &initech).await.ok(200).clone();
+        assert_eq!(u["documents_added"], 2, "{backend:?}: {u}");
+        assert_eq!(u["tokens_embedded"], spent, "{backend:?}: {u}");
+        let u = app.get("/v1/usage", &acme).await.ok(200).clone();
+        assert_eq!(
+            u["documents_added"], 3,
+            "{backend:?}: two new, one re-indexed: {u}"
+        );
+
+        // Lifting the limit lets the refused document in.
+        app.patch(
+            "/admin/v1/tenants/acme",
+            ADMIN,
+            json!({"limits": {"max_documents": null}}),
+        )
+        .await
+        .ok(200);
+        create(&app, &acme, text("c.txt", "third ledger"))
+            .await
+            .ok(201);
+        assert_eq!(stats(&app, &acme).await["document_count"], 3);
+    }
+}
