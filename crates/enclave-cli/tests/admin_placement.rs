@@ -33,19 +33,6 @@ async fn create(app: &App, id: &str, isolation: Option<&str>) -> support::Resp {
     app.post("/admin/v1/tenants", ADMIN, body).await
 }
 
-async fn owner_key(app: &App, id: &str) -> String {
-    app.post(
-        &format!("/admin/v1/tenants/{id}/keys"),
-        ADMIN,
-        json!({"name": "owner", "role": "owner"}),
-    )
-    .await
-    .ok(201)["key"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 async fn documents_in(su: &PgPool, table: &str, tenant: &str) -> i64 {
     let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
         .bind(table)
@@ -98,7 +85,7 @@ async fn tenants_created_with_schema_or_database_isolation_live_there_from_their
     }
     let mut keys = Vec::new();
     for id in [&shared, &schema, &database] {
-        let key = owner_key(&app, id).await;
+        let key = app.owner_key(id).await;
         app.add(
             &key,
             "ledger.txt",

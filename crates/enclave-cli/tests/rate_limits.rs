@@ -180,17 +180,7 @@ async fn a_key_over_its_own_limit_does_not_spend_the_tenant_s_budget() {
     )
     .await
     .ok(201);
-    let owner = app
-        .post(
-            "/admin/v1/tenants/acme/keys",
-            ADMIN,
-            json!({"name": "owner", "role": "owner"}),
-        )
-        .await
-        .ok(201)["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let owner = app.owner_key("acme").await;
     let (noisy, _) = app.key(&owner, "viewer").await;
     let (quiet, _) = app.key(&owner, "viewer").await;
     // The owner spent 2 cells minting keys (key bucket 2 of its own).

@@ -361,6 +361,11 @@ impl App {
         )
         .await
         .ok(201);
+        self.owner_key(id).await
+    }
+
+    /// A new owner key of tenant `id`, minted on the admin plane.
+    pub async fn owner_key(&self, id: &str) -> String {
         self.post(
             &format!("/admin/v1/tenants/{id}/keys"),
             ADMIN,
