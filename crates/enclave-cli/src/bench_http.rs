@@ -36,6 +36,10 @@ pub struct BenchHttpArgs {
     /// Documents per tenant before the clock starts.
     #[arg(long, default_value_t = 20)]
     seed_documents: usize,
+    /// Decide rate limits in this Redis (as replicas would) instead of
+    /// in-process; the tenants' plan is large enough never to refuse.
+    #[arg(long)]
+    redis_url: Option<String>,
 }
 
 const TOPICS: &[&str] = &[
@@ -79,6 +83,7 @@ pub async fn run(mut store: StoreArgs, args: BenchHttpArgs) -> Result<()> {
         JwtVerifier::default(),
         ServerOptions {
             admin_token: admin.clone(),
+            redis_url: args.redis_url.clone(),
             ..ServerOptions::default()
         },
     )
@@ -256,10 +261,15 @@ pub async fn run(mut store: StoreArgs, args: BenchHttpArgs) -> Result<()> {
     ingest.sort_by(f64::total_cmp);
     let ops = search.len() + ingest.len();
     println!(
-        "{} clients over {} tenants for {secs:.1} s ({:.0} % ingest): {ops} requests = {:.1} req/s",
+        "{} clients over {} tenants for {secs:.1} s ({:.0} % ingest, rate limits {}): {ops} requests = {:.1} req/s",
         args.clients,
         args.tenants,
         args.ingest_share * 100.0,
+        if args.redis_url.is_some() {
+            "in Redis"
+        } else {
+            "in-process"
+        },
         ops as f64 / secs
     );
     for (label, lat) in [("search", &search), ("ingest", &ingest)] {
