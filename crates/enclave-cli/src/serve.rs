@@ -78,6 +78,9 @@ struct FileSettings {
     /// built-in free, pro and enterprise).
     #[serde(default)]
     plans: std::collections::HashMap<String, enclave_server::limits::PlanLimits>,
+    /// `[prices]`: what usage costs (`cost_usd` in `/v1/usage`).
+    #[serde(default)]
+    prices: enclave_server::limits::Prices,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -141,6 +144,10 @@ pub async fn run(mut store: StoreArgs, args: ServeArgs) -> Result<()> {
         ),
         plans: enclave_server::limits::Plans::with(file.plans.clone())
             .map_err(anyhow::Error::msg)?,
+        prices: {
+            file.prices.validate().map_err(anyhow::Error::msg)?;
+            file.prices.clone()
+        },
         ..ServerOptions::default()
     };
     if let Some(url) = &opts.redis_url {

@@ -138,3 +138,58 @@ async fn a_tenant_at_its_quota_gets_429_quota_exceeded_and_nothing_is_stored() {
         assert_eq!(stats(&app, &acme).await["document_count"], 3);
     }
 }
+
+#[tokio::test]
+async fn usage_is_priced_with_the_configured_prices_per_request_search_and_model_token() {
+    let app = support::spawn_app_with(
+        Backend::Embedded,
+        &[(
+            support::EXTRA_SETTINGS,
+            "[prices]\nrequest_usd = 0.001\nsearch_usd = 0.01\n\
+             [prices.embedding_usd_per_million_tokens]\n\"hash-384\" = 2000.0\n\"other-model\" = 99.0",
+        )],
+    )
+    .await;
+    let key = app.tenant("acme").await;
+    let mut tokens = 0;
+    for i in 0..3 {
+        tokens += create(
+            &app,
+            &key,
+            text(&format!("d{i}.txt"), "priced ledger entry words"),
+        )
+        .await
+        .ok(201)["tokens_embedded"]
+            .as_u64()
+            .unwrap();
+    }
+    for _ in 0..2 {
+        app.post(
+            "/v1/search",
+            &key,
+            json!({"query": "ledger", "mode": "text"}),
+        )
+        .await
+        .ok(200);
+    }
+    let u = app.get("/v1/usage", &key).await.ok(200).clone();
+    let requests = u["requests"].as_u64().unwrap();
+    assert_eq!(u["searches"], 2, "{u}");
+    assert_eq!(u["tokens_embedded"], tokens, "{u}");
+    // 3 creates + 2 searches + this usage read.
+    assert_eq!(requests, 6, "{u}");
+    let expected = requests as f64 * 0.001 + 2.0 * 0.01 + tokens as f64 * 2000.0 / 1e6;
+    let cost = u["cost_usd"].as_f64().unwrap();
+    assert!(
+        (cost - expected).abs() < 1e-9,
+        "cost {cost}, expected {expected}: {u}"
+    );
+    let by_day = u["by_day"].as_array().unwrap();
+    let day_cost: f64 = by_day.iter().map(|d| d["cost_usd"].as_f64().unwrap()).sum();
+    assert!((day_cost - cost).abs() < 1e-9, "{u}");
+    // A server without prices bills nothing.
+    let free = spawn_app(Backend::Embedded).await;
+    let k = free.tenant("acme").await;
+    create(&free, &k, text("d.txt", "unpriced")).await.ok(201);
+    assert_eq!(free.get("/v1/usage", &k).await.ok(200)["cost_usd"], 0.0);
+}

@@ -32,6 +32,50 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+/// What usage costs (settings file `[prices]`), in US dollars: per request,
+/// per search, and per million tokens embedded by each model (keyed by the
+/// model id, e.g. `sentence-transformers/all-MiniLM-L6-v2`). Usage is priced
+/// when it is read, with the prices configured then. All zero by default.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Prices {
+    #[serde(default)]
+    pub request_usd: f64,
+    #[serde(default)]
+    pub search_usd: f64,
+    #[serde(default)]
+    pub embedding_usd_per_million_tokens: HashMap<String, f64>,
+}
+
+impl Prices {
+    pub fn validate(&self) -> Result<(), String> {
+        let ok = |x: f64| x.is_finite() && x >= 0.0;
+        if !ok(self.request_usd)
+            || !ok(self.search_usd)
+            || !self
+                .embedding_usd_per_million_tokens
+                .values()
+                .all(|x| ok(*x))
+        {
+            return Err("prices: every price must be a finite number of at least 0".into());
+        }
+        Ok(())
+    }
+
+    /// The cost of `counts`, its tokens embedded by `model`.
+    pub fn cost(&self, counts: &enclave_store::control::UsageCounts, model: &str) -> f64 {
+        let per_token = self
+            .embedding_usd_per_million_tokens
+            .get(model)
+            .copied()
+            .unwrap_or(0.0)
+            / 1e6;
+        counts.requests as f64 * self.request_usd
+            + counts.searches as f64 * self.search_usd
+            + counts.tokens_embedded as f64 * per_token
+    }
+}
+
 /// Whether `url` is a Redis URL the limiter can use.
 pub fn check_redis_url(url: &str) -> Result<(), String> {
     redis::Client::open(url)

@@ -36,6 +36,8 @@ pub struct ServerOptions {
     pub redis_timeout: Duration,
     /// Request limits per plan (tenants' `limits` override them).
     pub plans: crate::limits::Plans,
+    /// What usage costs (`cost_usd` in `/v1/usage`).
+    pub prices: crate::limits::Prices,
 }
 
 impl Default for ServerOptions {
@@ -49,6 +51,7 @@ impl Default for ServerOptions {
             redis_url: None,
             redis_timeout: Duration::from_millis(100),
             plans: crate::limits::Plans::default(),
+            prices: crate::limits::Prices::default(),
         }
     }
 }

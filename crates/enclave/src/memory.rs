@@ -31,6 +31,11 @@ pub(crate) struct Shared {
 }
 
 impl Memory {
+    /// The embedding model's identifier (what usage is priced by).
+    pub fn embedding_model(&self) -> &str {
+        self.inner.embedder.model_id()
+    }
+
     /// Opens the configured store and loads the embedder.
     pub async fn open(config: MemoryConfig) -> Result<Memory> {
         let embedder = Self::load_embedder(config.embedder).await?;

@@ -81,13 +81,15 @@ async fn usage(caller: Caller<Viewer>, Q(q): Q<UsageQuery>) -> ApiResult<Json<se
         .await;
     let days = state.control().tenant(tenant).usage(from, to).await?;
     let stats = caller.reader().statistics().await?;
+    let (prices, model) = (&state.options().prices, state.memory().embedding_model());
     let mut total = enclave_store::control::UsageCounts::default();
     let by_day: Vec<serde_json::Value> = days
         .iter()
         .map(|(d, c)| {
             total.add(c);
             json!({"day": d, "requests": c.requests, "searches": c.searches,
-                   "documents_added": c.documents_added, "tokens_embedded": c.tokens_embedded})
+                   "documents_added": c.documents_added, "tokens_embedded": c.tokens_embedded,
+                   "cost_usd": prices.cost(c, model)})
         })
         .collect();
     Ok(Json(json!({
@@ -97,9 +99,8 @@ async fn usage(caller: Caller<Viewer>, Q(q): Q<UsageQuery>) -> ApiResult<Json<se
         "documents_added": total.documents_added,
         "tokens_embedded": total.tokens_embedded,
         "storage_bytes": stats.total_size_bytes,
-        // Prices per model are configured with quotas and budgets (issue 5);
-        // until then nothing is billed.
-        "cost_usd": 0.0,
+        // Priced now, with the configured prices (`[prices]`).
+        "cost_usd": prices.cost(&total, model),
         "by_day": by_day,
     })))
 }
