@@ -193,3 +193,75 @@ async fn usage_is_priced_with_the_configured_prices_per_request_search_and_model
     create(&free, &k, text("d.txt", "unpriced")).await.ok(201);
     assert_eq!(free.get("/v1/usage", &k).await.ok(200)["cost_usd"], 0.0);
 }
+
+#[tokio::test]
+async fn a_spent_monthly_budget_refuses_writes_and_searches_but_not_reading_usage() {
+    let app = support::spawn_app_with(
+        Backend::Embedded,
+        &[(
+            support::EXTRA_SETTINGS,
+            "[prices]\nrequest_usd = 0.01\n[prices.embedding_usd_per_million_tokens]\n\"hash-384\" = 10000.0",
+        )],
+    )
+    .await;
+    let key = tenant_with_limits(&app, "acme", json!({"monthly_budget_usd": 0.095})).await;
+    // 0.01 for the request and 0.01 per token embedded.
+    let first = create(&app, &key, text("a.txt", "small ledger note"))
+        .await
+        .ok(201)
+        .clone();
+    let tokens = first["tokens_embedded"].as_u64().unwrap();
+    assert!((2..=5).contains(&tokens), "{first}");
+    // A document whose tokens the dollars left cannot buy: refused whole.
+    let r = create(
+        &app,
+        &key,
+        text("big.txt", &"many words to embed here ".repeat(4)),
+    )
+    .await;
+    r.problem(429, "quota_exceeded");
+    assert!(r.text.contains("monthly_budget_usd"), "{}", r.text);
+    assert_eq!(stats(&app, &key).await["document_count"], 1);
+    // Searches (0.01 each) run until the month's spend reaches the budget.
+    let mut admitted = 0;
+    let refusal = loop {
+        let r = app
+            .post(
+                "/v1/search",
+                &key,
+                json!({"query": "ledger", "mode": "text"}),
+            )
+            .await;
+        if r.status.as_u16() == 429 {
+            break r;
+        }
+        r.ok(200);
+        admitted += 1;
+        assert!(admitted < 20, "the budget never stopped searches");
+    };
+    refusal.problem(429, "quota_exceeded");
+    assert!(admitted >= 1);
+    // Reading what was spent still works, and it is at the budget.
+    let u = app.get("/v1/usage", &key).await.ok(200).clone();
+    let cost = u["cost_usd"].as_f64().unwrap();
+    assert!(cost >= 0.095 - 1e-9, "{u}");
+    assert!(
+        cost <= 0.095 + 0.02 + 1e-9,
+        "overshot by more than the requests in flight: {u}"
+    );
+    // Raising the budget lets work through again.
+    app.patch(
+        "/admin/v1/tenants/acme",
+        ADMIN,
+        json!({"limits": {"monthly_budget_usd": 10.0}}),
+    )
+    .await
+    .ok(200);
+    app.post(
+        "/v1/search",
+        &key,
+        json!({"query": "ledger", "mode": "text"}),
+    )
+    .await
+    .ok(200);
+}

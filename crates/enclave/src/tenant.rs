@@ -94,7 +94,7 @@ impl WriteBudget {
         if let Some(left) = &mut self.embedding_tokens {
             if tokens > *left {
                 return Err(Error::QuotaExceeded(format!(
-                    "embedding_tokens_per_day: the document needs {tokens} tokens and {left} are left today"
+                    "embedding_tokens_per_day / monthly_budget_usd: the document needs {tokens} tokens embedded and the quotas leave {left}"
                 )));
             }
             *left -= tokens;

@@ -182,6 +182,23 @@ async fn budget(caller: &Caller<Member>) -> ApiResult<enclave::WriteBudget> {
         budget.documents = max_docs.map(|m| m.saturating_sub(stats.document_count));
         budget.bytes = max_bytes.map(|m| m.saturating_sub(stats.total_size_bytes));
     }
+    // A monthly budget also caps the tokens this write may embed (what the
+    // dollars left buy at the model's price).
+    let state = caller.state();
+    if let Some(left) = super::usage::budget_left_usd(state, caller.ctx.tenant_id(), limits).await?
+    {
+        let per_million = state
+            .options()
+            .prices
+            .embedding_usd_per_million_tokens
+            .get(state.memory().embedding_model())
+            .copied()
+            .unwrap_or(0.0);
+        if per_million > 0.0 {
+            let affordable = (left / per_million * 1e6).floor() as u64;
+            budget.embedding_tokens = Some(affordable);
+        }
+    }
     if let Some(max) = max_tokens {
         let tenant = caller.ctx.tenant_id();
         let today = Utc::now().date_naive();
@@ -200,7 +217,12 @@ async fn budget(caller: &Caller<Member>) -> ApiResult<enclave::WriteBudget> {
             .usage
             .pending(tenant, today)
             .tokens_embedded;
-        budget.embedding_tokens = Some(max.saturating_sub(stored + pending));
+        let today_left = max.saturating_sub(stored + pending);
+        budget.embedding_tokens = Some(
+            budget
+                .embedding_tokens
+                .map_or(today_left, |t| t.min(today_left)),
+        );
     }
     Ok(budget)
 }
@@ -478,6 +500,12 @@ async fn search(
     Body(p): Body<SearchParams>,
 ) -> ApiResult<impl IntoResponse> {
     let started = Instant::now();
+    super::usage::budget_left_usd(
+        caller.state(),
+        caller.ctx.tenant_id(),
+        &caller.ctx.tenant.limits,
+    )
+    .await?;
     let mut r = caller.reader().search(p).await?;
     caller.state().inner.usage.record(
         caller.ctx.tenant_id(),

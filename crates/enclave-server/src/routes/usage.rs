@@ -1,7 +1,8 @@
 //! `GET /v1/usage` (API.md §7): the credential's tenant's counters.
 
 use axum::Json;
-use chrono::{Duration, NaiveDate, Utc};
+use chrono::{Datelike, Duration, NaiveDate, Utc};
+use enclave_core::TenantId;
 use serde::Deserialize;
 use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
@@ -25,6 +26,41 @@ struct UsageQuery {
     tenant_id: Option<String>,
     #[serde(default)]
     owner_id: Option<String>,
+}
+
+/// What the tenant has spent this (UTC) month, at the configured prices:
+/// the stored counters and the ones not yet flushed.
+pub(crate) async fn month_to_date_usd(state: &AppState, tenant: &TenantId) -> ApiResult<f64> {
+    let today = Utc::now().date_naive();
+    let first = today.with_day(1).unwrap_or(today);
+    let mut total = enclave_store::control::UsageCounts::default();
+    for (_, c) in state.control().tenant(tenant).usage(first, today).await? {
+        total.add(&c);
+    }
+    total.add(&state.inner.usage.pending(tenant, today));
+    Ok(state
+        .options()
+        .prices
+        .cost(&total, state.memory().embedding_model()))
+}
+
+/// The tenant's `monthly_budget_usd` minus this month's spend, if it has a
+/// budget; 429 `quota_exceeded` when nothing is left.
+pub(crate) async fn budget_left_usd(
+    state: &AppState,
+    tenant: &TenantId,
+    limits: &serde_json::Map<String, serde_json::Value>,
+) -> ApiResult<Option<f64>> {
+    let Some(budget) = limits.get("monthly_budget_usd").and_then(|v| v.as_f64()) else {
+        return Ok(None);
+    };
+    let left = budget - month_to_date_usd(state, tenant).await?;
+    if left <= 0.0 {
+        return Err(ApiError::QuotaExceeded(format!(
+            "monthly_budget_usd: this month's {budget} USD are spent"
+        )));
+    }
+    Ok(Some(left))
 }
 
 /// A day (`2026-12-01`) or an RFC 3339 timestamp (its UTC day).
