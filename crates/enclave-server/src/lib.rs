@@ -45,7 +45,8 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The whole HTTP surface.
 pub fn app(state: AppState) -> Router {
     let max_body = state.options().max_body_bytes;
-    let (router, api) = api_router().split_for_parts();
+    let (router, mut api) = api_router().split_for_parts();
+    openapi::add_limit_responses(&mut api);
     router
         .layer(axum::Extension(std::sync::Arc::new(api)))
         .fallback(|| async { ApiError::NotFound })
@@ -88,7 +89,9 @@ fn api_router() -> utoipa_axum::router::OpenApiRouter<AppState> {
 
 /// The OpenAPI document the server serves at `/openapi.json`.
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    api_router().into_openapi()
+    let mut api = api_router().into_openapi();
+    openapi::add_limit_responses(&mut api);
+    api
 }
 
 /// Answers 503 `unavailable` when a request runs past the configured limit.

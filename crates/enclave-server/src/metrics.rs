@@ -1,7 +1,8 @@
 //! Prometheus metrics (`GET /metrics`). Labels are bounded by construction:
 //! the route *template* (`/v1/documents/{id}`, never the id), the method and
-//! the status code — no tenant label, so cardinality does not grow with
-//! tenants (per-tenant figures are in `/v1/usage` and the admin plane).
+//! the status code, and for rate limits the outcome and backend — no tenant
+//! label, so cardinality does not grow with tenants (per-tenant figures are
+//! in `/v1/usage` and the admin plane).
 
 use std::time::Instant;
 

@@ -39,6 +39,42 @@ impl Modify for Bearer {
     }
 }
 
+/// Every `/v1` operation can be refused by the tenant's or the credential's
+/// request rate limit or by a quota (API.md §3): one 429 entry added to each
+/// after the routes are merged, instead of in every handler's annotation.
+pub(crate) fn add_limit_responses(api: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let response = ResponseBuilder::new()
+        .description("rate_limited (with Retry-After) or quota_exceeded")
+        .content(
+            "application/problem+json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build(),
+        )
+        .build();
+    for (path, item) in api.paths.paths.iter_mut() {
+        if !path.starts_with("/v1/") {
+            continue;
+        }
+        for op in [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            op.responses
+                .responses
+                .entry("429".to_owned())
+                .or_insert_with(|| response.clone().into());
+        }
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(

@@ -200,24 +200,11 @@ async fn budget(caller: &Caller<Member>) -> ApiResult<enclave::WriteBudget> {
         }
     }
     if let Some(max) = max_tokens {
-        let tenant = caller.ctx.tenant_id();
         let today = Utc::now().date_naive();
-        let stored: u64 = caller
-            .state()
-            .control()
-            .tenant(tenant)
-            .usage(today, today)
+        let used = super::usage::counts_since(state, caller.ctx.tenant_id(), today)
             .await?
-            .iter()
-            .map(|(_, c)| c.tokens_embedded)
-            .sum();
-        let pending = caller
-            .state()
-            .inner
-            .usage
-            .pending(tenant, today)
             .tokens_embedded;
-        let today_left = max.saturating_sub(stored + pending);
+        let today_left = max.saturating_sub(used);
         budget.embedding_tokens = Some(
             budget
                 .embedding_tokens

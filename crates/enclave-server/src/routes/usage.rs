@@ -28,16 +28,27 @@ struct UsageQuery {
     owner_id: Option<String>,
 }
 
-/// What the tenant has spent this (UTC) month, at the configured prices:
-/// the stored counters and the ones not yet flushed.
-pub(crate) async fn month_to_date_usd(state: &AppState, tenant: &TenantId) -> ApiResult<f64> {
+/// The tenant's counters from `first` to today (UTC): the stored ones and
+/// today's not yet flushed.
+pub(crate) async fn counts_since(
+    state: &AppState,
+    tenant: &TenantId,
+    first: NaiveDate,
+) -> ApiResult<enclave_store::control::UsageCounts> {
     let today = Utc::now().date_naive();
-    let first = today.with_day(1).unwrap_or(today);
     let mut total = enclave_store::control::UsageCounts::default();
     for (_, c) in state.control().tenant(tenant).usage(first, today).await? {
         total.add(&c);
     }
     total.add(&state.inner.usage.pending(tenant, today));
+    Ok(total)
+}
+
+/// What the tenant has spent this (UTC) month, at the configured prices:
+/// the stored counters and the ones not yet flushed.
+pub(crate) async fn month_to_date_usd(state: &AppState, tenant: &TenantId) -> ApiResult<f64> {
+    let today = Utc::now().date_naive();
+    let total = counts_since(state, tenant, today.with_day(1).unwrap_or(today)).await?;
     Ok(state
         .options()
         .prices
