@@ -86,6 +86,7 @@ pub async fn run(mut store: StoreArgs, args: BenchHttpArgs) -> Result<()> {
             redis_url: args.redis_url.clone(),
             ..ServerOptions::default()
         },
+        enclave::Scheduling::default(),
     )
     .await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -2,6 +2,7 @@
 //! typed options, opens a `Memory`, calls one `Tenant` method, prints.
 
 mod bench;
+mod bench_fair;
 mod bench_http;
 mod bench_pg;
 mod demo;
@@ -219,6 +220,9 @@ enum Command {
     /// search + ingest); prints throughput, latency, errors and cross-tenant
     /// results.
     BenchHttp(bench_http::BenchHttpArgs),
+    /// One tenant floods ingestion while another adds a document and
+    /// searches: the quiet tenant's latency idle vs flooded (prints figures).
+    BenchFairness(bench_fair::BenchFairnessArgs),
     /// Audit log tools.
     Audit {
         #[command(subcommand)]
@@ -319,6 +323,7 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(cli.store, args).await,
         Command::BenchHttp(args) => bench_http::run(cli.store, args).await,
+        Command::BenchFairness(args) => bench_fair::run(cli.store, args).await,
         Command::Audit {
             command: AuditCommand::Verify,
         } => {

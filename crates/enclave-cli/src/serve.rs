@@ -81,6 +81,89 @@ struct FileSettings {
     /// `[prices]`: what usage costs (`cost_usd` in `/v1/usage`).
     #[serde(default)]
     prices: enclave_server::limits::Prices,
+    /// `[embedding]`: how embedding work is shared between tenants.
+    #[serde(default)]
+    embedding: EmbeddingSettings,
+    /// `[jobs]`: how this replica processes ingestion jobs.
+    #[serde(default)]
+    jobs: JobSettings,
+}
+
+/// `[jobs]` of the settings file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobSettings {
+    /// Jobs processed at once by this replica (0: none here).
+    workers: Option<usize>,
+    /// Seconds a claim holds without renewal.
+    lease_secs: Option<f64>,
+    /// Milliseconds between looks for queued jobs when idle.
+    poll_ms: Option<u64>,
+}
+
+impl JobSettings {
+    fn options(&self) -> Result<enclave_server::jobs::JobOptions> {
+        let mut o = enclave_server::jobs::JobOptions::default();
+        o.workers = self.workers.unwrap_or(o.workers);
+        if let Some(l) = self.lease_secs {
+            if !(0.5..=3600.0).contains(&l) {
+                bail!("[jobs] lease_secs must be in [0.5, 3600]");
+            }
+            o.lease = Duration::from_secs_f64(l);
+        }
+        if let Some(p) = self.poll_ms {
+            if !(10..=60_000).contains(&p) {
+                bail!("[jobs] poll_ms must be in [10, 60000]");
+            }
+            o.poll = Duration::from_millis(p);
+        }
+        Ok(o)
+    }
+}
+
+/// `[embedding]` of the settings file (docs/ARCHITECTURE.md, "Fair
+/// ingestion"); unset fields keep [`enclave::Scheduling::default`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmbeddingSettings {
+    workers: Option<usize>,
+    per_tenant_concurrency: Option<usize>,
+    unit_tokens: Option<usize>,
+    heavy_tokens: Option<f64>,
+    heavy_half_life_secs: Option<f64>,
+}
+
+impl EmbeddingSettings {
+    fn scheduling(&self) -> Result<enclave::Scheduling> {
+        let mut s = enclave::Scheduling::default();
+        for (name, v) in [
+            ("workers", self.workers),
+            ("per_tenant_concurrency", self.per_tenant_concurrency),
+            ("unit_tokens", self.unit_tokens),
+        ] {
+            if v == Some(0) {
+                bail!("[embedding] {name} must be at least 1");
+            }
+        }
+        s.workers = self.workers.unwrap_or(s.workers);
+        s.per_tenant_concurrency = self
+            .per_tenant_concurrency
+            .unwrap_or(s.per_tenant_concurrency);
+        s.unit_tokens = self.unit_tokens.unwrap_or(s.unit_tokens);
+        if let Some(h) = self.heavy_tokens {
+            if h.is_nan() || h < 0.0 {
+                bail!("[embedding] heavy_tokens must be a number >= 0");
+            }
+            s.heavy_tokens = h;
+        }
+        if let Some(h) = self.heavy_half_life_secs {
+            if !(h > 0.0 && h <= 86_400.0) {
+                bail!("[embedding] heavy_half_life_secs must be in (0, 86400]");
+            }
+            s.heavy_half_life = Duration::from_secs_f64(h);
+        }
+        Ok(s)
+    }
 }
 
 fn env(name: &str) -> Option<String> {
@@ -148,6 +231,7 @@ pub async fn run(mut store: StoreArgs, args: ServeArgs) -> Result<()> {
             file.prices.validate().map_err(anyhow::Error::msg)?;
             file.prices.clone()
         },
+        jobs: file.jobs.options()?,
         ..ServerOptions::default()
     };
     if let Some(url) = &opts.redis_url {
@@ -177,6 +261,7 @@ pub async fn run(mut store: StoreArgs, args: ServeArgs) -> Result<()> {
             admin_token: admin_token.clone(),
             ..opts
         },
+        file.embedding.scheduling()?,
     )
     .await?;
     let placement_owner = args
@@ -297,8 +382,9 @@ pub async fn open_state(
     store: &StoreArgs,
     jwt: JwtVerifier,
     opts: ServerOptions,
+    scheduling: enclave::Scheduling,
 ) -> Result<AppState> {
-    let memory = store.open().await?;
+    let memory = store.open().await?.with_scheduling(scheduling);
     let control = open_control(store).await?;
     Ok(AppState::new(memory, control, jwt, opts))
 }

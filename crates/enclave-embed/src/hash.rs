@@ -73,6 +73,9 @@ impl Embedder for HashEmbedder {
     async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
         Ok(texts.iter().map(|t| self.embed_one(t)).collect())
     }
+    fn embed_blocking(&self, texts: &[&str]) -> Option<Result<Vec<Vec<f32>>, EmbedError>> {
+        Some(Ok(texts.iter().map(|t| self.embed_one(t)).collect()))
+    }
 }
 
 #[cfg(test)]

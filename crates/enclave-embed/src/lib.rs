@@ -45,6 +45,15 @@ pub trait Embedder: Send + Sync + 'static {
     fn token_counter(&self) -> Arc<dyn TokenCounter>;
     /// Embeds `texts`, returning one unit-length vector per text, in order.
     async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError>;
+    /// For embedders that compute on the CPU: embeds on the calling thread
+    /// (any parallelism uses the caller's rayon pool), so a scheduler can
+    /// choose the threads, and their priority, that the work runs on.
+    /// `None` for embedders that only wait (HTTP providers): the scheduler
+    /// then calls [`Embedder::embed`].
+    fn embed_blocking(&self, texts: &[&str]) -> Option<Result<Vec<Vec<f32>>, EmbedError>> {
+        let _ = texts;
+        None
+    }
 }
 
 /// Scales `v` to unit length (leaves a zero vector alone).

@@ -205,4 +205,7 @@ impl Embedder for MiniLm {
         .await
         .map_err(|e| EmbedError::Compute(e.to_string()))?
     }
+    fn embed_blocking(&self, texts: &[&str]) -> Option<Result<Vec<Vec<f32>>, EmbedError>> {
+        Some(self.embed_sync(texts))
+    }
 }

@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 use enclave_core::{Isolation, Role, Slug, TenantId, TenantStatus};
 use enclave_store::control::{
     audit_hash, audit_time, idempotency_decision, AuditEvent, ControlPurge, ControlStore,
-    IdempotencyState, KeyRecord, NewAuditEvent, NewTenant, TenantControl, TenantRecord,
-    TenantUpdate, UsageCounts, PLATFORM_SCOPE,
+    IdempotencyState, JobItemResult, JobRecord, JobStatus, KeyRecord, NewAuditEvent, NewJob,
+    NewTenant, TenantControl, TenantRecord, TenantUpdate, UsageCounts, PLATFORM_SCOPE,
 };
 use enclave_store::{StoreError, StoreResult};
 use serde_json::{Map, Value};
@@ -285,7 +285,14 @@ impl ControlStore for PgControl {
         let t = id.as_str();
         // Tenant-owned rows of the main database that reference the
         // directory entry (documents are removed through the data store).
-        for table in ["messages", "usage_daily", "idempotency_keys"] {
+        for table in [
+            "messages",
+            "usage_daily",
+            "idempotency_keys",
+            "job_queue",
+            "job_results",
+            "jobs",
+        ] {
             sqlx::query(&format!("DELETE FROM public.{table} WHERE tenant_id = $1"))
                 .bind(t)
                 .execute(&mut *tx)
@@ -399,6 +406,24 @@ impl ControlStore for PgControl {
             scopes.extend(page.into_iter().map(|t| t.id.to_string()));
         }
         Ok(scopes)
+    }
+
+    async fn claim_job(
+        &self,
+        owner: &str,
+        lease: std::time::Duration,
+    ) -> StoreResult<Option<(TenantId, String)>> {
+        let mut tx = self.begin(Scope::Platform).await?;
+        let got = crate::jobs::claim(&mut tx, owner, lease).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(got)
+    }
+
+    async fn unfinished_jobs(&self) -> StoreResult<u64> {
+        let mut tx = self.begin(Scope::Platform).await?;
+        let n = crate::jobs::unfinished(&mut tx).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(n)
     }
 
     fn tenant(&self, id: &TenantId) -> Arc<dyn TenantControl> {
@@ -607,5 +632,62 @@ impl TenantControl for PgTenantControl {
             .await
             .map_err(db_err)?;
         tx.commit().await.map_err(db_err)
+    }
+
+    async fn create_job(&self, job: NewJob) -> StoreResult<JobRecord> {
+        let t = self.tenant.as_str();
+        let mut tx = self.control.begin(Scope::Tenant(t)).await?;
+        crate::jobs::create(&mut tx, t, &job).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(JobRecord {
+            job_id: job.job_id,
+            kind: job.kind,
+            status: JobStatus::Queued,
+            total: job.total,
+            done: 0,
+            failed: 0,
+            created_by: job.created_by,
+            created_at: job.created_at,
+            started_at: None,
+            finished_at: None,
+        })
+    }
+
+    async fn get_job(&self, job_id: &str) -> StoreResult<Option<(JobRecord, Vec<JobItemResult>)>> {
+        let t = self.tenant.as_str();
+        let mut tx = self.control.begin(Scope::Tenant(t)).await?;
+        let got = crate::jobs::get(&mut tx, t, job_id).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(got)
+    }
+
+    async fn job_payload(&self, job_id: &str) -> StoreResult<Option<Value>> {
+        let t = self.tenant.as_str();
+        let mut tx = self.control.begin(Scope::Tenant(t)).await?;
+        let got = crate::jobs::payload(&mut tx, t, job_id).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(got)
+    }
+
+    async fn job_progress(
+        &self,
+        job_id: &str,
+        owner: &str,
+        results: &[JobItemResult],
+        lease: std::time::Duration,
+    ) -> StoreResult<bool> {
+        let t = self.tenant.as_str();
+        let mut tx = self.control.begin(Scope::Tenant(t)).await?;
+        let held = crate::jobs::progress(&mut tx, t, job_id, owner, results, lease).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(held)
+    }
+
+    async fn finish_job(&self, job_id: &str, owner: &str) -> StoreResult<bool> {
+        let t = self.tenant.as_str();
+        let mut tx = self.control.begin(Scope::Tenant(t)).await?;
+        let held = crate::jobs::finish(&mut tx, t, job_id, owner).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(held)
     }
 }

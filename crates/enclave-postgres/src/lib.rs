@@ -13,6 +13,7 @@
 //! them and [`ensure_vector_indexes`] gives large tenants their own HNSW index.
 
 mod control;
+mod jobs;
 mod maintain;
 mod placement;
 pub mod scratch;
@@ -60,6 +61,9 @@ pub const TENANT_TABLES: &[&str] = &[
     "audit_events",
     "api_keys",
     "idempotency_keys",
+    "jobs",
+    "job_results",
+    "job_queue",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -156,7 +160,8 @@ pub async fn migrate(
     // The control plane lives in the main database only.
     pool.execute(
         format!(
-            "GRANT SELECT, INSERT, UPDATE, DELETE ON public.api_keys, public.idempotency_keys TO {app_role}; \
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON public.api_keys, public.idempotency_keys, \
+             public.jobs, public.job_results, public.job_queue TO {app_role}; \
              GRANT EXECUTE ON FUNCTION public.purge_tenant_audit(text) TO {app_role};"
         )
         .as_str(),

@@ -101,6 +101,13 @@ async fn seed(db: &TestDb) {
         )
         .await
         .unwrap();
+        for q in [
+            "INSERT INTO jobs (tenant_id, job_id, kind, status, payload, total, created_by, created_at) VALUES ($1, 'j', 'documents', 'queued', '[]', 0, 'test', now())",
+            "INSERT INTO job_results (tenant_id, job_id, idx, document_id) VALUES ($1, 'j', 0, 'd')",
+            "INSERT INTO job_queue (tenant_id, job_id, enqueued_at) VALUES ($1, 'j', now())",
+        ] {
+            tx.execute(sqlx::query(q).bind(t)).await.unwrap();
+        }
         tx.execute(
             sqlx::query("INSERT INTO audit_events (tenant_id, seq, event_id, actor, action, hash) VALUES ($1, 1, $2, 'test', 'seed', '\\x00')")
                 .bind(t)
@@ -149,6 +156,32 @@ async fn without_a_tenant_every_tenant_table_is_empty_and_with_one_only_its_rows
             "{table}: the owner bypasses RLS"
         );
     }
+}
+
+#[tokio::test]
+async fn platform_scope_sees_the_job_queue_but_no_job_payload_or_result() {
+    let db = fresh_db().await;
+    seed(&db).await;
+    let mut tx = db.app.begin().await.unwrap();
+    sqlx::query("SELECT set_config('app.scope', 'platform', true)")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    // Replicas claim across tenants: the queue (ids and leases) is visible...
+    let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM job_queue")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(queued, 2);
+    // ...the tenants' job payloads and results are not.
+    for table in ["jobs", "job_results", "documents", "chunks"] {
+        let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(n, 0, "{table} is visible in platform scope");
+    }
+    tx.rollback().await.unwrap();
 }
 
 #[tokio::test]

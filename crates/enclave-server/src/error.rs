@@ -102,7 +102,7 @@ impl ApiError {
     }
 
     /// What the client is told. Never a cause from below the API.
-    fn detail(&self) -> String {
+    pub fn public_detail(&self) -> String {
         match self {
             ApiError::Unavailable(_) => {
                 "a backing store is unavailable; nothing was changed, retry later".into()
@@ -135,7 +135,7 @@ impl IntoResponse for ApiError {
             title: self.title(),
             status: status.as_u16(),
             code: self.code(),
-            detail: self.detail(),
+            detail: self.public_detail(),
         };
         let mut resp = (status, axum::Json(body)).into_response();
         let h = resp.headers_mut();

@@ -14,6 +14,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod jobs;
 pub mod jwt;
 pub mod keys;
 pub mod limits;
@@ -24,6 +25,7 @@ pub mod state;
 mod usage;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -77,6 +79,7 @@ fn api_router() -> utoipa_axum::router::OpenApiRouter<AppState> {
     use utoipa::OpenApi;
     utoipa_axum::router::OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(routes::documents::router())
+        .merge(routes::jobs::router())
         .merge(routes::sessions::router())
         .merge(routes::tenant::router())
         .merge(routes::admin::router())
@@ -125,9 +128,22 @@ pub async fn run(
             }
         })
     };
+    let stop_jobs = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let jobs = tokio::spawn(jobs::run(state.clone(), stop_jobs.clone()));
     let served = axum::serve(listener, app(state.clone()))
         .with_graceful_shutdown(shutdown)
         .await;
+    // Running jobs record their progress after their current document and
+    // release their leases; what does not stop in time resumes elsewhere
+    // once its lease lapses.
+    stop_jobs.store(true, std::sync::atomic::Ordering::Relaxed);
+    state.inner.jobs.wake.notify_one();
+    if tokio::time::timeout(Duration::from_secs(10), jobs)
+        .await
+        .is_err()
+    {
+        tracing::warn!("jobs still running at shutdown; their leases will lapse");
+    }
     flusher.abort();
     state
         .inner

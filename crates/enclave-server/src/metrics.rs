@@ -79,9 +79,12 @@ impl Metrics {
         }
     }
 
-    fn render(&self) -> String {
+    fn render(&self, embedding: enclave::SchedulerStats, jobs: JobFigures) -> String {
         let mut buf = Vec::new();
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        let mut families = self.registry.gather();
+        families.extend(scheduler_families(embedding));
+        families.extend(job_families(jobs));
+        let _ = TextEncoder::new().encode(&families, &mut buf);
         String::from_utf8(buf).unwrap_or_default()
     }
 }
@@ -115,8 +118,137 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
 /// Prometheus text format.
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    use std::sync::atomic::Ordering::Relaxed;
+    let runner = &state.inner.jobs;
+    let jobs = JobFigures {
+        // All replicas' unfinished jobs, from the control store (-1 when it
+        // does not answer: the scrape still succeeds).
+        unfinished: match state.control().unfinished_jobs().await {
+            Ok(n) => n as f64,
+            Err(_) => -1.0,
+        },
+        running: runner.running.load(Relaxed) as f64,
+        documents: runner.documents_processed.load(Relaxed) as f64,
+        finished: runner.jobs_finished.load(Relaxed) as f64,
+    };
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.inner.metrics.render(),
+        state
+            .inner
+            .metrics
+            .render(state.inner.memory.scheduler_stats(), jobs),
     )
+}
+
+struct JobFigures {
+    unfinished: f64,
+    running: f64,
+    documents: f64,
+    finished: f64,
+}
+
+fn job_families(j: JobFigures) -> Vec<prometheus::proto::MetricFamily> {
+    use prometheus::core::Collector;
+    let mut out = Vec::new();
+    for (name, help, v, counter) in [
+        (
+            "enclave_jobs_unfinished",
+            "jobs accepted and not finished, all replicas (-1: control store unreachable)",
+            j.unfinished,
+            false,
+        ),
+        (
+            "enclave_jobs_running",
+            "jobs this replica is processing",
+            j.running,
+            false,
+        ),
+        (
+            "enclave_job_documents_processed_total",
+            "job documents this replica processed",
+            j.documents,
+            true,
+        ),
+        (
+            "enclave_jobs_finished_total",
+            "jobs this replica finished",
+            j.finished,
+            true,
+        ),
+    ] {
+        if counter {
+            let c = prometheus::Counter::new(name, help).expect("valid metric");
+            c.inc_by(v);
+            out.extend(c.collect());
+        } else {
+            let g = prometheus::Gauge::new(name, help).expect("valid metric");
+            g.set(v);
+            out.extend(g.collect());
+        }
+    }
+    out
+}
+
+/// The embedding scheduler's queue depths and lane figures, read at scrape
+/// time (no tenant label: queue depth is summed over tenants).
+fn scheduler_families(s: enclave::SchedulerStats) -> Vec<prometheus::proto::MetricFamily> {
+    use prometheus::core::Collector;
+    let gauge = |name: &str, help: &str, v: f64| {
+        let g = prometheus::Gauge::new(name, help).expect("valid metric");
+        g.set(v);
+        g.collect()
+    };
+    let by_lane = |name: &str, help: &str, v: [f64; 2], counter: bool| {
+        let opts = Opts::new(name, help);
+        if counter {
+            let c = prometheus::CounterVec::new(opts, &["lane"]).expect("valid metric");
+            c.with_label_values(&["foreground"]).inc_by(v[0]);
+            c.with_label_values(&["background"]).inc_by(v[1]);
+            c.collect()
+        } else {
+            let g = prometheus::GaugeVec::new(opts, &["lane"]).expect("valid metric");
+            g.with_label_values(&["foreground"]).set(v[0]);
+            g.with_label_values(&["background"]).set(v[1]);
+            g.collect()
+        }
+    };
+    let counter = |name: &str, help: &str, v: f64| {
+        let c = prometheus::Counter::new(name, help).expect("valid metric");
+        c.inc_by(v);
+        c.collect()
+    };
+    let mut out = Vec::new();
+    out.extend(gauge(
+        "enclave_embedding_queue_units",
+        "embedding units waiting for a slot, all tenants",
+        s.queued_units as f64,
+    ));
+    out.extend(gauge(
+        "enclave_embedding_queue_tenants",
+        "tenants with embedding units waiting",
+        s.waiting_tenants as f64,
+    ));
+    out.extend(by_lane(
+        "enclave_embedding_running_units",
+        "embedding units computing, by lane",
+        [s.running[0] as f64, s.running[1] as f64],
+        false,
+    ));
+    out.extend(by_lane(
+        "enclave_embedding_units_total",
+        "embedding units finished, by lane",
+        [s.units_total[0] as f64, s.units_total[1] as f64],
+        true,
+    ));
+    out.extend(counter(
+        "enclave_embedding_queue_wait_seconds_total",
+        "seconds embedding units waited for a slot (sum)",
+        s.wait_seconds_total,
+    ));
+    out.extend(counter(
+        "enclave_embedding_queries_total",
+        "query embeddings computed (never queued)",
+        s.queries_total as f64,
+    ));
+    out
 }

@@ -38,6 +38,8 @@ pub struct ServerOptions {
     pub plans: crate::limits::Plans,
     /// What usage costs (`cost_usd` in `/v1/usage`).
     pub prices: crate::limits::Prices,
+    /// How this replica processes ingestion jobs.
+    pub jobs: crate::jobs::JobOptions,
 }
 
 impl Default for ServerOptions {
@@ -52,6 +54,7 @@ impl Default for ServerOptions {
             redis_timeout: Duration::from_millis(100),
             plans: crate::limits::Plans::default(),
             prices: crate::limits::Prices::default(),
+            jobs: crate::jobs::JobOptions::default(),
         }
     }
 }
@@ -70,6 +73,7 @@ pub(crate) struct Inner {
     pub usage: crate::usage::UsageMeter,
     pub placer: Option<Arc<dyn enclave_store::control::TenantPlacer>>,
     pub limiter: crate::limits::RateLimiter,
+    pub jobs: Arc<crate::jobs::JobRunner>,
     tenants: Mutex<LruCache<TenantId, (Arc<TenantRecord>, Instant)>>,
     touched: Mutex<LruCache<String, Instant>>,
 }
@@ -100,6 +104,7 @@ impl AppState {
                 limiter,
                 usage: crate::usage::UsageMeter::default(),
                 placer: None,
+                jobs: Arc::default(),
                 tenants: Mutex::new(LruCache::new(n)),
                 touched: Mutex::new(LruCache::new(n)),
             }),

@@ -22,6 +22,13 @@ fn api_md() -> String {
     std::fs::read_to_string(&found).unwrap()
 }
 
+/// The routes this project adds where API.md is silent,
+/// `docs/API-EXTENSIONS.md` of this repository.
+fn extensions_md() -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/API-EXTENSIONS.md");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 /// `{anything}` → `{}` so parameter names do not matter.
 fn normalize(path: &str) -> String {
     let mut out = String::new();
@@ -90,12 +97,21 @@ fn the_openapi_document_lists_exactly_the_routes_of_api_md() {
             }
         }
     }
-    let documented = documented_routes(&api_md());
-    assert!(documented.len() >= 28, "{documented:?}");
+    let contract = documented_routes(&api_md());
+    assert!(contract.len() >= 28, "{contract:?}");
+    let extensions = documented_routes(&extensions_md());
+    assert!(
+        contract.is_disjoint(&extensions),
+        "docs/API-EXTENSIONS.md repeats API.md routes"
+    );
+    let documented: BTreeSet<_> = contract.union(&extensions).cloned().collect();
     let missing: Vec<_> = documented.difference(&served).collect();
     let extra: Vec<_> = served.difference(&documented).collect();
     assert!(missing.is_empty(), "in API.md but not served: {missing:?}");
-    assert!(extra.is_empty(), "served but not in API.md: {extra:?}");
+    assert!(
+        extra.is_empty(),
+        "served but neither in API.md nor docs/API-EXTENSIONS.md: {extra:?}"
+    );
 }
 
 #[test]
@@ -115,6 +131,9 @@ fn each_operation_documents_the_status_api_md_gives_it() {
         ("post", "/admin/v1/tenants", "201"),
         ("post", "/admin/v1/tenants/{id}/keys", "201"),
         ("delete", "/admin/v1/tenants/{id}", "200"),
+        // docs/API-EXTENSIONS.md
+        ("post", "/v1/jobs/documents", "202"),
+        ("get", "/v1/jobs/{job_id}", "200"),
     ] {
         let op = &doc["paths"][path][method];
         assert!(op.is_object(), "{method} {path} missing");

@@ -143,6 +143,78 @@ impl UsageCounts {
     }
 }
 
+/// A job accepted with `202` (docs/API-EXTENSIONS.md): stored with its
+/// whole input before the answer, so it is finished after any restart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewJob {
+    pub job_id: String,
+    /// What the job does (`documents`: add the payload's documents).
+    pub kind: String,
+    /// The input (for `documents`: the array of document bodies).
+    pub payload: Value,
+    /// Items in the payload.
+    pub total: u64,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Where a job stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum JobStatus {
+    Queued,
+    Running,
+    /// Every item was processed (each has its own result, maybe an error).
+    Succeeded,
+}
+
+impl JobStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Succeeded => "succeeded",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "queued" => JobStatus::Queued,
+            "running" => JobStatus::Running,
+            "succeeded" => JobStatus::Succeeded,
+            _ => return None,
+        })
+    }
+}
+
+/// A stored job, without its payload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRecord {
+    pub job_id: String,
+    pub kind: String,
+    pub status: JobStatus,
+    pub total: u64,
+    /// Items with a result.
+    pub done: u64,
+    /// Items whose result is an error.
+    pub failed: u64,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// The outcome of one item of a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobItemResult {
+    pub index: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub document_id: Option<String>,
+    /// A problem object (`code`, `detail`) when the item failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<Value>,
+}
+
 /// What purging a tenant's control-plane rows removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ControlPurge {
@@ -286,6 +358,17 @@ pub trait ControlStore: Send + Sync + 'static {
     ) -> StoreResult<Vec<AuditEvent>>;
     /// Every scope that has audit events.
     async fn audit_scopes(&self) -> StoreResult<Vec<String>>;
+    /// Takes the oldest queued job whose lease is free (never held, or
+    /// expired: its holder died) among tenants with no other job held, and
+    /// leases it to `owner` for `lease`. Claims are serialised, so one job
+    /// has one holder; a tenant has at most one job running at a time.
+    async fn claim_job(
+        &self,
+        owner: &str,
+        lease: std::time::Duration,
+    ) -> StoreResult<Option<(TenantId, String)>>;
+    /// Jobs accepted and not finished, all tenants (a metric).
+    async fn unfinished_jobs(&self) -> StoreResult<u64>;
     /// One tenant's keys and audit log.
     fn tenant(&self, id: &TenantId) -> Arc<dyn TenantControl>;
 }
@@ -324,6 +407,26 @@ pub trait TenantControl: Send + Sync {
         from: chrono::NaiveDate,
         to: chrono::NaiveDate,
     ) -> StoreResult<Vec<(chrono::NaiveDate, UsageCounts)>>;
+    /// Stores a job with its payload and queues it, in one transaction.
+    async fn create_job(&self, job: NewJob) -> StoreResult<JobRecord>;
+    /// A job of this tenant, with its results in item order.
+    async fn get_job(&self, job_id: &str) -> StoreResult<Option<(JobRecord, Vec<JobItemResult>)>>;
+    /// The job's payload (`None` once finished or when there is no such job).
+    async fn job_payload(&self, job_id: &str) -> StoreResult<Option<Value>>;
+    /// While `owner` holds the job's lease: stores `results` (an item's
+    /// result replaces an earlier one: a redo after a crash), marks the job
+    /// running and extends the lease by `lease`. False when `owner` no
+    /// longer holds it (expired and taken, or the job is gone).
+    async fn job_progress(
+        &self,
+        job_id: &str,
+        owner: &str,
+        results: &[JobItemResult],
+        lease: std::time::Duration,
+    ) -> StoreResult<bool>;
+    /// While `owner` holds the lease: marks the job succeeded, drops its
+    /// payload and removes it from the queue. False when it no longer holds it.
+    async fn finish_job(&self, job_id: &str, owner: &str) -> StoreResult<bool>;
 }
 
 /// A stored idempotency record: request hash, the completed response

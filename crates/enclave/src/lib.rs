@@ -22,6 +22,7 @@
 
 mod config;
 mod error;
+mod fair;
 mod memory;
 mod tenant;
 
@@ -30,5 +31,6 @@ pub use enclave_core as core;
 pub use enclave_embed as embed;
 pub use enclave_store::sqlite::{Durability, Layout};
 pub use error::{Error, Result};
+pub use fair::{Priority, SchedulerStats, Scheduling};
 pub use memory::Memory;
 pub use tenant::{AddOutcome, AddResult, DocumentList, ListParams, Tenant, WriteBudget};

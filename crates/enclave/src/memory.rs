@@ -11,6 +11,7 @@ use lru::LruCache;
 use parking_lot::Mutex;
 
 use crate::config::{EmbedderConfig, Limits, MemoryConfig, StoreConfig};
+use crate::fair::{Scheduler, SchedulerStats, Scheduling};
 use crate::tenant::Tenant;
 use crate::{Error, Result};
 
@@ -28,6 +29,7 @@ pub(crate) struct Shared {
     pub embedder: Arc<dyn Embedder>,
     pub limits: Limits,
     pub query_cache: Option<QueryCache>,
+    pub scheduler: Arc<Scheduler>,
 }
 
 impl Memory {
@@ -97,6 +99,7 @@ impl Memory {
     ) -> Memory {
         Memory {
             inner: Arc::new(Shared {
+                scheduler: Scheduler::new(embedder.clone(), Scheduling::default()),
                 store,
                 embedder,
                 limits,
@@ -104,6 +107,31 @@ impl Memory {
                     .map(|n| Mutex::new(LruCache::new(n))),
             }),
         }
+    }
+
+    /// The same store and embedder with embedding work shared between
+    /// tenants as `scheduling` says (instead of [`Scheduling::default`]).
+    /// Work already queued stays with the previous scheduler.
+    pub fn with_scheduling(self, scheduling: Scheduling) -> Memory {
+        let cache_entries = self
+            .inner
+            .query_cache
+            .as_ref()
+            .map_or(0, |c| c.lock().cap().get());
+        Memory {
+            inner: Arc::new(Shared {
+                scheduler: Scheduler::new(self.inner.embedder.clone(), scheduling),
+                store: self.inner.store.clone(),
+                embedder: self.inner.embedder.clone(),
+                limits: self.inner.limits,
+                query_cache: NonZeroUsize::new(cache_entries).map(|n| Mutex::new(LruCache::new(n))),
+            }),
+        }
+    }
+
+    /// Queue depths and lane figures of the embedding scheduler.
+    pub fn scheduler_stats(&self) -> SchedulerStats {
+        self.inner.scheduler.stats()
     }
 
     /// The handle through which everything of one tenant is reached. Its

@@ -22,7 +22,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::memory::Shared;
-use crate::{Error, Result};
+use crate::{Error, Priority, Result};
 
 /// One tenant's handle.
 /// One document after validation, chunking and embedding.
@@ -40,6 +40,7 @@ pub struct Tenant {
     shared: Arc<Shared>,
     id: TenantId,
     store: Arc<dyn TenantStore>,
+    priority: Priority,
 }
 
 /// What happened to an added document.
@@ -141,7 +142,19 @@ const EXPORT_PAGE: u32 = 64;
 impl Tenant {
     pub(crate) fn new(shared: Arc<Shared>, id: TenantId) -> Self {
         let store = shared.store.tenant(&id);
-        Self { shared, id, store }
+        Self {
+            shared,
+            id,
+            store,
+            priority: Priority::Normal,
+        }
+    }
+
+    /// This handle with its embedding work scheduled at `priority` (ingestion
+    /// jobs nobody waits on use [`Priority::Background`]).
+    pub fn with_priority(mut self, priority: Priority) -> Self {
+        self.priority = priority;
+        self
     }
 
     /// The tenant this handle is bound to.
@@ -338,8 +351,16 @@ impl Tenant {
                 }
                 let tokens: u64 = pieces.iter().map(|p| p.1.token_count as u64).sum();
                 budget.spend(new_document, bytes as u64, tokens)?;
-                let vectors = embedder
-                    .embed(pieces.iter().map(|p| p.0.clone()).collect())
+                let token_counts: Vec<u32> = pieces.iter().map(|p| p.1.token_count).collect();
+                let vectors = self
+                    .shared
+                    .scheduler
+                    .embed(
+                        &self.id,
+                        pieces.iter().map(|p| p.0.clone()).collect(),
+                        &token_counts,
+                        self.priority,
+                    )
                     .await?;
                 let chunks = pieces
                     .into_iter()
@@ -537,8 +558,8 @@ impl Tenant {
         }
         let v = Arc::new(
             self.shared
-                .embedder
-                .embed(vec![query.to_owned()])
+                .scheduler
+                .embed_query(query.to_owned())
                 .await?
                 .pop()
                 .ok_or_else(|| Error::Internal("embedder returned nothing".into()))?,

@@ -31,7 +31,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateBody {
+pub(crate) struct CreateBody {
     name: String,
     #[serde(rename = "type", default = "default_type")]
     doc_type: String,
@@ -62,9 +62,9 @@ fn default_type() -> String {
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
-struct Created {
+pub(crate) struct Created {
     #[schema(value_type = String)]
-    document_id: DocumentId,
+    pub(crate) document_id: DocumentId,
     chunks_created: u64,
     tokens_embedded: u64,
     created_at: DateTime<Utc>,
@@ -168,8 +168,12 @@ async fn create(
 /// `max_storage_bytes`, `embedding_tokens_per_day`) leave for this write:
 /// documents and bytes from the store's statistics, today's (UTC) embedded
 /// tokens from the usage counters (flushed and pending).
-async fn budget(caller: &Caller<Member>) -> ApiResult<enclave::WriteBudget> {
-    let limits = &caller.ctx.tenant.limits;
+pub(crate) async fn budget(
+    state: &AppState,
+    tenant: &enclave_store::control::TenantRecord,
+    handle: &enclave::Tenant,
+) -> ApiResult<enclave::WriteBudget> {
+    let limits = &tenant.limits;
     let get = |k: &str| limits.get(k).and_then(Value::as_f64).map(|x| x as u64);
     let (max_docs, max_bytes, max_tokens) = (
         get("max_documents"),
@@ -178,15 +182,13 @@ async fn budget(caller: &Caller<Member>) -> ApiResult<enclave::WriteBudget> {
     );
     let mut budget = enclave::WriteBudget::default();
     if max_docs.is_some() || max_bytes.is_some() {
-        let stats = caller.reader().statistics().await?;
+        let stats = handle.statistics().await?;
         budget.documents = max_docs.map(|m| m.saturating_sub(stats.document_count));
         budget.bytes = max_bytes.map(|m| m.saturating_sub(stats.total_size_bytes));
     }
     // A monthly budget also caps the tokens this write may embed (what the
     // dollars left buy at the model's price).
-    let state = caller.state();
-    if let Some(left) = super::usage::budget_left_usd(state, caller.ctx.tenant_id(), limits).await?
-    {
+    if let Some(left) = super::usage::budget_left_usd(state, &tenant.id, limits).await? {
         let per_million = state
             .options()
             .prices
@@ -201,7 +203,7 @@ async fn budget(caller: &Caller<Member>) -> ApiResult<enclave::WriteBudget> {
     }
     if let Some(max) = max_tokens {
         let today = Utc::now().date_naive();
-        let used = super::usage::counts_since(state, caller.ctx.tenant_id(), today)
+        let used = super::usage::counts_since(state, &tenant.id, today)
             .await?
             .tokens_embedded;
         let today_left = max.saturating_sub(used);
@@ -214,7 +216,9 @@ async fn budget(caller: &Caller<Member>) -> ApiResult<enclave::WriteBudget> {
     Ok(budget)
 }
 
-async fn add(caller: &Caller<Member>, b: CreateBody) -> ApiResult<Created> {
+/// A request body as the library's document (shape checks only; the
+/// library validates the rest when it adds it).
+pub(crate) fn new_document(b: CreateBody) -> ApiResult<NewDocument> {
     let doc_type: DocumentType = b.doc_type.parse()?;
     let body = match (b.content, b.chunks) {
         (Some(c), None) => DocumentBody::Text(c),
@@ -236,7 +240,7 @@ async fn add(caller: &Caller<Member>, b: CreateBody) -> ApiResult<Created> {
         Some(Value::Object(m)) => m,
         Some(_) => return Err(ApiError::invalid("metadata: must be a JSON object")),
     };
-    let doc = NewDocument {
+    Ok(NewDocument {
         name: b.name,
         doc_type,
         body,
@@ -245,16 +249,34 @@ async fn add(caller: &Caller<Member>, b: CreateBody) -> ApiResult<Created> {
         metadata,
         document_date: b.document_date,
         chunking: b.chunking.unwrap_or_default(),
-    };
-    let budget = budget(caller).await?;
-    let r = caller
-        .writer()
+    })
+}
+
+async fn add(caller: &Caller<Member>, b: CreateBody) -> ApiResult<Created> {
+    store_document(
+        caller.state(),
+        &caller.ctx.tenant,
+        caller.writer(),
+        new_document(b)?,
+    )
+    .await
+}
+
+/// Adds one document within the tenant's quotas and meters it.
+pub(crate) async fn store_document(
+    state: &AppState,
+    tenant: &enclave_store::control::TenantRecord,
+    handle: &enclave::Tenant,
+    doc: NewDocument,
+) -> ApiResult<Created> {
+    let budget = budget(state, tenant, handle).await?;
+    let r = handle
         .add_documents_within(vec![doc], budget)
         .await?
         .pop()
         .ok_or_else(|| ApiError::Internal("no result for the document".into()))?;
-    caller.state().inner.usage.record(
-        caller.ctx.tenant_id(),
+    state.inner.usage.record(
+        &tenant.id,
         UsageCounts {
             documents_added: u64::from(r.outcome != AddOutcome::Unchanged),
             tokens_embedded: r.tokens_embedded,

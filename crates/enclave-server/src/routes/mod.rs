@@ -1,5 +1,6 @@
 pub mod admin;
 pub mod documents;
+pub mod jobs;
 pub mod ops;
 pub mod sessions;
 pub mod tenant;

@@ -14,8 +14,8 @@ use serde_json::{Map, Value};
 use super::db::sql_err;
 use crate::control::{
     audit_hash, audit_time, idempotency_decision, AuditEvent, ControlPurge, ControlStore,
-    IdempotencyState, KeyRecord, NewAuditEvent, NewTenant, TenantControl, TenantRecord,
-    TenantUpdate, UsageCounts, PLATFORM_SCOPE,
+    IdempotencyState, JobItemResult, JobRecord, JobStatus, KeyRecord, NewAuditEvent, NewJob,
+    NewTenant, TenantControl, TenantRecord, TenantUpdate, UsageCounts, PLATFORM_SCOPE,
 };
 use crate::{StoreError, StoreResult};
 
@@ -89,11 +89,11 @@ pub struct SqliteControl {
     conn: Arc<Mutex<Connection>>,
 }
 
-fn ts(t: DateTime<Utc>) -> String {
+pub(crate) fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
-fn parse_ts(s: &str) -> rusqlite::Result<DateTime<Utc>> {
+pub(crate) fn parse_ts(s: &str) -> rusqlite::Result<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| {
@@ -101,7 +101,7 @@ fn parse_ts(s: &str) -> rusqlite::Result<DateTime<Utc>> {
         })
 }
 
-fn opt_ts(s: Option<String>) -> rusqlite::Result<Option<DateTime<Utc>>> {
+pub(crate) fn opt_ts(s: Option<String>) -> rusqlite::Result<Option<DateTime<Utc>>> {
     s.as_deref().map(parse_ts).transpose()
 }
 
@@ -174,6 +174,7 @@ impl SqliteControl {
         )
         .map_err(sql_err)?;
         conn.execute_batch(SCHEMA).map_err(sql_err)?;
+        conn.execute_batch(super::jobs::SCHEMA).map_err(sql_err)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -354,6 +355,13 @@ impl ControlStore for SqliteControl {
                 [id.as_str()],
             )
             .map_err(sql_err)?;
+            for table in super::jobs::TABLES {
+                tx.execute(
+                    &format!("DELETE FROM {table} WHERE tenant_id = ?1"),
+                    [id.as_str()],
+                )
+                .map_err(sql_err)?;
+            }
             tx.execute("DELETE FROM tenants WHERE tenant_id = ?1", [id.as_str()])
                 .map_err(sql_err)?;
             tx.commit().map_err(sql_err)?;
@@ -373,7 +381,10 @@ impl ControlStore for SqliteControl {
                       + (SELECT count(*) FROM api_keys WHERE tenant_id = ?1) \
                       + (SELECT count(*) FROM audit_events WHERE scope = ?1) \
                       + (SELECT count(*) FROM idempotency_keys WHERE tenant_id = ?1) \
-                      + (SELECT count(*) FROM usage_daily WHERE tenant_id = ?1)",
+                      + (SELECT count(*) FROM usage_daily WHERE tenant_id = ?1) \
+                      + (SELECT count(*) FROM jobs WHERE tenant_id = ?1) \
+                      + (SELECT count(*) FROM job_results WHERE tenant_id = ?1) \
+                      + (SELECT count(*) FROM job_queue WHERE tenant_id = ?1)",
                 [id.as_str()],
                 |r| r.get::<_, i64>(0),
             )
@@ -451,6 +462,20 @@ impl ControlStore for SqliteControl {
             Ok(rows)
         })
         .await
+    }
+
+    async fn claim_job(
+        &self,
+        owner: &str,
+        lease: std::time::Duration,
+    ) -> StoreResult<Option<(TenantId, String)>> {
+        let owner = owner.to_owned();
+        self.run(move |c| super::jobs::claim(c, &owner, lease))
+            .await
+    }
+
+    async fn unfinished_jobs(&self) -> StoreResult<u64> {
+        self.run(super::jobs::unfinished).await
     }
 
     fn tenant(&self, id: &TenantId) -> Arc<dyn TenantControl> {
@@ -667,6 +692,65 @@ impl TenantControl for SqliteTenantControl {
                 .map_err(sql_err)?;
                 Ok(())
             })
+            .await
+    }
+
+    async fn create_job(&self, job: NewJob) -> StoreResult<JobRecord> {
+        let t = self.tenant.clone();
+        let rec = JobRecord {
+            job_id: job.job_id.clone(),
+            kind: job.kind.clone(),
+            status: JobStatus::Queued,
+            total: job.total,
+            done: 0,
+            failed: 0,
+            created_by: job.created_by.clone(),
+            created_at: job.created_at,
+            started_at: None,
+            finished_at: None,
+        };
+        self.control
+            .run(move |c| super::jobs::create(c, &t, &job))
+            .await?;
+        Ok(rec)
+    }
+
+    async fn get_job(&self, job_id: &str) -> StoreResult<Option<(JobRecord, Vec<JobItemResult>)>> {
+        let (t, job) = (self.tenant.clone(), job_id.to_owned());
+        self.control
+            .run(move |c| super::jobs::get(c, &t, &job))
+            .await
+    }
+
+    async fn job_payload(&self, job_id: &str) -> StoreResult<Option<Value>> {
+        let (t, job) = (self.tenant.clone(), job_id.to_owned());
+        self.control
+            .run(move |c| super::jobs::payload(c, &t, &job))
+            .await
+    }
+
+    async fn job_progress(
+        &self,
+        job_id: &str,
+        owner: &str,
+        results: &[JobItemResult],
+        lease: std::time::Duration,
+    ) -> StoreResult<bool> {
+        let (t, job, owner, results) = (
+            self.tenant.clone(),
+            job_id.to_owned(),
+            owner.to_owned(),
+            results.to_vec(),
+        );
+        self.control
+            .run(move |c| super::jobs::progress(c, &t, &job, &owner, &results, lease))
+            .await
+    }
+
+    async fn finish_job(&self, job_id: &str, owner: &str) -> StoreResult<bool> {
+        let (t, job, owner) = (self.tenant.clone(), job_id.to_owned(), owner.to_owned());
+        self.control
+            .run(move |c| super::jobs::finish(c, &t, &job, &owner))
             .await
     }
 }

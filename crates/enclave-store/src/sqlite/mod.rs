@@ -12,6 +12,7 @@
 
 mod control;
 mod db;
+mod jobs;
 mod sql;
 mod tenant;
 

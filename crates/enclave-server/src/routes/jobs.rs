@@ -1,0 +1,159 @@
+//! Ingestion jobs (docs/API-EXTENSIONS.md): a large upload accepted with
+//! `202` and processed in the background by the fair scheduler
+//! (`crate::jobs`), and its status.
+
+use axum::extract::Path;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use enclave_store::control::{JobItemResult, JobRecord, NewJob};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::documents::{new_document, CreateBody};
+use crate::auth::{Body, Caller, Member, Viewer};
+use crate::{ApiError, ApiResult, AppState};
+
+/// Most documents one job may carry.
+pub const MAX_JOB_DOCUMENTS: usize = 10_000;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create))
+        .routes(routes!(get_one))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct JobBody {
+    /// Document bodies, each as `POST /v1/documents` takes it.
+    #[schema(value_type = Vec<CreateBody>)]
+    documents: Vec<Value>,
+}
+
+/// A job as the API shows it.
+#[derive(Serialize, utoipa::ToSchema)]
+struct JobView {
+    job_id: String,
+    kind: String,
+    /// `queued` | `running` | `succeeded`
+    status: String,
+    documents_total: u64,
+    documents_done: u64,
+    documents_failed: u64,
+    created_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+    /// Per document, in order, once processed: `document_id`, or `error`
+    /// (a problem object with `status`, `code`, `detail`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    results: Option<Vec<JobItemResult>>,
+}
+
+impl JobView {
+    fn new(r: JobRecord, results: Option<Vec<JobItemResult>>) -> Self {
+        Self {
+            job_id: r.job_id,
+            kind: r.kind,
+            status: r.status.as_str().to_owned(),
+            documents_total: r.total,
+            documents_done: r.done,
+            documents_failed: r.failed,
+            created_at: r.created_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            results,
+        }
+    }
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/documents",
+    tag = "jobs",
+    request_body = JobBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "accepted: stored, processed in the background; poll the Location", body = JobView),
+        (status = 400, description = "invalid_request (a document's shape, named documents[i])", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthenticated", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden, tenant_mismatch or tenant_suspended", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "payload_too_large", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "unavailable", body = crate::openapi::Problem, content_type = "application/problem+json")
+    )
+)]
+async fn create(caller: Caller<Member>, Body(body): Body<JobBody>) -> ApiResult<Response> {
+    let n = body.documents.len();
+    if n == 0 || n > MAX_JOB_DOCUMENTS {
+        return Err(ApiError::invalid(format!(
+            "documents: give 1 to {MAX_JOB_DOCUMENTS} documents"
+        )));
+    }
+    // The shape of every document is checked now; what only adding can
+    // tell (chunking, quotas) is each document's result.
+    for (i, d) in body.documents.iter().enumerate() {
+        serde_json::from_value::<CreateBody>(d.clone())
+            .map_err(|e| ApiError::invalid(format!("documents[{i}]: {e}")))
+            .and_then(new_document)
+            .map_err(|e| match e {
+                ApiError::Invalid(m) if !m.starts_with("documents[") => {
+                    ApiError::Invalid(format!("documents[{i}].{m}"))
+                }
+                e => e,
+            })?;
+    }
+    let state = caller.state();
+    let tenant = &caller.ctx.tenant;
+    if let Some(left) = super::usage::budget_left_usd(state, &tenant.id, &tenant.limits).await? {
+        if left <= 0.0 {
+            return Err(ApiError::QuotaExceeded(
+                "monthly_budget_usd: this month's budget is spent".into(),
+            ));
+        }
+    }
+    let job = NewJob {
+        job_id: uuid::Uuid::now_v7().to_string(),
+        kind: "documents".into(),
+        payload: Value::Array(body.documents),
+        total: n as u64,
+        created_by: caller.ctx.actor.clone(),
+        created_at: Utc::now(),
+    };
+    let rec = state.control().tenant(&tenant.id).create_job(job).await?;
+    state.inner.jobs.wake.notify_one();
+    let location = format!("/v1/jobs/{}", rec.job_id);
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(JobView::new(rec, None)),
+    )
+        .into_response())
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{job_id}",
+    tag = "jobs",
+    params(("job_id" = String, Path)),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the job, with each processed document's result", body = JobView),
+        (status = 401, description = "unauthenticated", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden, tenant_mismatch or tenant_suspended", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found (also another tenant's job)", body = crate::openapi::Problem, content_type = "application/problem+json")
+    )
+)]
+async fn get_one(caller: Caller<Viewer>, Path(job_id): Path<String>) -> ApiResult<Json<JobView>> {
+    let (rec, results) = caller
+        .state()
+        .control()
+        .tenant(caller.ctx.tenant_id())
+        .get_job(&job_id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok(Json(JobView::new(rec, Some(results))))
+}

@@ -1,0 +1,578 @@
+//! Fair scheduling of embedding work across tenants.
+//!
+//! Embedding is the expensive step of ingestion (tens of milliseconds per
+//! chunk on a CPU), so it is where one tenant's bulk upload would starve
+//! everybody else. Every document's chunks are cut into *units* of about
+//! [`Scheduling::unit_tokens`] tokens and queued **per tenant**; free worker
+//! slots take the next unit round-robin across the tenants that have work,
+//! and no tenant runs more than [`Scheduling::per_tenant_concurrency`] units
+//! at once.
+//!
+//! Round-robin alone does not protect latency on a machine whose cores are
+//! all busy: a unit already computing cannot be paused. So units run in one
+//! of two *lanes*:
+//! - **foreground** — on the process' ordinary rayon pool, at normal OS
+//!   priority: query embeddings (never queued) and the work of tenants that
+//!   have embedded little recently;
+//! - **background** — on a second rayon pool whose threads run at the lowest
+//!   OS priority (`nice 19`): work of a *heavy* tenant, and all work
+//!   submitted with [`Priority::Background`] (ingestion jobs). A tenant's
+//!   *demand* is its recent embedding (a decaying count of tokens,
+//!   half-life [`Scheduling::heavy_half_life`]) plus its backlog; it is heavy
+//!   when its demand is over [`Scheduling::heavy_tokens`] and over 1.5× the
+//!   mean demand of the tenants active lately. Alone, nobody is heavy.
+//!
+//! The kernel then preempts a flood in favour of a light tenant's upload or
+//! search; alone, a heavy tenant still gets every idle core.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use enclave_core::TenantId;
+use enclave_embed::{EmbedError, Embedder};
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+
+/// How embedding work is shared between tenants.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scheduling {
+    /// Units computing at once in each lane.
+    pub workers: usize,
+    /// Units of one tenant computing at once (both lanes together).
+    pub per_tenant_concurrency: usize,
+    /// Tokens per unit (a unit holds at least one text).
+    pub unit_tokens: usize,
+    /// Least demand (recent tokens plus backlog) at which a tenant using more
+    /// than its share runs in the background lane.
+    pub heavy_tokens: f64,
+    /// Half-life of the recent-tokens count.
+    pub heavy_half_life: Duration,
+}
+
+impl Default for Scheduling {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self {
+            workers: cores,
+            per_tenant_concurrency: cores,
+            unit_tokens: 512,
+            heavy_tokens: 2048.0,
+            heavy_half_life: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What the caller asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Priority {
+    /// Interactive work: foreground unless the tenant is heavy.
+    #[default]
+    Normal,
+    /// Work nobody waits on (jobs): always the background lane.
+    Background,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    Foreground = 0,
+    Background = 1,
+}
+
+/// Figures for metrics (`enclave_embedding_*`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SchedulerStats {
+    /// Units waiting for a slot.
+    pub queued_units: u64,
+    /// Tenants with units waiting.
+    pub waiting_tenants: u64,
+    /// Units computing, `[foreground, background]`.
+    pub running: [u64; 2],
+    /// Units finished since start, `[foreground, background]`.
+    pub units_total: [u64; 2],
+    /// Seconds units waited for a slot since start (sum).
+    pub wait_seconds_total: f64,
+    /// Query embeddings computed since start.
+    pub queries_total: u64,
+}
+
+/// A tenant is heavy when its demand exceeds the fair share by this factor
+/// (so tenants using about the same stay in one lane).
+const HEAVY_OVER_SHARE: f64 = 1.5;
+
+type Vectors = Result<Vec<Vec<f32>>, EmbedError>;
+
+struct Unit {
+    texts: Vec<String>,
+    tokens: usize,
+    priority: Priority,
+    enqueued: Instant,
+    reply: oneshot::Sender<Vectors>,
+}
+
+#[derive(Default)]
+struct TenantQueue {
+    units: VecDeque<Unit>,
+    queued_tokens: usize,
+    running: usize,
+    recent: f64,
+    recent_at: Option<Instant>,
+}
+
+impl TenantQueue {
+    fn decayed(&self, now: Instant, half_life: Duration) -> f64 {
+        match self.recent_at {
+            Some(at) => {
+                let dt = now.saturating_duration_since(at).as_secs_f64();
+                self.recent * 0.5f64.powf(dt / half_life.as_secs_f64().max(1e-3))
+            }
+            None => 0.0,
+        }
+    }
+
+    /// Recent tokens plus backlog.
+    fn demand(&self, now: Instant, half_life: Duration) -> f64 {
+        self.decayed(now, half_life) + self.queued_tokens as f64
+    }
+
+    fn idle(&self, now: Instant, half_life: Duration) -> bool {
+        self.units.is_empty() && self.running == 0 && self.decayed(now, half_life) < 1.0
+    }
+}
+
+#[derive(Default)]
+struct State {
+    tenants: HashMap<TenantId, TenantQueue>,
+    /// Tenants with queued units, in service order.
+    ring: VecDeque<TenantId>,
+    running: [usize; 2],
+    stats: SchedulerStats,
+}
+
+/// The per-process embedding scheduler (one per [`crate::Memory`]).
+pub(crate) struct Scheduler {
+    embedder: Arc<dyn Embedder>,
+    config: Scheduling,
+    state: Mutex<State>,
+    background: OnceLock<Option<Arc<rayon::ThreadPool>>>,
+}
+
+impl Scheduler {
+    pub fn new(embedder: Arc<dyn Embedder>, config: Scheduling) -> Arc<Self> {
+        Arc::new(Self {
+            embedder,
+            config: Scheduling {
+                workers: config.workers.max(1),
+                per_tenant_concurrency: config.per_tenant_concurrency.max(1),
+                unit_tokens: config.unit_tokens.max(1),
+                ..config
+            },
+            state: Mutex::new(State::default()),
+            background: OnceLock::new(),
+        })
+    }
+
+    pub fn stats(&self) -> SchedulerStats {
+        let s = self.state.lock();
+        SchedulerStats {
+            queued_units: s.tenants.values().map(|q| q.units.len() as u64).sum(),
+            waiting_tenants: s.ring.len() as u64,
+            running: [s.running[0] as u64, s.running[1] as u64],
+            ..s.stats
+        }
+    }
+
+    /// Embeds one query now, in the foreground lane (a query is one short
+    /// text that someone is waiting on; it is never queued behind ingestion).
+    pub async fn embed_query(&self, text: String) -> Vectors {
+        let out = run(self.embedder.clone(), None, vec![text]).await;
+        self.state.lock().stats.queries_total += 1;
+        out
+    }
+
+    /// Embeds a document's chunk texts (`tokens[i]` counts `texts[i]`) through
+    /// the tenant's queue. Results are in input order.
+    pub async fn embed(
+        self: &Arc<Self>,
+        tenant: &TenantId,
+        texts: Vec<String>,
+        tokens: &[u32],
+        priority: Priority,
+    ) -> Vectors {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut receivers = Vec::new();
+        {
+            let now = Instant::now();
+            let mut s = self.state.lock();
+            let q = s.tenants.entry(tenant.clone()).or_default();
+            let was_waiting = !q.units.is_empty();
+            let mut unit = Vec::new();
+            let mut unit_tokens = 0;
+            let mut texts = texts.into_iter().zip(tokens.iter().map(|&t| t as usize));
+            loop {
+                let next = texts.next();
+                let full = next
+                    .as_ref()
+                    .is_some_and(|(_, t)| unit_tokens + t > self.config.unit_tokens);
+                if (next.is_none() || full) && !unit.is_empty() {
+                    let (tx, rx) = oneshot::channel();
+                    q.queued_tokens += unit_tokens;
+                    q.units.push_back(Unit {
+                        texts: std::mem::take(&mut unit),
+                        tokens: unit_tokens,
+                        priority,
+                        enqueued: now,
+                        reply: tx,
+                    });
+                    receivers.push(rx);
+                    unit_tokens = 0;
+                }
+                let Some((text, t)) = next else { break };
+                unit.push(text);
+                unit_tokens += t;
+            }
+            if !was_waiting {
+                s.ring.push_back(tenant.clone());
+            }
+        }
+        self.pump();
+        let mut out = Vec::with_capacity(tokens.len());
+        for rx in receivers {
+            let vectors = rx
+                .await
+                .map_err(|_| EmbedError::Compute("the embedding scheduler stopped".into()))??;
+            out.extend(vectors);
+        }
+        Ok(out)
+    }
+
+    /// Starts units while slots are free: the first tenant in ring order
+    /// that is under its concurrency cap and whose lane has a free slot.
+    fn pump(self: &Arc<Self>) {
+        loop {
+            let now = Instant::now();
+            let cfg = self.config;
+            let mut s = self.state.lock();
+            // The fair share: the mean demand (recent tokens plus backlog)
+            // of the tenants active lately.
+            let (mut total, mut active) = (0.0, 0usize);
+            for q in s.tenants.values() {
+                let d = q.demand(now, cfg.heavy_half_life);
+                if d >= 1.0 {
+                    total += d;
+                    active += 1;
+                }
+            }
+            let share = total / active.max(1) as f64;
+            let mut picked = None;
+            for i in 0..s.ring.len() {
+                let q = &s.tenants[&s.ring[i]];
+                if q.running >= cfg.per_tenant_concurrency {
+                    continue;
+                }
+                let Some(front) = q.units.front() else {
+                    continue;
+                };
+                let demand = q.demand(now, cfg.heavy_half_life);
+                let heavy = demand > cfg.heavy_tokens && demand > HEAVY_OVER_SHARE * share;
+                let lane = if front.priority == Priority::Background || heavy {
+                    Lane::Background
+                } else {
+                    Lane::Foreground
+                };
+                if s.running[lane as usize] < cfg.workers {
+                    picked = Some((i, lane));
+                    break;
+                }
+            }
+            let Some((i, lane)) = picked else {
+                if s.tenants.len() > 1024 {
+                    s.tenants.retain(|_, q| !q.idle(now, cfg.heavy_half_life));
+                }
+                return;
+            };
+            let tenant = s.ring.remove(i).expect("index in range");
+            let q = s.tenants.get_mut(&tenant).expect("queued tenant");
+            let unit = q.units.pop_front().expect("a queued unit");
+            q.queued_tokens -= unit.tokens;
+            q.running += 1;
+            q.recent = q.decayed(now, cfg.heavy_half_life) + unit.tokens as f64;
+            q.recent_at = Some(now);
+            if !q.units.is_empty() {
+                s.ring.push_back(tenant.clone());
+            }
+            s.running[lane as usize] += 1;
+            s.stats.wait_seconds_total += now.duration_since(unit.enqueued).as_secs_f64();
+            drop(s);
+
+            let pool = match lane {
+                Lane::Foreground => None,
+                Lane::Background => self.background_pool(),
+            };
+            let this = self.clone();
+            tokio::spawn(async move {
+                let out = run(this.embedder.clone(), pool, unit.texts).await;
+                let _ = unit.reply.send(out);
+                {
+                    let mut s = this.state.lock();
+                    s.running[lane as usize] -= 1;
+                    s.stats.units_total[lane as usize] += 1;
+                    let now = Instant::now();
+                    let idle = s.tenants.get_mut(&tenant).is_some_and(|q| {
+                        q.running -= 1;
+                        q.idle(now, this.config.heavy_half_life)
+                    });
+                    if idle {
+                        s.tenants.remove(&tenant);
+                    }
+                }
+                this.pump();
+            });
+        }
+    }
+
+    /// The background lane's pool: threads at the lowest OS priority. `None`
+    /// (work runs on the ordinary pool) where the pool cannot be built.
+    fn background_pool(&self) -> Option<Arc<rayon::ThreadPool>> {
+        self.background
+            .get_or_init(|| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(rayon::current_num_threads())
+                    .thread_name(|i| format!("enclave-bg-{i}"))
+                    .start_handler(|_| lower_thread_priority())
+                    .build()
+                    .map(Arc::new)
+                    .map_err(|e| tracing::warn!(error = %e, "no background embedding pool"))
+                    .ok()
+            })
+            .clone()
+    }
+}
+
+/// Runs `texts` through the embedder: on a blocking thread inside `pool` (or
+/// the ordinary rayon pool) when the embedder computes locally, else through
+/// its async `embed`.
+async fn run(
+    embedder: Arc<dyn Embedder>,
+    pool: Option<Arc<rayon::ThreadPool>>,
+    texts: Vec<String>,
+) -> Vectors {
+    let e = embedder.clone();
+    let (texts, out) = tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let out = match &pool {
+            Some(p) => p.install(|| e.embed_blocking(&refs)),
+            None => e.embed_blocking(&refs),
+        };
+        (texts, out)
+    })
+    .await
+    .map_err(|e| EmbedError::Compute(e.to_string()))?;
+    match out {
+        Some(r) => r,
+        None => embedder.embed(texts).await,
+    }
+}
+
+/// `nice 19` for the calling thread (Linux: the nice value is per thread).
+fn lower_thread_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority has no memory-safety preconditions; `0` names the
+    // calling thread.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 19);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use enclave_core::TokenCounter;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Records which tenant's texts it computed, in order, one text at a
+    /// time, slowly enough that a queue forms.
+    struct Recorder {
+        log: Mutex<Vec<String>>,
+        busy: AtomicUsize,
+        most_busy: AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl Embedder for Recorder {
+        fn model_id(&self) -> &str {
+            "recorder"
+        }
+        fn dimensions(&self) -> usize {
+            1
+        }
+        fn max_input_tokens(&self) -> u32 {
+            512
+        }
+        fn token_counter(&self) -> Arc<dyn TokenCounter> {
+            enclave_embed::HashEmbedder::new(1).token_counter()
+        }
+        async fn embed(&self, texts: Vec<String>) -> Vectors {
+            let now = self.busy.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most_busy.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            self.log.lock().extend(texts.iter().cloned());
+            self.busy.fetch_sub(1, Ordering::SeqCst);
+            Ok(texts.iter().map(|_| vec![1.0]).collect())
+        }
+    }
+
+    fn recorder() -> Arc<Recorder> {
+        Arc::new(Recorder {
+            log: Mutex::new(Vec::new()),
+            busy: AtomicUsize::new(0),
+            most_busy: AtomicUsize::new(0),
+        })
+    }
+
+    fn one_worker() -> Scheduling {
+        Scheduling {
+            workers: 1,
+            per_tenant_concurrency: 1,
+            unit_tokens: 1,
+            ..Scheduling::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_light_tenant_is_served_between_a_heavy_tenants_units() {
+        let rec = recorder();
+        let s = Scheduler::new(rec.clone(), one_worker());
+        let a = TenantId::parse("a").unwrap();
+        let b = TenantId::parse("b").unwrap();
+        let flood: Vec<String> = (0..20).map(|i| format!("a{i}")).collect();
+        let s2 = s.clone();
+        let a2 = a.clone();
+        let flood_task = tokio::spawn(async move {
+            let n = flood.len();
+            s2.embed(&a2, flood, &vec![1; n], Priority::Normal).await
+        });
+        // Let the flood start, then B asks for one unit.
+        tokio::time::sleep(Duration::from_millis(12)).await;
+        let out = s
+            .embed(&b, vec!["b0".into()], &[1], Priority::Normal)
+            .await
+            .unwrap();
+        assert_eq!(out.len(), 1);
+        let at_b_done = rec.log.lock().len();
+        let flood_out = flood_task.await.unwrap().unwrap();
+        assert_eq!(flood_out.len(), 20, "every unit of the flood is answered");
+        let log = rec.log.lock().clone();
+        let b_at = log.iter().position(|t| t == "b0").unwrap();
+        // B waited for at most the unit running when it arrived and the one
+        // after, not for the 20-unit flood.
+        assert!(b_at <= 4, "b served at position {b_at}: {log:?}");
+        assert!(at_b_done < 10, "{at_b_done} units done when b finished");
+        // A's units stay in order.
+        let a_order: Vec<_> = log.iter().filter(|t| t.starts_with('a')).cloned().collect();
+        assert_eq!(
+            a_order,
+            (0..20).map(|i| format!("a{i}")).collect::<Vec<_>>()
+        );
+        assert_eq!(s.stats().queued_units, 0);
+    }
+
+    #[tokio::test]
+    async fn no_tenant_runs_more_units_than_its_cap() {
+        let rec = recorder();
+        let s = Scheduler::new(
+            rec.clone(),
+            Scheduling {
+                workers: 4,
+                per_tenant_concurrency: 2,
+                unit_tokens: 1,
+                ..Scheduling::default()
+            },
+        );
+        let a = TenantId::parse("a").unwrap();
+        let texts: Vec<String> = (0..12).map(|i| format!("t{i}")).collect();
+        let out = s
+            .embed(&a, texts, &[1; 12], Priority::Normal)
+            .await
+            .unwrap();
+        assert_eq!(out.len(), 12);
+        assert_eq!(rec.most_busy.load(Ordering::SeqCst), 2);
+        let st = s.stats();
+        assert_eq!(st.units_total.iter().sum::<u64>(), 12);
+        assert_eq!(st.running, [0, 0]);
+    }
+
+    #[tokio::test]
+    async fn units_hold_about_unit_tokens_and_results_keep_input_order() {
+        let s = Scheduler::new(
+            Arc::new(enclave_embed::HashEmbedder::new(16)),
+            Scheduling {
+                unit_tokens: 10,
+                ..Scheduling::default()
+            },
+        );
+        let a = TenantId::parse("a").unwrap();
+        let texts: Vec<String> = (0..7).map(|i| format!("text number {i}")).collect();
+        let out = s
+            .embed(&a, texts.clone(), &[4; 7], Priority::Normal)
+            .await
+            .unwrap();
+        let direct = enclave_embed::HashEmbedder::new(16);
+        for (t, v) in texts.iter().zip(&out) {
+            assert_eq!(v, &direct.embed_one(t));
+        }
+        // 4 + 4 fit in 10, a third does not: 7 texts → 4 units.
+        assert_eq!(s.stats().units_total.iter().sum::<u64>(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_tenant_using_over_its_share_runs_in_the_background_lane() {
+        let config = Scheduling {
+            unit_tokens: 100,
+            heavy_tokens: 250.0,
+            ..Scheduling::default()
+        };
+        let hash = Arc::new(enclave_embed::HashEmbedder::new(16));
+        let (a, b) = (TenantId::parse("a").unwrap(), TenantId::parse("b").unwrap());
+
+        // Alone, a tenant is never heavy: it gets the foreground lane.
+        let alone = Scheduler::new(hash.clone(), config);
+        alone
+            .embed(&a, vec!["x".into(); 6], &[100; 6], Priority::Normal)
+            .await
+            .unwrap();
+        assert_eq!(alone.stats().units_total, [6, 0]);
+
+        let s = Scheduler::new(hash, config);
+        s.embed(&b, vec!["y".into()], &[10], Priority::Normal)
+            .await
+            .unwrap();
+        s.embed(&a, vec!["x".into()], &[100], Priority::Normal)
+            .await
+            .unwrap();
+        assert_eq!(s.stats().units_total, [2, 0], "both light: foreground");
+        s.embed(&a, vec!["x".into(); 4], &[100; 4], Priority::Normal)
+            .await
+            .unwrap();
+        let st = s.stats();
+        assert!(
+            st.units_total[1] >= 3,
+            "a heavy beside b: background {st:?}"
+        );
+        // B, light, stays in the foreground while A is heavy.
+        s.embed(&b, vec!["y".into()], &[10], Priority::Normal)
+            .await
+            .unwrap();
+        assert_eq!(s.stats().units_total[0], st.units_total[0] + 1);
+        // Background priority is honoured whatever the demand.
+        s.embed(&b, vec!["y".into()], &[1], Priority::Background)
+            .await
+            .unwrap();
+        assert_eq!(s.stats().units_total[1], st.units_total[1] + 1);
+        s.embed_query("q".into()).await.unwrap();
+        assert_eq!(s.stats().queries_total, 1);
+    }
+}
