@@ -87,6 +87,63 @@ struct FileSettings {
     /// `[jobs]`: how this replica processes ingestion jobs.
     #[serde(default)]
     jobs: JobSettings,
+    /// `[metrics]`: opt-in per-tenant labels.
+    #[serde(default)]
+    metrics: MetricsSettings,
+    /// `[alerts]`: the budget alert webhook.
+    #[serde(default)]
+    alerts: AlertSettings,
+}
+
+/// `[alerts]` of the settings file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlertSettings {
+    webhook_url: Option<String>,
+    /// Name of the environment variable holding the signing secret (kept
+    /// out of the file).
+    secret_env: Option<String>,
+    timeout_ms: Option<u64>,
+    retry_secs: Option<f64>,
+}
+
+impl AlertSettings {
+    fn options(&self) -> Result<enclave_server::alerts::AlertOptions> {
+        let mut o = enclave_server::alerts::AlertOptions::default();
+        if let Some(url) = env("ENCLAVE_ALERT_WEBHOOK_URL").or(self.webhook_url.clone()) {
+            let parsed = reqwest::Url::parse(&url)
+                .with_context(|| format!("[alerts] webhook_url {url:?} is not a URL"))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                bail!("[alerts] webhook_url must be http or https");
+            }
+            o.webhook_url = Some(url);
+        }
+        if let Some(var) = &self.secret_env {
+            o.secret =
+                Some(env(var).with_context(|| format!("[alerts] secret_env: {var} is not set"))?);
+        }
+        if let Some(ms) = self.timeout_ms {
+            if !(1..=60_000).contains(&ms) {
+                bail!("[alerts] timeout_ms must be in [1, 60000]");
+            }
+            o.timeout = Duration::from_millis(ms);
+        }
+        if let Some(r) = self.retry_secs {
+            if !(0.1..=3600.0).contains(&r) {
+                bail!("[alerts] retry_secs must be in [0.1, 3600]");
+            }
+            o.retry = Duration::from_secs_f64(r);
+        }
+        Ok(o)
+    }
+}
+
+/// `[metrics]` of the settings file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetricsSettings {
+    /// Label the counters of the N busiest tenants (0 or unset: none).
+    top_tenants: Option<usize>,
 }
 
 /// `[jobs]` of the settings file.
@@ -232,6 +289,11 @@ pub async fn run(mut store: StoreArgs, args: ServeArgs) -> Result<()> {
             file.prices.clone()
         },
         jobs: file.jobs.options()?,
+        alerts: file.alerts.options()?,
+        metrics_top_tenants: match file.metrics.top_tenants {
+            Some(n) if n > 1000 => bail!("[metrics] top_tenants must be at most 1000"),
+            n => n.unwrap_or(0),
+        },
         ..ServerOptions::default()
     };
     if let Some(url) = &opts.redis_url {

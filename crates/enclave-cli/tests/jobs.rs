@@ -235,7 +235,8 @@ async fn a_tenant_flooding_ingestion_does_not_hold_back_another_tenants_upload_a
 #[tokio::test]
 async fn another_tenants_job_is_404_and_usage_equals_what_the_job_did() {
     for backend in [Backend::Embedded, Backend::Postgres] {
-        let app = spawn_app_with(backend, &[]).await;
+        let app =
+            spawn_app_with(backend, &[(EXTRA_SETTINGS, "[metrics]\ntop_tenants = 1\n")]).await;
         let a = app.tenant("alpha").await;
         let b = app.tenant("beta").await;
         // Shapes are checked before anything is stored.
@@ -313,5 +314,11 @@ async fn another_tenants_job_is_404_and_usage_equals_what_the_job_did() {
             "{m}"
         );
         assert!(m.contains("enclave_embedding_queue_units"), "{m}");
+        // Opted in to one tenant label: the busiest (alpha), never beta.
+        assert!(
+            m.contains("enclave_top_tenant_requests_total{tenant_id=\"alpha\"}"),
+            "{m}"
+        );
+        assert!(!m.contains("beta"), "{m}");
     }
 }

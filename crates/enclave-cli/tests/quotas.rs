@@ -265,3 +265,74 @@ async fn a_spent_monthly_budget_refuses_writes_and_searches_but_not_reading_usag
     .await
     .ok(200);
 }
+
+#[tokio::test]
+async fn the_admin_usage_view_shows_each_tenant_what_its_own_usage_shows() {
+    for backend in [Backend::Embedded, Backend::Postgres] {
+        let app = support::spawn_app_with(
+            backend,
+            &[(
+                support::EXTRA_SETTINGS,
+                "[prices]\nrequest_usd = 0.001\nsearch_usd = 0.01",
+            )],
+        )
+        .await;
+        let a = tenant_with_limits(&app, "alpha", json!({"monthly_budget_usd": 5.0})).await;
+        let b = app.tenant("beta").await;
+        create(&app, &a, text("a.md", "alpha's only document"))
+            .await
+            .ok(201);
+        for _ in 0..3 {
+            app.post("/v1/search", &b, json!({"query": "anything"}))
+                .await
+                .ok(200);
+        }
+        // A tenant credential is not the platform admin.
+        app.get("/admin/v1/usage", &a)
+            .await
+            .problem(403, "forbidden");
+
+        let own_a = app.get("/v1/usage", &a).await.ok(200).clone();
+        let own_b = app.get("/v1/usage", &b).await.ok(200).clone();
+        let page1 = app
+            .get("/admin/v1/usage?limit=1", ADMIN)
+            .await
+            .ok(200)
+            .clone();
+        let rows1 = page1["tenants"].as_array().unwrap();
+        assert_eq!(rows1.len(), 1);
+        let cursor = page1["next_cursor"].as_str().unwrap().to_owned();
+        let page2 = app
+            .get(&format!("/admin/v1/usage?limit=1&cursor={cursor}"), ADMIN)
+            .await
+            .ok(200)
+            .clone();
+        let rows: Vec<&Value> = rows1
+            .iter()
+            .chain(page2["tenants"].as_array().unwrap())
+            .collect();
+        let row = |id: &str| *rows.iter().find(|r| r["tenant_id"] == id).unwrap();
+        let (ra, rb) = (row("alpha"), row("beta"));
+        // The view itself is not a tenant request: figures as each tenant's
+        // own view showed them (which counted itself).
+        for (r, own) in [(ra, &own_a), (rb, &own_b)] {
+            for f in [
+                "searches",
+                "documents_added",
+                "tokens_embedded",
+                "storage_bytes",
+            ] {
+                assert_eq!(r[f], own[f], "{backend:?} {f}: {r} vs {own}");
+            }
+            assert_eq!(r["requests"], own["requests"], "{backend:?}: {r} vs {own}");
+        }
+        assert_eq!(rb["searches"], 3);
+        assert_eq!(ra["documents_added"], 1);
+        assert_eq!(ra["document_count"], 1);
+        assert_eq!(ra["monthly_budget_usd"], 5.0);
+        assert!(ra["month_to_date_usd"].as_f64().unwrap() > 0.0);
+        assert!(rb.get("monthly_budget_usd").is_none());
+        let cost_b = rb["cost_usd"].as_f64().unwrap();
+        assert!((cost_b - (4.0 * 0.001 + 3.0 * 0.01)).abs() < 1e-9, "{rb}");
+    }
+}

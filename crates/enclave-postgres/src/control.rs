@@ -9,9 +9,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use enclave_core::{Isolation, Role, Slug, TenantId, TenantStatus};
 use enclave_store::control::{
-    audit_hash, audit_time, idempotency_decision, AuditEvent, ControlPurge, ControlStore,
-    IdempotencyState, JobItemResult, JobRecord, JobStatus, KeyRecord, NewAuditEvent, NewJob,
-    NewTenant, TenantControl, TenantRecord, TenantUpdate, UsageCounts, PLATFORM_SCOPE,
+    audit_hash, audit_time, idempotency_decision, AuditEvent, BudgetAlert, ControlPurge,
+    ControlStore, IdempotencyState, JobItemResult, JobRecord, JobStatus, KeyRecord, NewAuditEvent,
+    NewJob, NewTenant, TenantControl, TenantRecord, TenantUpdate, UsageCounts, PLATFORM_SCOPE,
 };
 use enclave_store::{StoreError, StoreResult};
 use serde_json::{Map, Value};
@@ -292,6 +292,7 @@ impl ControlStore for PgControl {
             "job_queue",
             "job_results",
             "jobs",
+            "budget_alerts",
         ] {
             sqlx::query(&format!("DELETE FROM public.{table} WHERE tenant_id = $1"))
                 .bind(t)
@@ -424,6 +425,29 @@ impl ControlStore for PgControl {
         let n = crate::jobs::unfinished(&mut tx).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(n)
+    }
+
+    async fn due_budget_alerts(
+        &self,
+        limit: u32,
+        retry: std::time::Duration,
+    ) -> StoreResult<Vec<BudgetAlert>> {
+        let mut tx = self.begin(Scope::Platform).await?;
+        let due = crate::jobs::due_alerts(&mut tx, limit, retry).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(due)
+    }
+
+    async fn budget_alert_delivered(
+        &self,
+        tenant: &TenantId,
+        month: &str,
+        threshold_percent: u32,
+    ) -> StoreResult<()> {
+        let t = tenant.as_str();
+        let mut tx = self.begin(Scope::Tenant(t)).await?;
+        crate::jobs::alert_delivered(&mut tx, t, month, threshold_percent).await?;
+        tx.commit().await.map_err(db_err)
     }
 
     fn tenant(&self, id: &TenantId) -> Arc<dyn TenantControl> {
@@ -632,6 +656,18 @@ impl TenantControl for PgTenantControl {
             .await
             .map_err(db_err)?;
         tx.commit().await.map_err(db_err)
+    }
+
+    async fn record_budget_alert(
+        &self,
+        alert: &BudgetAlert,
+        retry: std::time::Duration,
+    ) -> StoreResult<bool> {
+        let t = self.tenant.as_str();
+        let mut tx = self.control.begin(Scope::Tenant(t)).await?;
+        let stored = crate::jobs::record_alert(&mut tx, t, alert, retry).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(stored)
     }
 
     async fn create_job(&self, job: NewJob) -> StoreResult<JobRecord> {

@@ -64,6 +64,7 @@ pub const TENANT_TABLES: &[&str] = &[
     "jobs",
     "job_results",
     "job_queue",
+    "budget_alerts",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -161,7 +162,7 @@ pub async fn migrate(
     pool.execute(
         format!(
             "GRANT SELECT, INSERT, UPDATE, DELETE ON public.api_keys, public.idempotency_keys, \
-             public.jobs, public.job_results, public.job_queue TO {app_role}; \
+             public.jobs, public.job_results, public.job_queue, public.budget_alerts TO {app_role}; \
              GRANT EXECUTE ON FUNCTION public.purge_tenant_audit(text) TO {app_role};"
         )
         .as_str(),

@@ -12,6 +12,7 @@
 //! [`run`] takes a bound listener and a shutdown future (tests bind port 0);
 //! in-flight requests finish before it returns.
 
+pub mod alerts;
 pub mod auth;
 pub mod error;
 pub mod jobs;
@@ -125,6 +126,8 @@ pub async fn run(
                     .usage
                     .flush(state.control().as_ref(), None)
                     .await;
+                alerts::check(&state).await;
+                alerts::sweep(&state).await;
             }
         })
     };

@@ -1,8 +1,10 @@
 //! Prometheus metrics (`GET /metrics`). Labels are bounded by construction:
 //! the route *template* (`/v1/documents/{id}`, never the id), the method and
-//! the status code, and for rate limits the outcome and backend — no tenant
-//! label, so cardinality does not grow with tenants (per-tenant figures are
-//! in `/v1/usage` and the admin plane).
+//! the status code, for rate limits the outcome and backend, for the
+//! embedding scheduler the lane — no tenant label, so cardinality does not
+//! grow with tenants (per-tenant figures are in `/v1/usage` and the admin
+//! plane). The one exception is opt-in: `[metrics] top_tenants = N` labels
+//! the N busiest tenants' counters (at most N label values).
 
 use std::time::Instant;
 
@@ -79,11 +81,17 @@ impl Metrics {
         }
     }
 
-    fn render(&self, embedding: enclave::SchedulerStats, jobs: JobFigures) -> String {
+    fn render(
+        &self,
+        embedding: enclave::SchedulerStats,
+        jobs: JobFigures,
+        top: &[(enclave_core::TenantId, enclave_store::control::UsageCounts)],
+    ) -> String {
         let mut buf = Vec::new();
         let mut families = self.registry.gather();
         families.extend(scheduler_families(embedding));
         families.extend(job_families(jobs));
+        families.extend(top_tenant_families(top));
         let _ = TextEncoder::new().encode(&families, &mut buf);
         String::from_utf8(buf).unwrap_or_default()
     }
@@ -133,11 +141,57 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     };
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state
-            .inner
-            .metrics
-            .render(state.inner.memory.scheduler_stats(), jobs),
+        state.inner.metrics.render(
+            state.inner.memory.scheduler_stats(),
+            jobs,
+            &state.inner.usage.top(state.options().metrics_top_tenants),
+        ),
     )
+}
+
+/// `enclave_top_tenant_*_total{tenant_id}`: this process' counts for the
+/// `[metrics] top_tenants` busiest tenants (by requests), so the label set
+/// is at most N whatever the number of tenants.
+fn top_tenant_families(
+    top: &[(enclave_core::TenantId, enclave_store::control::UsageCounts)],
+) -> Vec<prometheus::proto::MetricFamily> {
+    use prometheus::core::Collector;
+    if top.is_empty() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    type Field = fn(&enclave_store::control::UsageCounts) -> u64;
+    let fields: [(&str, &str, Field); 4] = [
+        (
+            "enclave_top_tenant_requests_total",
+            "requests of the busiest tenants (this process)",
+            |c| c.requests,
+        ),
+        (
+            "enclave_top_tenant_searches_total",
+            "searches of the busiest tenants (this process)",
+            |c| c.searches,
+        ),
+        (
+            "enclave_top_tenant_documents_added_total",
+            "documents added by the busiest tenants (this process)",
+            |c| c.documents_added,
+        ),
+        (
+            "enclave_top_tenant_tokens_embedded_total",
+            "tokens embedded for the busiest tenants (this process)",
+            |c| c.tokens_embedded,
+        ),
+    ];
+    for (name, help, get) in fields {
+        let c = prometheus::IntCounterVec::new(Opts::new(name, help), &["tenant_id"])
+            .expect("valid metric");
+        for (t, counts) in top {
+            c.with_label_values(&[t.as_str()]).inc_by(get(counts));
+        }
+        out.extend(c.collect());
+    }
+    out
 }
 
 struct JobFigures {

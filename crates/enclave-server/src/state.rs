@@ -40,6 +40,11 @@ pub struct ServerOptions {
     pub prices: crate::limits::Prices,
     /// How this replica processes ingestion jobs.
     pub jobs: crate::jobs::JobOptions,
+    /// Tenants labelled in `/metrics` (the busiest by requests; 0 = none:
+    /// tenant ids stay out of the metrics unless an operator opts in).
+    pub metrics_top_tenants: usize,
+    /// Budget alerts (`[alerts]`).
+    pub alerts: crate::alerts::AlertOptions,
 }
 
 impl Default for ServerOptions {
@@ -55,6 +60,8 @@ impl Default for ServerOptions {
             plans: crate::limits::Plans::default(),
             prices: crate::limits::Prices::default(),
             jobs: crate::jobs::JobOptions::default(),
+            metrics_top_tenants: 0,
+            alerts: crate::alerts::AlertOptions::default(),
         }
     }
 }
@@ -74,6 +81,8 @@ pub(crate) struct Inner {
     pub placer: Option<Arc<dyn enclave_store::control::TenantPlacer>>,
     pub limiter: crate::limits::RateLimiter,
     pub jobs: Arc<crate::jobs::JobRunner>,
+    /// Outgoing HTTP (budget alert webhooks).
+    pub http: reqwest::Client,
     tenants: Mutex<LruCache<TenantId, (Arc<TenantRecord>, Instant)>>,
     touched: Mutex<LruCache<String, Instant>>,
 }
@@ -105,6 +114,7 @@ impl AppState {
                 usage: crate::usage::UsageMeter::default(),
                 placer: None,
                 jobs: Arc::default(),
+                http: reqwest::Client::new(),
                 tenants: Mutex::new(LruCache::new(n)),
                 touched: Mutex::new(LruCache::new(n)),
             }),

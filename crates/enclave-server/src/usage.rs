@@ -14,7 +14,17 @@ use parking_lot::Mutex;
 #[derive(Default)]
 pub struct UsageMeter {
     pending: Mutex<HashMap<(TenantId, NaiveDate), UsageCounts>>,
+    /// This process' counts per tenant since start, for the top-N metrics
+    /// (`[metrics] top_tenants`); bounded by [`TRACKED_TENANTS`].
+    totals: Mutex<HashMap<TenantId, UsageCounts>>,
+    /// Tenants with usage since the budget alerts last looked.
+    dirty: Mutex<std::collections::HashSet<TenantId>>,
 }
+
+/// Most tenants whose process totals are kept: beyond it the tenant with
+/// the fewest requests is dropped (so the top N stay exact unless more than
+/// this many tenants are about as busy).
+const TRACKED_TENANTS: usize = 10_000;
 
 impl UsageMeter {
     pub fn record(&self, tenant: &TenantId, counts: UsageCounts) {
@@ -24,6 +34,39 @@ impl UsageMeter {
             .entry((tenant.clone(), day))
             .or_default()
             .add(&counts);
+        self.dirty.lock().insert(tenant.clone());
+        let mut totals = self.totals.lock();
+        if !totals.contains_key(tenant) && totals.len() >= TRACKED_TENANTS {
+            if let Some(least) = totals
+                .iter()
+                .min_by_key(|(_, c)| c.requests)
+                .map(|(t, _)| t.clone())
+            {
+                totals.remove(&least);
+            }
+        }
+        totals.entry(tenant.clone()).or_default().add(&counts);
+    }
+
+    /// The tenants with usage since the last call.
+    pub fn take_dirty(&self) -> Vec<TenantId> {
+        self.dirty.lock().drain().collect()
+    }
+
+    /// The `n` tenants with the most requests since this process started.
+    pub fn top(&self, n: usize) -> Vec<(TenantId, UsageCounts)> {
+        if n == 0 {
+            return Vec::new();
+        }
+        let mut all: Vec<(TenantId, UsageCounts)> = self
+            .totals
+            .lock()
+            .iter()
+            .map(|(t, c)| (t.clone(), *c))
+            .collect();
+        all.sort_by(|a, b| b.1.requests.cmp(&a.1.requests).then(a.0.cmp(&b.0)));
+        all.truncate(n);
+        all
     }
 
     /// Counts of `tenant` for `day` not yet flushed to the control store.
@@ -38,6 +81,8 @@ impl UsageMeter {
     /// Drops a tenant's pending counts (it is being purged).
     pub fn forget(&self, tenant: &TenantId) {
         self.pending.lock().retain(|(t, _), _| t != tenant);
+        self.totals.lock().remove(tenant);
+        self.dirty.lock().remove(tenant);
     }
 
     /// Writes pending counts (of one tenant, or all); counts whose write

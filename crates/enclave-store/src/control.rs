@@ -215,6 +215,45 @@ pub struct JobItemResult {
     pub error: Option<Value>,
 }
 
+/// A tenant's spend crossed a share of its `monthly_budget_usd`
+/// (docs/API-EXTENSIONS.md, "Budget alerts"). One per tenant, month and
+/// threshold, ever: stored before it is sent, so neither a second replica
+/// nor a restart sends it again; kept until a delivery succeeds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BudgetAlert {
+    pub tenant_id: TenantId,
+    /// `YYYY-MM` (UTC).
+    pub month: String,
+    /// 80 or 100.
+    pub threshold_percent: u32,
+    pub budget_usd: f64,
+    pub spent_usd: f64,
+    pub created_at: DateTime<Utc>,
+    /// Deliveries tried so far (including the one about to be made).
+    pub attempts: u32,
+}
+
+impl BudgetAlert {
+    /// The alert's stable id (receivers deduplicate on it).
+    pub fn id(&self) -> String {
+        format!(
+            "budget:{}:{}:{}",
+            self.tenant_id, self.month, self.threshold_percent
+        )
+    }
+}
+
+/// Undelivered alerts are retried at most this many times.
+pub const MAX_ALERT_ATTEMPTS: u32 = 20;
+
+/// When the next delivery of an alert tried `attempts` times is due:
+/// `retry` doubled per attempt, at most an hour.
+pub fn alert_backoff(retry: std::time::Duration, attempts: u32) -> std::time::Duration {
+    retry
+        .saturating_mul(1 << attempts.saturating_sub(1).min(16))
+        .min(std::time::Duration::from_secs(3600))
+}
+
 /// What purging a tenant's control-plane rows removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ControlPurge {
@@ -369,6 +408,22 @@ pub trait ControlStore: Send + Sync + 'static {
     ) -> StoreResult<Option<(TenantId, String)>>;
     /// Jobs accepted and not finished, all tenants (a metric).
     async fn unfinished_jobs(&self) -> StoreResult<u64>;
+    /// Takes up to `limit` undelivered alerts whose next attempt is due
+    /// (fewer than [`MAX_ALERT_ATTEMPTS`] tries), counting this attempt and
+    /// moving their next one [`alert_backoff`] later, so a concurrent
+    /// sweep of another replica does not take them too.
+    async fn due_budget_alerts(
+        &self,
+        limit: u32,
+        retry: std::time::Duration,
+    ) -> StoreResult<Vec<BudgetAlert>>;
+    /// Marks an alert delivered (never sent again).
+    async fn budget_alert_delivered(
+        &self,
+        tenant: &TenantId,
+        month: &str,
+        threshold_percent: u32,
+    ) -> StoreResult<()>;
     /// One tenant's keys and audit log.
     fn tenant(&self, id: &TenantId) -> Arc<dyn TenantControl>;
 }
@@ -407,6 +462,14 @@ pub trait TenantControl: Send + Sync {
         from: chrono::NaiveDate,
         to: chrono::NaiveDate,
     ) -> StoreResult<Vec<(chrono::NaiveDate, UsageCounts)>>;
+    /// Stores a budget alert unless this tenant already has one for its
+    /// month and threshold; true when stored now (the caller then delivers
+    /// it; its next attempt, should that fail, is due after `retry`).
+    async fn record_budget_alert(
+        &self,
+        alert: &BudgetAlert,
+        retry: std::time::Duration,
+    ) -> StoreResult<bool>;
     /// Stores a job with its payload and queues it, in one transaction.
     async fn create_job(&self, job: NewJob) -> StoreResult<JobRecord>;
     /// A job of this tenant, with its results in item order.

@@ -12,7 +12,9 @@ use crate::auth::{Caller, Viewer, Q};
 use crate::{ApiError, ApiResult, AppState};
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(usage))
+    OpenApiRouter::new()
+        .routes(routes!(usage))
+        .routes(routes!(admin_usage))
 }
 
 #[derive(Deserialize)]
@@ -102,15 +104,27 @@ fn day(v: &str, field: &str) -> ApiResult<NaiveDate> {
 )]
 async fn usage(caller: Caller<Viewer>, Q(q): Q<UsageQuery>) -> ApiResult<Json<serde_json::Value>> {
     let _ = (q.tenant_id, q.owner_id);
+    let (from, to) = period(q.from.as_deref(), q.to.as_deref())?;
+    let state = caller.state();
+    let tenant = caller.ctx.tenant_id();
+    state
+        .inner
+        .usage
+        .flush(state.control().as_ref(), Some(tenant))
+        .await;
+    let stats = caller.reader().statistics().await?;
+    let mut body = tenant_usage(state, tenant, from, to).await?;
+    body["from"] = json!(from);
+    body["to"] = json!(to);
+    body["storage_bytes"] = json!(stats.total_size_bytes);
+    Ok(Json(body))
+}
+
+/// `from`/`to` of a usage query: days, by default the last 30.
+fn period(from: Option<&str>, to: Option<&str>) -> ApiResult<(NaiveDate, NaiveDate)> {
     let today = Utc::now().date_naive();
-    let to =
-        q.to.as_deref()
-            .map(|v| day(v, "to"))
-            .transpose()?
-            .unwrap_or(today);
-    let from = q
-        .from
-        .as_deref()
+    let to = to.map(|v| day(v, "to")).transpose()?.unwrap_or(today);
+    let from = from
         .map(|v| day(v, "from"))
         .transpose()?
         .unwrap_or(to - Duration::days(30));
@@ -119,15 +133,18 @@ async fn usage(caller: Caller<Viewer>, Q(q): Q<UsageQuery>) -> ApiResult<Json<se
             "from/to: from must not be after to, and at most 366 days apart",
         ));
     }
-    let state = caller.state();
-    let tenant = caller.ctx.tenant_id();
-    state
-        .inner
-        .usage
-        .flush(state.control().as_ref(), Some(tenant))
-        .await;
+    Ok((from, to))
+}
+
+/// One tenant's stored counters in `[from, to]`, totals and by day, priced
+/// now with the configured prices (`[prices]`).
+async fn tenant_usage(
+    state: &AppState,
+    tenant: &TenantId,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> ApiResult<serde_json::Value> {
     let days = state.control().tenant(tenant).usage(from, to).await?;
-    let stats = caller.reader().statistics().await?;
     let (prices, model) = (&state.options().prices, state.memory().embedding_model());
     let mut total = enclave_store::control::UsageCounts::default();
     let by_day: Vec<serde_json::Value> = days
@@ -139,15 +156,86 @@ async fn usage(caller: Caller<Viewer>, Q(q): Q<UsageQuery>) -> ApiResult<Json<se
                    "cost_usd": prices.cost(c, model)})
         })
         .collect();
-    Ok(Json(json!({
-        "from": from, "to": to,
+    Ok(json!({
         "requests": total.requests,
         "searches": total.searches,
         "documents_added": total.documents_added,
         "tokens_embedded": total.tokens_embedded,
-        "storage_bytes": stats.total_size_bytes,
-        // Priced now, with the configured prices (`[prices]`).
         "cost_usd": prices.cost(&total, model),
         "by_day": by_day,
-    })))
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminUsageQuery {
+    #[serde(default)]
+    from: Option<String>,
+    #[serde(default)]
+    to: Option<String>,
+    #[serde(default)]
+    limit: Option<u32>,
+    #[serde(default)]
+    cursor: Option<String>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/admin/v1/usage",
+    tag = "admin",
+    params(("from" = Option<String>, Query, description = "first day (default: 30 days ago)"), ("to" = Option<String>, Query, description = "last day (default: today)"), ("limit" = Option<u32>, Query, description = "tenants per page, 1-100 (default 20)"), ("cursor" = Option<String>, Query)),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "usage and cost of every tenant, in tenant id order", body = serde_json::Value),
+        (status = 400, description = "invalid_request", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthenticated", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden (a tenant credential)", body = crate::openapi::Problem, content_type = "application/problem+json")
+    )
+)]
+async fn admin_usage(
+    _: crate::auth::PlatformAdmin,
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Q(q): Q<AdminUsageQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let (from, to) = period(q.from.as_deref(), q.to.as_deref())?;
+    let limit = q.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::invalid("limit: must be between 1 and 100"));
+    }
+    let after = match q.cursor.as_deref() {
+        None | Some("") => None,
+        Some(c) => Some(
+            TenantId::parse(c)
+                .map_err(|_| ApiError::invalid("cursor: not a cursor this server issued"))?,
+        ),
+    };
+    state
+        .inner
+        .usage
+        .flush(state.control().as_ref(), None)
+        .await;
+    let tenants = state.control().list_tenants(after.as_ref(), limit).await?;
+    let mut rows = Vec::with_capacity(tenants.len());
+    // Each tenant is read through its own scoped handles, as its own
+    // /v1/usage would be: the admin view needs no cross-tenant query.
+    for t in &tenants {
+        let mut row = tenant_usage(&state, &t.id, from, to).await?;
+        let stats = state.memory().tenant(&t.id).statistics().await?;
+        row["tenant_id"] = json!(t.id);
+        row["plan"] = json!(t.plan);
+        row["status"] = json!(t.status);
+        row["storage_bytes"] = json!(stats.total_size_bytes);
+        row["document_count"] = json!(stats.document_count);
+        if let Some(budget) = t.limits.get("monthly_budget_usd").and_then(|v| v.as_f64()) {
+            row["monthly_budget_usd"] = json!(budget);
+            row["month_to_date_usd"] = json!(month_to_date_usd(&state, &t.id).await?);
+        }
+        rows.push(row);
+    }
+    let next = (tenants.len() == limit as usize)
+        .then(|| tenants.last().map(|t| t.id.to_string()))
+        .flatten();
+    Ok(Json(
+        json!({"from": from, "to": to, "tenants": rows, "next_cursor": next}),
+    ))
 }

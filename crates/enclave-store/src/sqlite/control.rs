@@ -13,9 +13,9 @@ use serde_json::{Map, Value};
 
 use super::db::sql_err;
 use crate::control::{
-    audit_hash, audit_time, idempotency_decision, AuditEvent, ControlPurge, ControlStore,
-    IdempotencyState, JobItemResult, JobRecord, JobStatus, KeyRecord, NewAuditEvent, NewJob,
-    NewTenant, TenantControl, TenantRecord, TenantUpdate, UsageCounts, PLATFORM_SCOPE,
+    audit_hash, audit_time, idempotency_decision, AuditEvent, BudgetAlert, ControlPurge,
+    ControlStore, IdempotencyState, JobItemResult, JobRecord, JobStatus, KeyRecord, NewAuditEvent,
+    NewJob, NewTenant, TenantControl, TenantRecord, TenantUpdate, UsageCounts, PLATFORM_SCOPE,
 };
 use crate::{StoreError, StoreResult};
 
@@ -175,6 +175,7 @@ impl SqliteControl {
         .map_err(sql_err)?;
         conn.execute_batch(SCHEMA).map_err(sql_err)?;
         conn.execute_batch(super::jobs::SCHEMA).map_err(sql_err)?;
+        conn.execute_batch(super::alerts::SCHEMA).map_err(sql_err)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -355,7 +356,7 @@ impl ControlStore for SqliteControl {
                 [id.as_str()],
             )
             .map_err(sql_err)?;
-            for table in super::jobs::TABLES {
+            for table in super::jobs::TABLES.iter().chain(&["budget_alerts"]) {
                 tx.execute(
                     &format!("DELETE FROM {table} WHERE tenant_id = ?1"),
                     [id.as_str()],
@@ -384,7 +385,8 @@ impl ControlStore for SqliteControl {
                       + (SELECT count(*) FROM usage_daily WHERE tenant_id = ?1) \
                       + (SELECT count(*) FROM jobs WHERE tenant_id = ?1) \
                       + (SELECT count(*) FROM job_results WHERE tenant_id = ?1) \
-                      + (SELECT count(*) FROM job_queue WHERE tenant_id = ?1)",
+                      + (SELECT count(*) FROM job_queue WHERE tenant_id = ?1) \
+                      + (SELECT count(*) FROM budget_alerts WHERE tenant_id = ?1)",
                 [id.as_str()],
                 |r| r.get::<_, i64>(0),
             )
@@ -476,6 +478,25 @@ impl ControlStore for SqliteControl {
 
     async fn unfinished_jobs(&self) -> StoreResult<u64> {
         self.run(super::jobs::unfinished).await
+    }
+
+    async fn due_budget_alerts(
+        &self,
+        limit: u32,
+        retry: std::time::Duration,
+    ) -> StoreResult<Vec<BudgetAlert>> {
+        self.run(move |c| super::alerts::due(c, limit, retry)).await
+    }
+
+    async fn budget_alert_delivered(
+        &self,
+        tenant: &TenantId,
+        month: &str,
+        threshold_percent: u32,
+    ) -> StoreResult<()> {
+        let (t, m) = (tenant.clone(), month.to_owned());
+        self.run(move |c| super::alerts::delivered(c, &t, &m, threshold_percent))
+            .await
     }
 
     fn tenant(&self, id: &TenantId) -> Arc<dyn TenantControl> {
@@ -692,6 +713,17 @@ impl TenantControl for SqliteTenantControl {
                 .map_err(sql_err)?;
                 Ok(())
             })
+            .await
+    }
+
+    async fn record_budget_alert(
+        &self,
+        alert: &BudgetAlert,
+        retry: std::time::Duration,
+    ) -> StoreResult<bool> {
+        let (t, a) = (self.tenant.clone(), alert.clone());
+        self.control
+            .run(move |c| super::alerts::record(c, &t, &a, retry))
             .await
     }
 

@@ -10,6 +10,7 @@
 //! lengths and term frequencies never include another tenant's text: scores
 //! and rankings are a function of the tenant's own data alone.
 
+mod alerts;
 mod control;
 mod db;
 mod jobs;
