@@ -40,6 +40,13 @@ pub struct BenchHttpArgs {
     /// in-process; the tenants' plan is large enough never to refuse.
     #[arg(long)]
     redis_url: Option<String>,
+    /// Embedding units computing at once per lane (the scheduler's
+    /// `workers`; default: the core count).
+    #[arg(long)]
+    embed_workers: Option<usize>,
+    /// The scheduler's heavy-tenant threshold in tokens.
+    #[arg(long)]
+    heavy_tokens: Option<f64>,
 }
 
 const TOPICS: &[&str] = &[
@@ -86,9 +93,16 @@ pub async fn run(mut store: StoreArgs, args: BenchHttpArgs) -> Result<()> {
             redis_url: args.redis_url.clone(),
             ..ServerOptions::default()
         },
-        enclave::Scheduling::default(),
+        {
+            let mut s = enclave::Scheduling::default();
+            s.workers = args.embed_workers.unwrap_or(s.workers);
+            s.per_tenant_concurrency = s.per_tenant_concurrency.max(s.workers);
+            s.heavy_tokens = args.heavy_tokens.unwrap_or(s.heavy_tokens);
+            s
+        },
     )
     .await?;
+    let memory = state.memory().clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -253,6 +267,7 @@ pub async fn run(mut store: StoreArgs, args: BenchHttpArgs) -> Result<()> {
     }
     let _ = stop_tx.send(());
     server.await??;
+    let state_stats = memory.scheduler_stats();
     foreign.sort_by(f64::total_cmp);
     missing.sort_by(f64::total_cmp);
 
@@ -261,6 +276,7 @@ pub async fn run(mut store: StoreArgs, args: BenchHttpArgs) -> Result<()> {
     search.sort_by(f64::total_cmp);
     ingest.sort_by(f64::total_cmp);
     let ops = search.len() + ingest.len();
+    let lanes = state_stats.units_total;
     println!(
         "{} clients over {} tenants for {secs:.1} s ({:.0} % ingest, rate limits {}): {ops} requests = {:.1} req/s",
         args.clients,
@@ -282,6 +298,10 @@ pub async fn run(mut store: StoreArgs, args: BenchHttpArgs) -> Result<()> {
             percentile(lat, 0.99) * 1e3
         );
     }
+    println!(
+        "  embedding units run: foreground {} background {}; query embeddings {}",
+        lanes[0], lanes[1], state_stats.queries_total
+    );
     println!(
         "  errors {}  search results checked {}  cross-tenant results {}",
         stats.errors.load(Ordering::Relaxed),

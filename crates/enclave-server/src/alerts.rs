@@ -93,7 +93,7 @@ pub(crate) async fn check(state: &AppState) {
                 .record_budget_alert(&alert, opts.retry)
                 .await
             {
-                Ok(true) => deliver(state, &alert).await,
+                Ok(true) => spawn_delivery(state, alert),
                 Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, "cannot record a budget alert"),
             }
@@ -110,7 +110,7 @@ pub(crate) async fn sweep(state: &AppState) {
     match state.control().due_budget_alerts(20, opts.retry).await {
         Ok(due) => {
             for alert in due {
-                deliver(state, &alert).await;
+                spawn_delivery(state, alert);
             }
         }
         Err(e) => tracing::warn!(error = %e, "cannot read undelivered budget alerts"),
@@ -130,6 +130,13 @@ pub fn alert_body(a: &BudgetAlert) -> serde_json::Value {
         "created_at": a.created_at,
         "attempt": a.attempts,
     })
+}
+
+/// Delivers off the usage flush loop (a slow webhook must not delay the
+/// counters).
+fn spawn_delivery(state: &AppState, alert: BudgetAlert) {
+    let state = state.clone();
+    tokio::spawn(async move { deliver(&state, &alert).await });
 }
 
 /// One delivery; marks the alert delivered on a 2xx answer.
