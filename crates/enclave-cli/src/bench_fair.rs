@@ -155,12 +155,8 @@ pub async fn run(mut store: StoreArgs, args: BenchFairnessArgs) -> Result<()> {
     )
     .await?;
     let memory = state.memory().clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(enclave_server::run(listener, state, async {
-        let _ = stop_rx.await;
-    }));
+    let server = crate::bench_http::InProcess::start(state).await?;
+    let base = server.base.clone();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(300))
         .build()?;
@@ -224,8 +220,7 @@ pub async fn run(mut store: StoreArgs, args: BenchFairnessArgs) -> Result<()> {
     for f in flood {
         f.await??;
     }
-    let _ = stop_tx.send(());
-    server.await??;
+    server.stop().await?;
 
     println!(
         "tenant B, {} rounds per phase; tenant A flooding with {} clients x {}-paragraph documents (heavy_tokens {})",

@@ -49,6 +49,32 @@ pub struct BenchHttpArgs {
     heavy_tokens: Option<f64>,
 }
 
+/// The server on loopback port 0 in this process, stopped by [`InProcess::stop`].
+pub(crate) struct InProcess {
+    pub base: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl InProcess {
+    pub async fn start(state: enclave_server::AppState) -> Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(enclave_server::run(listener, state, async {
+            let _ = stop_rx.await;
+        }));
+        Ok(Self { base, stop, server })
+    }
+
+    /// Graceful shutdown, as SIGTERM would.
+    pub async fn stop(self) -> Result<()> {
+        let _ = self.stop.send(());
+        self.server.await??;
+        Ok(())
+    }
+}
+
 const TOPICS: &[&str] = &[
     "refund policy for damaged items",
     "quarterly revenue and growth",
@@ -103,12 +129,8 @@ pub async fn run(mut store: StoreArgs, args: BenchHttpArgs) -> Result<()> {
     )
     .await?;
     let memory = state.memory().clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(enclave_server::run(listener, state, async {
-        let _ = stop_rx.await;
-    }));
+    let server = InProcess::start(state).await?;
+    let base = server.base.clone();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.clients)
         .timeout(Duration::from_secs(60))
@@ -265,8 +287,7 @@ pub async fn run(mut store: StoreArgs, args: BenchHttpArgs) -> Result<()> {
         lat.push(t0.elapsed().as_secs_f64());
         bodies.insert((status.as_u16(), body));
     }
-    let _ = stop_tx.send(());
-    server.await??;
+    server.stop().await?;
     let state_stats = memory.scheduler_stats();
     foreign.sort_by(f64::total_cmp);
     missing.sort_by(f64::total_cmp);

@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 use enclave_core::{Isolation, Role, Slug, TenantId, TenantStatus};
 use enclave_store::control::{
     audit_hash, audit_time, idempotency_decision, AuditEvent, BudgetAlert, ControlPurge,
-    ControlStore, IdempotencyState, JobItemResult, JobRecord, JobStatus, KeyRecord, NewAuditEvent,
-    NewJob, NewTenant, TenantControl, TenantRecord, TenantUpdate, UsageCounts, PLATFORM_SCOPE,
+    ControlStore, IdempotencyState, JobItemResult, JobRecord, KeyRecord, NewAuditEvent, NewJob,
+    NewTenant, TenantControl, TenantRecord, TenantUpdate, UsageCounts, PLATFORM_SCOPE,
 };
 use enclave_store::{StoreError, StoreResult};
 use serde_json::{Map, Value};
@@ -675,18 +675,7 @@ impl TenantControl for PgTenantControl {
         let mut tx = self.control.begin(Scope::Tenant(t)).await?;
         crate::jobs::create(&mut tx, t, &job).await?;
         tx.commit().await.map_err(db_err)?;
-        Ok(JobRecord {
-            job_id: job.job_id,
-            kind: job.kind,
-            status: JobStatus::Queued,
-            total: job.total,
-            done: 0,
-            failed: 0,
-            created_by: job.created_by,
-            created_at: job.created_at,
-            started_at: None,
-            finished_at: None,
-        })
+        Ok(JobRecord::queued(&job))
     }
 
     async fn get_job(&self, job_id: &str) -> StoreResult<Option<(JobRecord, Vec<JobItemResult>)>> {

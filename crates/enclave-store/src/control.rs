@@ -204,6 +204,24 @@ pub struct JobRecord {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+impl JobRecord {
+    /// A job just accepted: queued, nothing done.
+    pub fn queued(job: &NewJob) -> Self {
+        Self {
+            job_id: job.job_id.clone(),
+            kind: job.kind.clone(),
+            status: JobStatus::Queued,
+            total: job.total,
+            done: 0,
+            failed: 0,
+            created_by: job.created_by.clone(),
+            created_at: job.created_at,
+            started_at: None,
+            finished_at: None,
+        }
+    }
+}
+
 /// The outcome of one item of a job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobItemResult {

@@ -178,6 +178,26 @@ struct Page {
     cursor: Option<String>,
 }
 
+/// `limit` (1–100, default 20) and `cursor` (the last tenant id of the
+/// previous page) of a page of tenants.
+pub(crate) fn tenant_page(
+    limit: Option<u32>,
+    cursor: Option<&str>,
+) -> ApiResult<(u32, Option<TenantId>)> {
+    let limit = limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::invalid("limit: must be between 1 and 100"));
+    }
+    let after = match cursor {
+        None | Some("") => None,
+        Some(c) => Some(
+            TenantId::parse(c)
+                .map_err(|_| ApiError::invalid("cursor: not a cursor this server issued"))?,
+        ),
+    };
+    Ok((limit, after))
+}
+
 #[utoipa::path(
     get,
     path = "/admin/v1/tenants",
@@ -196,17 +216,7 @@ async fn list(
     State(state): State<AppState>,
     Q(p): Q<Page>,
 ) -> ApiResult<impl IntoResponse> {
-    let limit = p.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::invalid("limit: must be between 1 and 100"));
-    }
-    let after = match p.cursor.as_deref() {
-        None | Some("") => None,
-        Some(c) => Some(
-            TenantId::parse(c)
-                .map_err(|_| ApiError::invalid("cursor: not a cursor this server issued"))?,
-        ),
-    };
+    let (limit, after) = tenant_page(p.limit, p.cursor.as_deref())?;
     let tenants: Vec<TenantRecord> = state.control().list_tenants(after.as_ref(), limit).await?;
     let next = (tenants.len() == limit as usize)
         .then(|| tenants.last().map(|t| t.id.to_string()))

@@ -198,17 +198,7 @@ async fn admin_usage(
     Q(q): Q<AdminUsageQuery>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let (from, to) = period(q.from.as_deref(), q.to.as_deref())?;
-    let limit = q.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::invalid("limit: must be between 1 and 100"));
-    }
-    let after = match q.cursor.as_deref() {
-        None | Some("") => None,
-        Some(c) => Some(
-            TenantId::parse(c)
-                .map_err(|_| ApiError::invalid("cursor: not a cursor this server issued"))?,
-        ),
-    };
+    let (limit, after) = super::admin::tenant_page(q.limit, q.cursor.as_deref())?;
     state
         .inner
         .usage

@@ -14,8 +14,8 @@ use serde_json::{Map, Value};
 use super::db::sql_err;
 use crate::control::{
     audit_hash, audit_time, idempotency_decision, AuditEvent, BudgetAlert, ControlPurge,
-    ControlStore, IdempotencyState, JobItemResult, JobRecord, JobStatus, KeyRecord, NewAuditEvent,
-    NewJob, NewTenant, TenantControl, TenantRecord, TenantUpdate, UsageCounts, PLATFORM_SCOPE,
+    ControlStore, IdempotencyState, JobItemResult, JobRecord, KeyRecord, NewAuditEvent, NewJob,
+    NewTenant, TenantControl, TenantRecord, TenantUpdate, UsageCounts, PLATFORM_SCOPE,
 };
 use crate::{StoreError, StoreResult};
 
@@ -729,18 +729,7 @@ impl TenantControl for SqliteTenantControl {
 
     async fn create_job(&self, job: NewJob) -> StoreResult<JobRecord> {
         let t = self.tenant.clone();
-        let rec = JobRecord {
-            job_id: job.job_id.clone(),
-            kind: job.kind.clone(),
-            status: JobStatus::Queued,
-            total: job.total,
-            done: 0,
-            failed: 0,
-            created_by: job.created_by.clone(),
-            created_at: job.created_at,
-            started_at: None,
-            finished_at: None,
-        };
+        let rec = JobRecord::queued(&job);
         self.control
             .run(move |c| super::jobs::create(c, &t, &job))
             .await?;
