@@ -176,7 +176,8 @@ async fn a_tenant_flooding_ingestion_does_not_hold_back_another_tenants_upload_a
                 tokio::spawn(async move {
                     let http = reqwest::Client::new();
                     let mut n = 0;
-                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    // At least one upload each, however late this task starts.
+                    while n == 0 || !stop.load(std::sync::atomic::Ordering::Relaxed) {
                         n += 1;
                         let r = http
                             .post(format!("{base}/v1/documents"))
@@ -259,6 +260,15 @@ async fn another_tenants_job_is_404_and_usage_equals_what_the_job_did() {
         app.post("/v1/jobs/documents", &a, json!({"documents": []}))
             .await
             .problem(400, "invalid_request");
+        // A document naming another tenant is a tenant mismatch, as at the
+        // top of a body; naming its own is fine.
+        app.post(
+            "/v1/jobs/documents",
+            &a,
+            json!({"documents": [{"name": "x.md", "content": "c", "tenant_id": "beta"}]}),
+        )
+        .await
+        .problem(403, "tenant_mismatch");
         // A viewer may read a job but not submit one.
         let (viewer, _) = app.key(&a, "viewer").await;
         app.post(

@@ -81,17 +81,39 @@ impl JobView {
         (status = 202, description = "accepted: stored, processed in the background; poll the Location", body = JobView),
         (status = 400, description = "invalid_request (a document's shape, named documents[i])", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 401, description = "unauthenticated", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "forbidden, tenant_mismatch or tenant_suspended", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden, tenant_mismatch (also a document's tenant_id/owner_id) or tenant_suspended", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 413, description = "payload_too_large", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 503, description = "unavailable", body = crate::openapi::Problem, content_type = "application/problem+json")
     )
 )]
-async fn create(caller: Caller<Member>, Body(body): Body<JobBody>) -> ApiResult<Response> {
+async fn create(caller: Caller<Member>, Body(mut body): Body<JobBody>) -> ApiResult<Response> {
     let n = body.documents.len();
     if n == 0 || n > MAX_JOB_DOCUMENTS {
         return Err(ApiError::invalid(format!(
             "documents: give 1 to {MAX_JOB_DOCUMENTS} documents"
         )));
+    }
+    // A tenant hint inside a document is checked as at the top of a body.
+    for (i, d) in body.documents.iter_mut().enumerate() {
+        let Some(obj) = d.as_object_mut() else {
+            continue;
+        };
+        for field in ["tenant_id", "owner_id"] {
+            if let Some(v) = obj.remove(field) {
+                if v.as_str() != Some(caller.ctx.tenant_id().as_str()) {
+                    caller
+                        .state()
+                        .audit_refusal(
+                            Some(caller.ctx.tenant_id()),
+                            &caller.ctx.actor,
+                            "tenant.mismatch",
+                            serde_json::json!({"hint": format!("documents[{i}].{field}")}),
+                        )
+                        .await;
+                    return Err(ApiError::TenantMismatch);
+                }
+            }
+        }
     }
     // The shape of every document is checked now; what only adding can
     // tell (chunking, quotas) is each document's result.
