@@ -110,7 +110,17 @@ async fn check(target: Target<'_>) -> u64 {
 
     let memory = target.memory().await;
     let t = memory.tenant(&TenantId::parse("crash").unwrap());
-    let stats = t.statistics().await.unwrap();
+    // PostgreSQL may still commit a transaction whose COMMIT it received
+    // just before the client died: read once the store has settled.
+    let stats = loop {
+        let before = t.statistics().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let after = t.statistics().await.unwrap();
+        if (before.document_count, before.chunk_count) == (after.document_count, after.chunk_count)
+        {
+            break after;
+        }
+    };
     assert!(
         stats.document_count >= 10 && (stats.document_count as usize) < DOCS,
         "killed mid-ingest: {stats:?}"
