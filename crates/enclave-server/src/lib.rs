@@ -6,8 +6,12 @@
 //! - [`keys`] (API keys) and [`jwt`] (JWT verification);
 //! - [`error`]: the one error type and its problem+json mapping;
 //! - [`state`]: what handlers share;
+//! - [`limits`]: rate limits (in-process or Redis), plans and prices;
+//!   `usage`: the per-tenant, per-day counters;
+//! - [`jobs`]: the ingestion job runner (leased claims, resumes after a crash);
+//! - [`alerts`]: budget alerts at 80 % / 100 % (stored once, signed webhook);
 //! - `routes`: one module per resource, each exposing `router()`, merged in
-//!   [`app`].
+//!   [`app`] (API.md's routes plus docs/API-EXTENSIONS.md's).
 //!
 //! [`run`] takes a bound listener and a shutdown future (tests bind port 0);
 //! in-flight requests finish before it returns.

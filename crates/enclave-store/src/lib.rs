@@ -6,7 +6,7 @@
 //! and scores); the library fuses and ranks once, above this layer.
 //!
 //! - [`control`]: the control plane's seam (tenant directory, API keys,
-//!   hash-chained audit log);
+//!   hash-chained audit log, usage counters, ingestion jobs, budget alerts);
 //! - [`sqlite`]: the embedded default (one shared file, or one file per tenant);
 //! - [`vector`]: exact SIMD similarity search shared by embedded backends.
 //!

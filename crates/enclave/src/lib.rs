@@ -18,7 +18,9 @@
 //!
 //! Layout: [`Memory`] (the opened library) → [`Tenant`] (one tenant's handle;
 //! every data operation lives here) over the storage seam of
-//! `enclave-store` and the embedders of `enclave-embed`.
+//! `enclave-store` and the embedders of `enclave-embed`; embedding work of
+//! all tenants goes through one fair scheduler per `Memory` ([`Scheduling`]:
+//! per-tenant queues served round-robin, heavy tenants in a low-priority lane).
 
 mod config;
 mod error;
