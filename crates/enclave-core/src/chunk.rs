@@ -16,6 +16,15 @@
 //! - `hierarchical`: `auto` chunks that never cross a section, plus the
 //!   sections themselves as parent chunks (split when longer than four chunks)
 //!   so a hit can return its surrounding context.
+//!
+//! Memory is linear in the document's size, whatever its shape: a section
+//! label (the heading path) is capped ([`MAX_HEADING_CHARS`] per heading,
+//! [`MAX_SECTION_BYTES`] in all), built once per heading and shared by every
+//! block, unit and chunk under it; units are packed as they are cut, never
+//! collected; and the chunk-count limit stops the chunker as soon as it is
+//! passed, before the rest is cut.
+
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -86,6 +95,15 @@ impl ChunkingOptions {
     }
 }
 
+/// Characters of one heading's title kept in a section label; the rest is
+/// cut (the heading's own text stays whole in the chunk content).
+pub const MAX_HEADING_CHARS: usize = 200;
+/// Bytes of a whole section label (`"Guide > Install > Linux"`) at most.
+pub const MAX_SECTION_BYTES: usize = 512;
+
+/// A section label shared by every block and chunk under one heading path.
+pub type SectionLabel = Arc<str>;
+
 /// A chunk to be embedded and indexed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChunkDraft {
@@ -94,7 +112,7 @@ pub struct ChunkDraft {
     pub end: usize,
     pub token_count: u32,
     /// Heading path (`"Guide > Install"`) of the section the chunk starts in.
-    pub section: Option<String>,
+    pub section: Option<SectionLabel>,
     /// Index into [`Chunked::sections`] (hierarchical strategy only).
     pub parent: Option<u32>,
 }
@@ -105,7 +123,7 @@ pub struct SectionDraft {
     pub start: usize,
     pub end: usize,
     pub token_count: u32,
-    pub section: Option<String>,
+    pub section: Option<SectionLabel>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -120,36 +138,75 @@ impl Chunked {
     }
 }
 
-/// Cuts `text` into chunks. Options must have been validated.
+/// Cuts `text` into at most `max_chunks` chunks (leaves; hierarchical
+/// parents are not counted). Options must have been validated. A text that
+/// would give more is refused as soon as the limit is passed, so the work and
+/// memory spent on it are bounded by the limit, not by the text.
 pub fn chunk_text(
     text: &str,
     doc_type: DocumentType,
     opts: &ChunkingOptions,
     counter: &dyn TokenCounter,
-) -> Chunked {
+    max_chunks: usize,
+) -> Result<Chunked, InvalidInput> {
     let toks = Tokens::new(counter.token_spans(text));
     if toks.spans.is_empty() {
-        return Chunked::default();
+        return Ok(Chunked::default());
     }
     let max = opts.max_tokens as usize;
     let overlap = opts.overlap_tokens as usize;
-    match opts.strategy {
-        ChunkStrategy::Fixed => Chunked {
-            chunks: windows(&toks, max, max),
-            sections: vec![],
-        },
-        ChunkStrategy::Sliding => Chunked {
-            chunks: windows(&toks, max, max - overlap.min(max - 1)),
-            sections: vec![],
-        },
+    let mut out = Chunks::new(max_chunks);
+    let sections = match opts.strategy {
+        ChunkStrategy::Fixed => {
+            windows(&toks, max, max, &mut out)?;
+            vec![]
+        }
+        ChunkStrategy::Sliding => {
+            windows(&toks, max, max - overlap.min(max - 1), &mut out)?;
+            vec![]
+        }
         ChunkStrategy::Auto => {
             let blocks = blocks(text, doc_type);
-            Chunked {
-                chunks: pack(text, &toks, &blocks, max, overlap),
-                sections: vec![],
-            }
+            pack(text, &toks, &blocks, max, overlap, &mut out)?;
+            vec![]
         }
-        ChunkStrategy::Hierarchical => hierarchical(text, doc_type, &toks, max, overlap),
+        ChunkStrategy::Hierarchical => hierarchical(text, doc_type, &toks, max, overlap, &mut out)?,
+    };
+    Ok(Chunked {
+        chunks: out.chunks,
+        sections,
+    })
+}
+
+/// The chunks cut so far, refusing the one past the limit.
+struct Chunks {
+    chunks: Vec<ChunkDraft>,
+    limit: usize,
+}
+
+impl Chunks {
+    fn new(limit: usize) -> Self {
+        Self {
+            chunks: Vec::new(),
+            limit,
+        }
+    }
+
+    fn push(&mut self, c: ChunkDraft) -> Result<(), InvalidInput> {
+        if c.token_count == 0 {
+            return Ok(());
+        }
+        if self.chunks.len() >= self.limit {
+            return Err(InvalidInput::new(
+                "content",
+                format!(
+                    "produces more than {} chunks, the limit per document; split it or raise chunking.max_tokens",
+                    self.limit
+                ),
+            ));
+        }
+        self.chunks.push(c);
+        Ok(())
     }
 }
 
@@ -174,9 +231,8 @@ impl Tokens {
     }
 }
 
-fn windows(toks: &Tokens, size: usize, step: usize) -> Vec<ChunkDraft> {
+fn windows(toks: &Tokens, size: usize, step: usize, out: &mut Chunks) -> Result<(), InvalidInput> {
     let n = toks.spans.len();
-    let mut out = Vec::new();
     let mut i = 0;
     loop {
         let j = (i + size).min(n);
@@ -186,13 +242,13 @@ fn windows(toks: &Tokens, size: usize, step: usize) -> Vec<ChunkDraft> {
             token_count: (j - i) as u32,
             section: None,
             parent: None,
-        });
+        })?;
         if j == n {
             break;
         }
         i += step.max(1);
     }
-    out
+    Ok(())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,39 +263,70 @@ struct Block {
     start: usize,
     end: usize,
     kind: BlockKind,
-    /// Heading path in force at this block.
-    section: Option<String>,
+    /// Heading path in force at this block (shared, not copied).
+    section: Option<SectionLabel>,
+}
+
+/// The heading path in force, and its label built once per change.
+#[derive(Default)]
+struct HeadingPath {
+    path: Vec<(usize, String)>,
+    label: Option<SectionLabel>,
+}
+
+impl HeadingPath {
+    /// Enters a heading of `level` titled `title` (cut to
+    /// [`MAX_HEADING_CHARS`]); the label is rebuilt once, here.
+    fn enter(&mut self, level: usize, title: &str) {
+        while self.path.last().is_some_and(|(l, _)| *l >= level) {
+            self.path.pop();
+        }
+        let cut = title
+            .char_indices()
+            .nth(MAX_HEADING_CHARS)
+            .map_or(title, |(i, _)| &title[..i]);
+        self.path.push((level, cut.to_owned()));
+        let mut label = String::new();
+        for (i, (_, t)) in self.path.iter().enumerate() {
+            if i > 0 {
+                label.push_str(" > ");
+            }
+            label.push_str(t);
+        }
+        if label.len() > MAX_SECTION_BYTES {
+            let mut end = MAX_SECTION_BYTES;
+            while !label.is_char_boundary(end) {
+                end -= 1;
+            }
+            label.truncate(end);
+        }
+        self.label = Some(Arc::from(label));
+    }
+
+    fn label(&self) -> Option<SectionLabel> {
+        self.label.clone()
+    }
 }
 
 /// Splits text into headings, fenced code and paragraphs.
 fn blocks(text: &str, doc_type: DocumentType) -> Vec<Block> {
     let headings_allowed = doc_type != DocumentType::Code;
     let mut out: Vec<Block> = Vec::new();
-    let mut path: Vec<(usize, String)> = Vec::new();
+    let mut path = HeadingPath::default();
     let mut para: Option<usize> = None;
     let mut fence: Option<(usize, &str)> = None;
     let mut pos = 0;
-    let section_of = |path: &Vec<(usize, String)>| {
-        (!path.is_empty()).then(|| {
-            path.iter()
-                .map(|(_, t)| t.as_str())
-                .collect::<Vec<_>>()
-                .join(" > ")
-        })
-    };
-    let close_para = |out: &mut Vec<Block>,
-                      para: &mut Option<usize>,
-                      end: usize,
-                      path: &Vec<(usize, String)>| {
-        if let Some(s) = para.take() {
-            out.push(Block {
-                start: s,
-                end,
-                kind: BlockKind::Paragraph,
-                section: section_of(path),
-            });
-        }
-    };
+    let close_para =
+        |out: &mut Vec<Block>, para: &mut Option<usize>, end: usize, path: &HeadingPath| {
+            if let Some(s) = para.take() {
+                out.push(Block {
+                    start: s,
+                    end,
+                    kind: BlockKind::Paragraph,
+                    section: path.label(),
+                });
+            }
+        };
     for line in text.split_inclusive('\n') {
         let line_start = pos;
         pos += line.len();
@@ -252,7 +339,7 @@ fn blocks(text: &str, doc_type: DocumentType) -> Vec<Block> {
                     start: fs,
                     end: content_end,
                     kind: BlockKind::Code,
-                    section: section_of(&path),
+                    section: path.label(),
                 });
                 fence = None;
             }
@@ -266,20 +353,13 @@ fn blocks(text: &str, doc_type: DocumentType) -> Vec<Block> {
         if headings_allowed {
             if let Some(level) = heading_level(trimmed) {
                 close_para(&mut out, &mut para, line_start, &path);
-                let title = trimmed[level..]
-                    .trim()
-                    .trim_end_matches('#')
-                    .trim()
-                    .to_owned();
-                while path.last().is_some_and(|(l, _)| *l >= level) {
-                    path.pop();
-                }
-                path.push((level, title));
+                let title = trimmed[level..].trim().trim_end_matches('#').trim();
+                path.enter(level, title);
                 out.push(Block {
                     start: line_start,
                     end: content_end,
                     kind: BlockKind::Heading(level),
-                    section: section_of(&path),
+                    section: path.label(),
                 });
                 continue;
             }
@@ -295,7 +375,7 @@ fn blocks(text: &str, doc_type: DocumentType) -> Vec<Block> {
             start: fs,
             end: text.len(),
             kind: BlockKind::Code,
-            section: section_of(&path),
+            section: path.label(),
         });
     }
     close_para(&mut out, &mut para, text.len(), &path);
@@ -317,67 +397,73 @@ struct Unit {
     start: usize,
     end: usize,
     heading: bool,
-    section: Option<String>,
+    section: Option<SectionLabel>,
 }
 
-/// Splits blocks into units that each fit the budget.
-fn units(text: &str, toks: &Tokens, blocks: &[Block], max: usize, overlap: usize) -> Vec<Unit> {
+type Emit<'e> = dyn FnMut(Unit) -> Result<(), InvalidInput> + 'e;
+
+/// Cuts one block into units that each fit the budget, handing each to
+/// `emit` as it is cut.
+fn block_units(
+    text: &str,
+    toks: &Tokens,
+    b: &Block,
+    max: usize,
+    overlap: usize,
+    emit: &mut Emit<'_>,
+) -> Result<(), InvalidInput> {
     // Pieces of a split block leave room for the overlap carried into them.
     let piece_max = max - overlap.min(max / 2);
-    let mut out = Vec::new();
-    for b in blocks {
-        let heading = matches!(b.kind, BlockKind::Heading(_));
-        if toks.count(b.start, b.end) <= max {
-            out.push(Unit {
-                start: b.start,
-                end: b.end,
-                heading,
-                section: b.section.clone(),
-            });
-            continue;
-        }
-        // Sentences (or lines for code), packed greedily; oversized ones are
-        // cut at token boundaries.
-        let mut pieces: Vec<(usize, usize)> = Vec::new();
-        for (s, e) in sentences(text, b.start, b.end, b.kind == BlockKind::Code) {
-            if toks.count(s, e) <= piece_max {
-                pieces.push((s, e));
-            } else {
-                let (i, j) = (toks.first_at(s), toks.end_at(e));
-                let mut k = i;
-                while k < j {
-                    let l = (k + piece_max).min(j);
-                    pieces.push((toks.spans[k].0, toks.spans[l - 1].1));
-                    k = l;
-                }
+    let heading = matches!(b.kind, BlockKind::Heading(_));
+    if toks.count(b.start, b.end) <= max {
+        return emit(Unit {
+            start: b.start,
+            end: b.end,
+            heading,
+            section: b.section.clone(),
+        });
+    }
+    // Sentences (or lines for code), packed greedily; oversized ones are
+    // cut at token boundaries.
+    let mut cur: Option<(usize, usize)> = None;
+    let mut piece = |s: usize, e: usize| -> Result<(), InvalidInput> {
+        cur = match cur {
+            Some((cs, _)) if toks.count(cs, e) <= piece_max => Some((cs, e)),
+            Some((cs, ce)) => {
+                emit(Unit {
+                    start: cs,
+                    end: ce,
+                    heading: false,
+                    section: b.section.clone(),
+                })?;
+                Some((s, e))
+            }
+            None => Some((s, e)),
+        };
+        Ok(())
+    };
+    for (s, e) in sentences(text, b.start, b.end, b.kind == BlockKind::Code) {
+        if toks.count(s, e) <= piece_max {
+            piece(s, e)?;
+        } else {
+            let (i, j) = (toks.first_at(s), toks.end_at(e));
+            let mut k = i;
+            while k < j {
+                let l = (k + piece_max).min(j);
+                piece(toks.spans[k].0, toks.spans[l - 1].1)?;
+                k = l;
             }
         }
-        let mut cur: Option<(usize, usize)> = None;
-        for (s, e) in pieces {
-            cur = match cur {
-                Some((cs, _)) if toks.count(cs, e) <= piece_max => Some((cs, e)),
-                Some((cs, ce)) => {
-                    out.push(Unit {
-                        start: cs,
-                        end: ce,
-                        heading: false,
-                        section: b.section.clone(),
-                    });
-                    Some((s, e))
-                }
-                None => Some((s, e)),
-            };
-        }
-        if let Some((cs, ce)) = cur {
-            out.push(Unit {
-                start: cs,
-                end: ce,
-                heading: false,
-                section: b.section.clone(),
-            });
-        }
     }
-    out
+    if let Some((cs, ce)) = cur {
+        emit(Unit {
+            start: cs,
+            end: ce,
+            heading: false,
+            section: b.section.clone(),
+        })?;
+    }
+    Ok(())
 }
 
 /// Sentence (or, for code, line) ranges inside `[start, end)`.
@@ -412,62 +498,90 @@ fn sentences(text: &str, start: usize, end: usize, code: bool) -> Vec<(usize, us
 }
 
 /// Greedy packing of units into chunks with overlap inside a section.
+struct Packer<'t> {
+    toks: &'t Tokens,
+    max: usize,
+    overlap: usize,
+    min_fill: usize,
+    cur: Option<(usize, usize, Option<SectionLabel>)>,
+}
+
+impl<'t> Packer<'t> {
+    fn new(toks: &'t Tokens, max: usize, overlap: usize) -> Self {
+        Self {
+            toks,
+            max,
+            overlap,
+            min_fill: max / 4,
+            cur: None,
+        }
+    }
+
+    fn add(&mut self, u: Unit, out: &mut Chunks) -> Result<(), InvalidInput> {
+        let toks = self.toks;
+        let Some((cs, ce, sec)) = self.cur.take() else {
+            self.cur = Some((u.start, u.end, u.section));
+            return Ok(());
+        };
+        let cur_tokens = toks.count(cs, ce);
+        let fits = toks.count(cs, u.end) <= self.max;
+        let heading_break = u.heading && cur_tokens >= self.min_fill;
+        if fits && !heading_break {
+            self.cur = Some((cs, u.end, sec));
+            return Ok(());
+        }
+        out.push(ChunkDraft {
+            start: cs,
+            end: ce,
+            token_count: cur_tokens as u32,
+            section: sec,
+            parent: None,
+        })?;
+        // Carry the tail of the previous chunk unless a heading starts a
+        // new section or the overlap would not leave room for the unit.
+        let mut start = u.start;
+        if !u.heading && self.overlap > 0 {
+            let last = toks.end_at(ce);
+            let first = last.saturating_sub(self.overlap).max(toks.first_at(cs));
+            if first < last {
+                let os = toks.spans[first].0;
+                if toks.count(os, u.end) <= self.max {
+                    start = os;
+                }
+            }
+        }
+        self.cur = Some((start, u.end, u.section));
+        Ok(())
+    }
+
+    fn finish(self, out: &mut Chunks) -> Result<(), InvalidInput> {
+        if let Some((cs, ce, sec)) = self.cur {
+            out.push(ChunkDraft {
+                start: cs,
+                end: ce,
+                token_count: self.toks.count(cs, ce) as u32,
+                section: sec,
+                parent: None,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Packs `blocks` into chunks appended to `out`.
 fn pack(
     text: &str,
     toks: &Tokens,
     blocks: &[Block],
     max: usize,
     overlap: usize,
-) -> Vec<ChunkDraft> {
-    let units = units(text, toks, blocks, max, overlap);
-    let min_fill = max / 4;
-    let mut out: Vec<ChunkDraft> = Vec::new();
-    let mut cur: Option<(usize, usize, Option<String>)> = None;
-    for u in units {
-        if let Some((cs, ce, sec)) = cur.take() {
-            let cur_tokens = toks.count(cs, ce);
-            let fits = toks.count(cs, u.end) <= max;
-            let heading_break = u.heading && cur_tokens >= min_fill;
-            if fits && !heading_break {
-                cur = Some((cs, u.end, sec));
-                continue;
-            }
-            out.push(ChunkDraft {
-                start: cs,
-                end: ce,
-                token_count: cur_tokens as u32,
-                section: sec,
-                parent: None,
-            });
-            // Carry the tail of the previous chunk unless a heading starts a
-            // new section or the overlap would not leave room for the unit.
-            let mut start = u.start;
-            if !u.heading && overlap > 0 {
-                let last = toks.end_at(ce);
-                let first = last.saturating_sub(overlap).max(toks.first_at(cs));
-                if first < last {
-                    let os = toks.spans[first].0;
-                    if toks.count(os, u.end) <= max {
-                        start = os;
-                    }
-                }
-            }
-            cur = Some((start, u.end, u.section.clone()));
-        } else {
-            cur = Some((u.start, u.end, u.section.clone()));
-        }
+    out: &mut Chunks,
+) -> Result<(), InvalidInput> {
+    let mut packer = Packer::new(toks, max, overlap);
+    for b in blocks {
+        block_units(text, toks, b, max, overlap, &mut |u| packer.add(u, out))?;
     }
-    if let Some((cs, ce, sec)) = cur {
-        out.push(ChunkDraft {
-            start: cs,
-            end: ce,
-            token_count: toks.count(cs, ce) as u32,
-            section: sec,
-            parent: None,
-        });
-    }
-    out.retain(|c| c.token_count > 0);
-    out
+    packer.finish(out)
 }
 
 fn hierarchical(
@@ -476,21 +590,23 @@ fn hierarchical(
     toks: &Tokens,
     max: usize,
     overlap: usize,
-) -> Chunked {
+    out: &mut Chunks,
+) -> Result<Vec<SectionDraft>, InvalidInput> {
     let all = blocks(text, doc_type);
-    // Group blocks into sections: a heading opens a new one.
-    let mut groups: Vec<Vec<Block>> = Vec::new();
-    for b in all {
-        if matches!(b.kind, BlockKind::Heading(_)) || groups.is_empty() {
-            groups.push(Vec::new());
-        }
-        groups.last_mut().expect("pushed above").push(b);
-    }
     let parent_max = max * 4;
-    let mut result = Chunked::default();
-    for g in groups {
-        let leaves = pack(text, toks, &g, max, overlap);
+    let mut sections = Vec::new();
+    // Sections: a heading opens a new one.
+    let mut from = 0;
+    while from < all.len() {
+        let mut to = from + 1;
+        while to < all.len() && !matches!(all[to].kind, BlockKind::Heading(_)) {
+            to += 1;
+        }
+        let first_leaf = out.chunks.len();
+        pack(text, toks, &all[from..to], max, overlap, out)?;
+        from = to;
         // Split a long section into parents of at most four chunks' worth.
+        let leaves = &mut out.chunks[first_leaf..];
         let mut i = 0;
         while i < leaves.len() {
             let mut j = i + 1;
@@ -498,22 +614,20 @@ fn hierarchical(
                 j += 1;
             }
             let (ps, pe) = (leaves[i].start, leaves[j - 1].end);
-            let parent = result.sections.len() as u32;
-            result.sections.push(SectionDraft {
+            let parent = sections.len() as u32;
+            sections.push(SectionDraft {
                 start: ps,
                 end: pe,
                 token_count: toks.count(ps, pe) as u32,
                 section: leaves[i].section.clone(),
             });
-            for leaf in &leaves[i..j] {
-                let mut leaf = leaf.clone();
+            for leaf in &mut leaves[i..j] {
                 leaf.parent = Some(parent);
-                result.chunks.push(leaf);
             }
             i = j;
         }
     }
-    result
+    Ok(sections)
 }
 
 /// A whitespace-and-punctuation token counter: one token per word or
@@ -570,6 +684,10 @@ Back up the data directory while the server is stopped, or use the export comman
 Count the documents in the export and compare them with the stats endpoint. A purge receipt proves a tenant is gone.
 ";
 
+    fn chunk(text: &str, doc_type: DocumentType, opts: &ChunkingOptions) -> Chunked {
+        chunk_text(text, doc_type, opts, &WordCounter, 20_000).expect("within the chunk limit")
+    }
+
     fn opts(strategy: ChunkStrategy, max: u32, overlap: u32) -> ChunkingOptions {
         ChunkingOptions {
             strategy,
@@ -580,11 +698,10 @@ Count the documents in the export and compare them with the stats endpoint. A pu
 
     #[test]
     fn auto_follows_headings_and_keeps_code_blocks_whole() {
-        let c = chunk_text(
+        let c = chunk(
             GUIDE,
             DocumentType::Markdown,
             &opts(ChunkStrategy::Auto, 40, 8),
-            &WordCounter,
         );
         assert!(c.chunks.len() >= 3, "{:#?}", c.chunks);
         for (i, ch) in c.chunks.iter().enumerate() {
@@ -637,12 +754,7 @@ Count the documents in the export and compare them with the stats endpoint. A pu
         let para = "Revenue grew in the fourth quarter. Costs stayed flat across regions. \
                     The board approved the plan for next year. Hiring resumes in March. \
                     Margins improved for the third quarter in a row.";
-        let c = chunk_text(
-            para,
-            DocumentType::Text,
-            &opts(ChunkStrategy::Auto, 16, 4),
-            &WordCounter,
-        );
+        let c = chunk(para, DocumentType::Text, &opts(ChunkStrategy::Auto, 16, 4));
         assert!(c.chunks.len() >= 3);
         for w in c.chunks.windows(2) {
             assert!(w[1].start < w[0].end, "consecutive chunks overlap: {w:?}");
@@ -664,19 +776,17 @@ Count the documents in the export and compare them with the stats endpoint. A pu
     #[test]
     fn a_single_huge_word_run_is_cut_at_token_boundaries() {
         let text = "alpha ".repeat(1000);
-        let c = chunk_text(
+        let c = chunk(
             &text,
             DocumentType::Text,
             &opts(ChunkStrategy::Auto, 100, 0),
-            &WordCounter,
         );
         assert_eq!(c.chunks.len(), 10);
         assert!(c.chunks.iter().all(|ch| ch.token_count == 100));
-        let c = chunk_text(
+        let c = chunk(
             &text,
             DocumentType::Text,
             &opts(ChunkStrategy::Auto, 100, 20),
-            &WordCounter,
         );
         assert!(c.chunks.iter().all(|ch| ch.token_count <= 100));
         assert!(
@@ -691,22 +801,20 @@ Count the documents in the export and compare them with the stats endpoint. A pu
             .map(|i| format!("w{i}"))
             .collect::<Vec<_>>()
             .join(" ");
-        let f = chunk_text(
+        let f = chunk(
             &text,
             DocumentType::Text,
             &opts(ChunkStrategy::Fixed, 20, 5),
-            &WordCounter,
         );
         assert_eq!(
             f.chunks.iter().map(|c| c.token_count).collect::<Vec<_>>(),
             [20, 20, 20, 20, 15]
         );
         assert!(f.chunks.windows(2).all(|w| w[1].start > w[0].end));
-        let s = chunk_text(
+        let s = chunk(
             &text,
             DocumentType::Text,
             &opts(ChunkStrategy::Sliding, 20, 5),
-            &WordCounter,
         );
         assert_eq!(s.chunks.len(), 6);
         assert!(s.chunks.windows(2).all(|w| w[1].start < w[0].end));
@@ -715,11 +823,10 @@ Count the documents in the export and compare them with the stats endpoint. A pu
 
     #[test]
     fn hierarchical_keeps_sections_as_parents() {
-        let c = chunk_text(
+        let c = chunk(
             GUIDE,
             DocumentType::Markdown,
             &opts(ChunkStrategy::Hierarchical, 24, 4),
-            &WordCounter,
         );
         assert!(!c.sections.is_empty());
         for ch in &c.chunks {
@@ -740,14 +847,72 @@ Count the documents in the export and compare them with the stats endpoint. A pu
     #[test]
     fn empty_and_whitespace_text_yield_no_chunks() {
         for t in ["", "   \n\n\t "] {
-            assert!(chunk_text(
-                t,
-                DocumentType::Text,
-                &ChunkingOptions::default(),
-                &WordCounter
-            )
+            assert!(chunk(t, DocumentType::Text, &ChunkingOptions::default())
+                .chunks
+                .is_empty());
+        }
+    }
+
+    #[test]
+    fn a_huge_heading_is_one_shared_capped_label() {
+        let text = format!("# {}\n\n{}", "h".repeat(60_000), "a b c\n\n".repeat(2_000));
+        let c = chunk(
+            &text,
+            DocumentType::Markdown,
+            &opts(ChunkStrategy::Auto, 64, 8),
+        );
+        assert!(c.chunks.len() > 10);
+        let first = c.chunks[0].section.clone().expect("a section");
+        assert_eq!(first.chars().count(), MAX_HEADING_CHARS);
+        for ch in &c.chunks {
+            let s = ch
+                .section
+                .as_ref()
+                .expect("every chunk is under the heading");
+            assert!(Arc::ptr_eq(s, &first), "the label is shared, not copied");
+        }
+        // A deep path of long titles is cut to MAX_SECTION_BYTES on a char
+        // boundary.
+        let deep: String = (1..=6)
+            .map(|l| format!("{} {}\n\nbody\n\n", "#".repeat(l), "é".repeat(300)))
+            .collect();
+        let c = chunk(
+            &deep,
+            DocumentType::Markdown,
+            &opts(ChunkStrategy::Hierarchical, 16, 0),
+        );
+        let longest = c
             .chunks
-            .is_empty());
+            .iter()
+            .filter_map(|c| c.section.as_deref())
+            .map(str::len)
+            .max();
+        assert!(longest.unwrap() <= MAX_SECTION_BYTES);
+    }
+
+    #[test]
+    fn the_chunk_limit_stops_the_chunker_for_every_strategy() {
+        let text = "word. ".repeat(5_000);
+        for strategy in [
+            ChunkStrategy::Auto,
+            ChunkStrategy::Fixed,
+            ChunkStrategy::Sliding,
+            ChunkStrategy::Hierarchical,
+        ] {
+            let o = opts(strategy, 16, 4);
+            let all = chunk_text(&text, DocumentType::Text, &o, &WordCounter, usize::MAX)
+                .unwrap()
+                .chunks
+                .len();
+            assert!(all > 100, "{strategy:?}: {all}");
+            let exact = chunk_text(&text, DocumentType::Text, &o, &WordCounter, all).unwrap();
+            assert_eq!(exact.chunks.len(), all);
+            let err = chunk_text(&text, DocumentType::Text, &o, &WordCounter, all - 1).unwrap_err();
+            assert_eq!(err.field, "content");
+            assert!(
+                err.message.contains(&format!("more than {}", all - 1)),
+                "{err}"
+            );
         }
     }
 

@@ -56,13 +56,55 @@ pub struct MiniLmTokens {
     tokenizer: Tokenizer,
 }
 
+/// Bytes tokenized at once. The tokenizer keeps tens of bytes of alignment
+/// and token text per input byte while it works, so a whole 10 MiB document
+/// in one call would hold hundreds of MiB; pieces cut after a whitespace
+/// character give the same tokens (BERT's pre-tokenizer splits there anyway)
+/// with memory bounded by the piece.
+const TOKENIZE_PIECE_BYTES: usize = 16 * 1024;
+
 impl TokenCounter for MiniLmTokens {
     fn token_spans(&self, text: &str) -> Vec<(usize, usize)> {
-        match self.tokenizer.encode(text, false) {
-            Ok(enc) => enc.get_offsets().to_vec(),
-            Err(_) => Vec::new(),
+        let mut out = Vec::new();
+        let mut start = 0;
+        while start < text.len() {
+            let end = piece_end(text, start, TOKENIZE_PIECE_BYTES);
+            if let Ok(enc) = self.tokenizer.encode(&text[start..end], false) {
+                out.extend(
+                    enc.get_offsets()
+                        .iter()
+                        .map(|&(s, e)| (s + start, e + start)),
+                );
+            }
+            start = end;
         }
+        out
     }
+}
+
+/// End of the piece of `text` that starts at `start`: at most `max` bytes,
+/// just after its last whitespace character when it has one, always on a
+/// character boundary and past `start`.
+fn piece_end(text: &str, start: usize, max: usize) -> usize {
+    if text.len() - start <= max {
+        return text.len();
+    }
+    let mut end = start + max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    if let Some((i, c)) = text[start..end]
+        .char_indices()
+        .rev()
+        .find(|(_, c)| c.is_whitespace())
+    {
+        return start + i + c.len_utf8();
+    }
+    if end == start {
+        // One character longer than `max`.
+        end = start + text[start..].chars().next().map_or(1, char::len_utf8);
+    }
+    end
 }
 
 fn model_err(path: &Path, e: impl std::fmt::Display) -> EmbedError {
@@ -207,5 +249,31 @@ impl Embedder for MiniLm {
     }
     fn embed_blocking(&self, texts: &[&str]) -> Option<Result<Vec<Vec<f32>>, EmbedError>> {
         Some(self.embed_sync(texts))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::piece_end;
+
+    #[test]
+    fn pieces_end_after_whitespace_on_char_boundaries() {
+        let text = "ab cd éé ff";
+        assert_eq!(piece_end(text, 0, 100), text.len());
+        // "ab cd " fits in 7 bytes; the cut falls after the space.
+        assert_eq!(piece_end(text, 0, 7), 6);
+        // No whitespace in reach: a char boundary, never inside "é".
+        let solid = "éééé";
+        assert_eq!(piece_end(solid, 0, 3), 2);
+        assert_eq!(piece_end(solid, 0, 1), 2, "always past start");
+        let mut start = 0;
+        let mut pieces = Vec::new();
+        while start < text.len() {
+            let end = piece_end(text, start, 4);
+            assert!(end > start);
+            pieces.push(&text[start..end]);
+            start = end;
+        }
+        assert_eq!(pieces.concat(), text);
     }
 }

@@ -76,3 +76,38 @@ fn token_counter_spans_cover_the_text_without_special_tokens() {
     assert_eq!(pieces, ["Ref", "unds", "take", "5", "-", "7", "days", "."]);
     assert_eq!(model.input_ids(text).unwrap().len(), spans.len() + 2);
 }
+
+#[test]
+fn long_documents_are_tokenized_in_pieces_exactly_as_in_one_call() {
+    use enclave_core::TokenCounter;
+    let model = MiniLm::load(MiniLmOptions::new(model_dir())).unwrap();
+    let mut whole = tokenizers::Tokenizer::from_file(model_dir().join("tokenizer.json")).unwrap();
+    whole.with_truncation(None).unwrap();
+    whole.with_padding(None);
+    // ~200 KB of mixed text: sentences, accents, CJK, punctuation runs,
+    // newlines and a very long unbroken word.
+    let mut text = String::new();
+    for i in 0..4_000 {
+        text.push_str(&format!(
+            "Refund #{i} was paid within {} days — café naïve 東京 (ok?!)\n",
+            i % 7
+        ));
+        if i % 997 == 0 {
+            text.push_str(&"x".repeat(40_000));
+            text.push(' ');
+        }
+    }
+    let expected = whole.encode(text.as_str(), false).unwrap();
+    let got = model.tokens().token_spans(&text);
+    let expected: Vec<(usize, usize)> = expected.get_offsets().to_vec();
+    // The one difference allowed: each of the 5 unbroken 40,000-byte words
+    // is cut into 3 pieces (one [UNK] becomes three; any word over 100
+    // characters is [UNK] anyway). Every other span is identical.
+    let (long_words, extra_each) = (5, 2);
+    assert_eq!(got.len(), expected.len() + long_words * extra_each);
+    let same = got
+        .iter()
+        .filter(|s| expected.binary_search(s).is_ok())
+        .count();
+    assert_eq!(same, expected.len() - long_words, "spans that agree");
+}
