@@ -93,6 +93,10 @@ struct FileSettings {
     /// `[alerts]`: the budget alert webhook.
     #[serde(default)]
     alerts: AlertSettings,
+    /// `[auth_failures]`: what failed credentials may cost per client
+    /// address and in all.
+    #[serde(default)]
+    auth_failures: enclave_server::failures::FailureLimits,
 }
 
 /// `[alerts]` of the settings file.
@@ -144,6 +148,10 @@ impl AlertSettings {
 struct MetricsSettings {
     /// Label the counters of the N busiest tenants (0 or unset: none).
     top_tenants: Option<usize>,
+    /// An operator-only address serving `/metrics` without a credential
+    /// (`ENCLAVE_METRICS_LISTEN`). On the API address `/metrics` needs the
+    /// platform admin credential.
+    listen: Option<String>,
 }
 
 /// `[jobs]` of the settings file.
@@ -188,6 +196,12 @@ struct EmbeddingSettings {
     unit_tokens: Option<usize>,
     heavy_tokens: Option<f64>,
     heavy_half_life_secs: Option<f64>,
+    /// Tokens one tenant may have waiting for embedding (beyond: 429).
+    max_queued_tokens: Option<usize>,
+    /// Units one tenant may have waiting.
+    max_queued_units: Option<usize>,
+    /// Tokens all tenants together may have waiting.
+    max_queued_tokens_total: Option<usize>,
 }
 
 impl EmbeddingSettings {
@@ -197,6 +211,9 @@ impl EmbeddingSettings {
             ("workers", self.workers),
             ("per_tenant_concurrency", self.per_tenant_concurrency),
             ("unit_tokens", self.unit_tokens),
+            ("max_queued_tokens", self.max_queued_tokens),
+            ("max_queued_units", self.max_queued_units),
+            ("max_queued_tokens_total", self.max_queued_tokens_total),
         ] {
             if v == Some(0) {
                 bail!("[embedding] {name} must be at least 1");
@@ -207,6 +224,11 @@ impl EmbeddingSettings {
             .per_tenant_concurrency
             .unwrap_or(s.per_tenant_concurrency);
         s.unit_tokens = self.unit_tokens.unwrap_or(s.unit_tokens);
+        s.max_queued_tokens = self.max_queued_tokens.unwrap_or(s.max_queued_tokens);
+        s.max_queued_units = self.max_queued_units.unwrap_or(s.max_queued_units);
+        s.max_queued_tokens_total = self
+            .max_queued_tokens_total
+            .unwrap_or(s.max_queued_tokens_total);
         if let Some(h) = self.heavy_tokens {
             if h.is_nan() || h < 0.0 {
                 bail!("[embedding] heavy_tokens must be a number >= 0");
@@ -294,6 +316,10 @@ pub async fn run(mut store: StoreArgs, args: ServeArgs) -> Result<()> {
             Some(n) if n > 1000 => bail!("[metrics] top_tenants must be at most 1000"),
             n => n.unwrap_or(0),
         },
+        auth_failures: {
+            file.auth_failures.validate().map_err(anyhow::Error::msg)?;
+            file.auth_failures
+        },
         ..ServerOptions::default()
     };
     if let Some(url) = &opts.redis_url {
@@ -354,6 +380,16 @@ pub async fn run(mut store: StoreArgs, args: ServeArgs) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
+    if let Some(addr) = env("ENCLAVE_METRICS_LISTEN").or(file.metrics.listen.clone()) {
+        let operator = tokio::net::TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("binding the metrics address {addr}"))?;
+        eprintln!(
+            "operator metrics on http://{}/metrics",
+            operator.local_addr()?
+        );
+        tokio::spawn(enclave_server::serve_operator(operator, state.clone()));
+    }
     println!("listening on http://{}", listener.local_addr()?);
     use std::io::Write;
     std::io::stdout().flush()?;

@@ -1163,7 +1163,14 @@ async fn metrics_and_the_openapi_document_carry_no_tenant_data(backend: Backend)
         .get(&format!("/v1/documents/{}", w.a_doc), &w.a)
         .await
         .ok(200);
-    let m = w.app.send(Method::GET, "/metrics", None, None, &[]).await;
+    // Platform-wide activity is the operator's: no credential is 401 and a
+    // tenant's key is 403; the admin credential reads it.
+    w.app
+        .send(Method::GET, "/metrics", None, None, &[])
+        .await
+        .problem(401, "unauthenticated");
+    w.app.get("/metrics", &w.a).await.problem(403, "forbidden");
+    let m = w.app.get("/metrics", ADMIN).await;
     assert_eq!(m.status, 200);
     assert!(m.text.contains("enclave_http_requests_total{method=\"GET\",route=\"/v1/documents/{id}\",status=\"200\"}"), "{}", m.text);
     assert!(!m.text.contains(&w.a_doc), "ids never become labels");

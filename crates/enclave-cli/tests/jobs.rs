@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{spawn_app_with, spawn_replica, App, Backend, EXTRA_SETTINGS};
+use support::{spawn_app_with, spawn_replica, App, Backend, ADMIN, EXTRA_SETTINGS};
 
 const FAST_LEASES: &str = "[jobs]\nlease_secs = 2\npoll_ms = 50\n";
 
@@ -312,12 +312,7 @@ async fn another_tenants_job_is_404_and_usage_equals_what_the_job_did() {
         assert_eq!(app.get("/v1/stats", &b).await.ok(200)["document_count"], 0);
 
         // The job's queue depth and progress show in the metrics.
-        let m = reqwest::get(app.url("/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let m = app.get("/metrics", ADMIN).await.text;
         assert!(m.contains("enclave_jobs_unfinished 0"), "{m}");
         assert!(
             m.contains("enclave_job_documents_processed_total 20"),

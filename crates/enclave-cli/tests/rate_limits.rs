@@ -23,6 +23,43 @@ struct Redis {
 
 impl Redis {
     fn start() -> Redis {
+        Self::start_with(&[])
+    }
+
+    /// A one-node Redis Cluster owning every slot: a script whose keys are in
+    /// two slots fails there with CROSSSLOT.
+    fn start_cluster() -> Redis {
+        let r = Self::start_with(&["--cluster-enabled", "yes"]);
+        let ok = Command::new("redis-cli")
+            .args([
+                "-p",
+                &r.port.to_string(),
+                "cluster",
+                "addslotsrange",
+                "0",
+                "16383",
+            ])
+            .stdout(Stdio::null())
+            .status()
+            .expect("redis-cli")
+            .success();
+        assert!(ok, "cluster addslotsrange failed");
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = Command::new("redis-cli")
+                .args(["-p", &r.port.to_string(), "cluster", "info"])
+                .output()
+                .unwrap();
+            if String::from_utf8_lossy(&out.stdout).contains("cluster_state:ok") {
+                break;
+            }
+            assert!(Instant::now() < until, "the cluster did not become ok");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        r
+    }
+
+    fn start_with(extra: &[&str]) -> Redis {
         let port = StdListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -32,6 +69,7 @@ impl Redis {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .args(extra)
             .arg("--dir")
             .arg(dir.path())
             .stdout(Stdio::null())
@@ -290,6 +328,7 @@ async fn two_replicas_sharing_redis_admit_one_budget_and_survive_redis_dying() {
     let metrics = a
         .client
         .get(a.url("/metrics"))
+        .bearer_auth(ADMIN)
         .send()
         .await
         .unwrap()
@@ -309,4 +348,37 @@ async fn two_replicas_sharing_redis_admit_one_budget_and_survive_redis_dying() {
     );
     assert!(metrics
         .contains("enclave_rate_limit_decisions_total{backend=\"local\",outcome=\"limited\"}"));
+}
+
+#[tokio::test]
+async fn on_a_redis_cluster_a_tenants_buckets_share_a_slot_and_are_decided_in_redis() {
+    let redis = Redis::start_cluster();
+    let app = spawn_app_with(Backend::Embedded, &[("ENCLAVE_REDIS_URL", &redis.url())]).await;
+    let acme = app.tenant("acme").await;
+    limit(&app, "acme", 0.2, 3).await;
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(app.get("/v1/stats", &acme).await.status.as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+    let metrics = app.get("/metrics", ADMIN).await.text;
+    let value = |prefix: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    // Decided in Redis, not by the local fallback (CROSSSLOT before the
+    // keys carried a hash tag).
+    assert_eq!(
+        value("enclave_rate_limit_redis_errors_total"),
+        0.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        value("enclave_rate_limit_decisions_total{backend=\"redis\""),
+        5.0,
+        "{metrics}"
+    );
 }

@@ -107,6 +107,7 @@ impl MetadataFilter {
                 ))
             }
         };
+        crate::check::json("metadata", value)?;
         let mut conditions = Vec::new();
         parse_object(obj, &mut Vec::new(), &mut conditions)?;
         if conditions.len() > MAX_CONDITIONS {

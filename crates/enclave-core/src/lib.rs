@@ -11,6 +11,7 @@
 //! - [`fusion`]: reciprocal rank fusion;
 //! - [`tenancy`]: roles, tenant status, isolation modes and slugs.
 
+pub mod check;
 pub mod chunk;
 pub mod document;
 mod error;

@@ -245,6 +245,8 @@ fn check_range(
     after: Option<DateTime<Utc>>,
     before: Option<DateTime<Utc>>,
 ) -> Result<(), InvalidInput> {
+    crate::check::maybe_timestamp(&format!("{name}_after"), after.as_ref())?;
+    crate::check::maybe_timestamp(&format!("{name}_before"), before.as_ref())?;
     if let (Some(a), Some(b)) = (after, before) {
         if a >= b {
             return Err(InvalidInput::new(

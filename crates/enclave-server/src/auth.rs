@@ -17,7 +17,7 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use chrono::Utc;
@@ -27,6 +27,7 @@ use enclave_store::control::{TenantControl, TenantRecord};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
+use crate::failures::Cause;
 use crate::keys;
 use crate::{ApiError, AppState};
 
@@ -189,110 +190,150 @@ fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
 
 const BAD_CREDENTIAL: &str = "the credential is not valid";
 
+/// A credential that did not authenticate: what to count, and the answer.
+struct Failure {
+    cause: Cause,
+    /// The tenant whose key it named (its chain records the aggregate).
+    scope: Option<TenantId>,
+    actor: String,
+}
+
+enum AuthError {
+    Failed(Failure),
+    /// Not the credential's fault (a store is down, or a platform-admin
+    /// token on a tenant route).
+    Other(ApiError),
+}
+
+impl From<ApiError> for AuthError {
+    fn from(e: ApiError) -> Self {
+        AuthError::Other(e)
+    }
+}
+
+fn failed(cause: Cause, scope: Option<TenantId>, actor: &str) -> AuthError {
+    AuthError::Failed(Failure {
+        cause,
+        scope,
+        actor: actor.to_owned(),
+    })
+}
+
+/// The client address of a request (when the server was started with
+/// connection info; in-process tests have none).
+pub(crate) fn client_addr(ext: &axum::http::Extensions) -> Option<std::net::SocketAddr> {
+    ext.get::<ConnectInfo<std::net::SocketAddr>>().map(|c| c.0)
+}
+
+/// Checks the failure buckets (before any store access), then
+/// authenticates; a failed credential is counted against the address and
+/// aggregated into the audit log, and answers 401.
+async fn authenticate_guarded(
+    state: &AppState,
+    parts: &Parts,
+    cred: &str,
+) -> Result<(TenantId, Role, String), ApiError> {
+    let addr = client_addr(&parts.extensions);
+    let guard = &state.inner.failures;
+    let key_id = keys::parse(cred).map(|(id, _)| id);
+    guard.admit(addr, key_id)?;
+    match authenticate(state, cred).await {
+        Ok(ok) => Ok(ok),
+        Err(AuthError::Other(e)) => Err(e),
+        Err(AuthError::Failed(f)) => {
+            guard.failed(addr, f.scope.as_ref(), f.cause, None, &f.actor);
+            Err(ApiError::Unauthenticated(BAD_CREDENTIAL))
+        }
+    }
+}
+
 /// Authenticates a tenant credential: (tenant id, role, actor).
-async fn authenticate(state: &AppState, cred: &str) -> Result<(TenantId, Role, String), ApiError> {
+async fn authenticate(state: &AppState, cred: &str) -> Result<(TenantId, Role, String), AuthError> {
     if keys::looks_like_key(cred) {
         let Some((key_id, secret)) = keys::parse(cred) else {
-            return Err(ApiError::Unauthenticated(BAD_CREDENTIAL));
+            return Err(failed(Cause::Malformed, None, "anonymous"));
         };
-        let Some(key) = state.control().find_key(key_id).await? else {
-            state
-                .audit_refusal(
-                    None,
-                    "anonymous",
-                    "auth.failed",
-                    json!({"reason": "unknown key"}),
-                )
-                .await;
-            return Err(ApiError::Unauthenticated(BAD_CREDENTIAL));
+        let Some(key) = state
+            .control()
+            .find_key(key_id)
+            .await
+            .map_err(ApiError::from)?
+        else {
+            return Err(failed(Cause::UnknownKey, None, "anonymous"));
         };
         let actor = format!("key:{}", key.key_id);
-        let reason = if !keys::verify(&key.salt, &key.secret_hash, secret) {
-            Some("wrong secret")
+        let cause = if !keys::verify(&key.salt, &key.secret_hash, secret) {
+            Some(Cause::WrongSecret)
         } else if key.revoked_at.is_some() {
-            Some("revoked key")
+            Some(Cause::RevokedKey)
         } else if key.expires_at.is_some_and(|e| e <= Utc::now()) {
-            Some("expired key")
+            Some(Cause::ExpiredKey)
         } else {
             None
         };
-        if let Some(reason) = reason {
-            state
-                .audit_refusal(
-                    Some(&key.tenant_id),
-                    &actor,
-                    "auth.failed",
-                    json!({"reason": reason}),
-                )
-                .await;
-            return Err(ApiError::Unauthenticated(BAD_CREDENTIAL));
+        if let Some(cause) = cause {
+            return Err(failed(cause, Some(key.tenant_id), &actor));
         }
+        state.inner.failures.verified_key(&key.key_id);
         state.touch_key(&key.key_id).await;
         return Ok((key.tenant_id, key.role, actor));
     }
-    let claims = state
-        .inner
-        .jwt
-        .verify(cred)
-        .ok_or(ApiError::Unauthenticated(BAD_CREDENTIAL))?;
+    let Some(claims) = state.inner.jwt.verify(cred) else {
+        return Err(failed(Cause::InvalidToken, None, "anonymous"));
+    };
     if claims.role == "platform_admin" {
-        return Err(ApiError::forbidden(
+        return Err(AuthError::Other(ApiError::forbidden(
             "a platform admin credential has no tenant; use /admin/v1",
-        ));
+        )));
     }
+    let actor = format!("user:{}", claims.sub);
     let tenant = claims
         .tenant_id
         .as_deref()
         .and_then(|t| TenantId::parse(t).ok())
-        .ok_or(ApiError::Unauthenticated(BAD_CREDENTIAL))?;
+        .ok_or_else(|| failed(Cause::InvalidToken, None, &actor))?;
     let role = claims
         .role
         .parse::<Role>()
-        .map_err(|_| ApiError::Unauthenticated(BAD_CREDENTIAL))?;
-    Ok((tenant, role, format!("user:{}", claims.sub)))
+        .map_err(|_| failed(Cause::InvalidToken, None, &actor))?;
+    Ok((tenant, role, actor))
 }
 
-/// Refuses, with an audit event, a hint that names another tenant.
-async fn check_hints(state: &AppState, parts: &Parts, ctx: &TenantCtx) -> Result<(), ApiError> {
-    let mismatch = |what: &str| json!({"hint": what});
-    if let Some(h) = parts.headers.get("x-tenant-id") {
+/// Refuses a hint that names another tenant (counted against the client
+/// address and aggregated into the tenant's audit log, like a failed
+/// credential). More than one `X-Tenant-ID` or `Host` header is refused the
+/// same way: a proxy routing on another copy than the one checked here
+/// would disagree with the server.
+fn check_hints(state: &AppState, parts: &Parts, ctx: &TenantCtx) -> Result<(), ApiError> {
+    let refuse = |hint: &'static str| {
+        state.inner.failures.failed(
+            client_addr(&parts.extensions),
+            Some(ctx.tenant_id()),
+            Cause::TenantMismatch,
+            Some(hint),
+            &ctx.actor,
+        );
+        ApiError::TenantMismatch
+    };
+    let mut tenant_hints = parts.headers.get_all("x-tenant-id").iter();
+    if let Some(h) = tenant_hints.next() {
+        if tenant_hints.next().is_some() {
+            return Err(refuse("X-Tenant-ID"));
+        }
         if h.as_bytes() != ctx.tenant_id().as_str().as_bytes() {
-            state
-                .audit_refusal(
-                    Some(ctx.tenant_id()),
-                    &ctx.actor,
-                    "tenant.mismatch",
-                    mismatch("X-Tenant-ID"),
-                )
-                .await;
-            return Err(ApiError::TenantMismatch);
+            return Err(refuse("X-Tenant-ID"));
         }
     }
     if let Some(base) = &state.options().base_domain {
-        let host = parts
-            .headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("");
-        let host = host.rsplit_once(':').map_or(host, |(h, port)| {
-            if port.bytes().all(|b| b.is_ascii_digit()) {
-                h
-            } else {
-                host
-            }
-        });
-        let host = host.to_ascii_lowercase();
-        if let Some(sub) = host.strip_suffix(&format!(".{}", base.to_ascii_lowercase())) {
+        let mut hosts = parts.headers.get_all(header::HOST).iter();
+        let host = hosts.next();
+        if hosts.next().is_some() {
+            return Err(refuse("Host"));
+        }
+        let host = host.and_then(|h| h.to_str().ok()).unwrap_or("");
+        if let Some(sub) = host_subdomain(host, base) {
             if sub != ctx.tenant.slug.as_str() {
-                state
-                    .audit_refusal(
-                        Some(ctx.tenant_id()),
-                        &ctx.actor,
-                        "tenant.mismatch",
-                        mismatch("Host"),
-                    )
-                    .await;
-                return Err(ApiError::TenantMismatch);
+                return Err(refuse("Host"));
             }
         }
     }
@@ -300,28 +341,48 @@ async fn check_hints(state: &AppState, parts: &Parts, ctx: &TenantCtx) -> Result
         let pairs: Vec<(String, String)> = serde_urlencoded::from_str(q)
             .map_err(|_| ApiError::invalid("the query string is malformed"))?;
         for (k, v) in pairs {
-            if (k == "tenant_id" || k == "owner_id") && v != ctx.tenant_id().as_str() {
-                state
-                    .audit_refusal(
-                        Some(ctx.tenant_id()),
-                        &ctx.actor,
-                        "tenant.mismatch",
-                        mismatch(&k),
-                    )
-                    .await;
-                return Err(ApiError::TenantMismatch);
+            if k == "tenant_id" && v != ctx.tenant_id().as_str() {
+                return Err(refuse("tenant_id"));
+            }
+            if k == "owner_id" && v != ctx.tenant_id().as_str() {
+                return Err(refuse("owner_id"));
             }
         }
     }
     Ok(())
 }
 
+/// The label before `.<base>` in a Host header value, compared as DNS
+/// names are: case-insensitively, a port and one trailing dot
+/// (the absolute form, `acme.example.com.`) ignored. `None` when the host is
+/// not under `base`.
+fn host_subdomain(host: &str, base: &str) -> Option<String> {
+    // Whatever follows the last ':' is the port (numeric or not: a
+    // malformed port must not skip the check). IPv6 literals are never
+    // under a base domain.
+    let host = match host.rsplit_once(':') {
+        Some((h, _)) if !host.starts_with('[') => h,
+        _ => host,
+    };
+    let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+    let base = base.strip_suffix('.').unwrap_or(base).to_ascii_lowercase();
+    host.strip_suffix(&format!(".{base}")).map(str::to_owned)
+}
+
 impl<R: Need> FromRequestParts<AppState> for Caller<R> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let cred = bearer(&parts.headers)?;
-        let (tenant_id, role, actor) = authenticate(state, cred).await?;
+        let cred = bearer(&parts.headers).inspect_err(|_| {
+            state.inner.failures.failed(
+                client_addr(&parts.extensions),
+                None,
+                Cause::Malformed,
+                None,
+                "anonymous",
+            )
+        })?;
+        let (tenant_id, role, actor) = authenticate_guarded(state, parts, cred).await?;
         // A credential of a tenant that no longer exists (purged) is invalid.
         let tenant = state
             .tenant_record(&tenant_id)
@@ -333,7 +394,7 @@ impl<R: Need> FromRequestParts<AppState> for Caller<R> {
             actor,
         };
         tracing::Span::current().record("tenant_id", ctx.tenant_id().as_str());
-        check_hints(state, parts, &ctx).await?;
+        check_hints(state, parts, &ctx)?;
         if ctx.tenant.status == TenantStatus::Suspended {
             return Err(ApiError::TenantSuspended);
         }
@@ -394,7 +455,14 @@ impl FromRequestParts<AppState> for PlatformAdmin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let cred = bearer(&parts.headers)?;
+        let addr = client_addr(&parts.extensions);
+        let guard = &state.inner.failures;
+        let cred = bearer(&parts.headers)
+            .inspect_err(|_| guard.failed(addr, None, Cause::Malformed, None, "anonymous"))?;
+        // Wrong admin tokens spend the address' failures like any bad
+        // credential, and an address with none left is refused before the
+        // token is even compared: guessing is as slow as the bucket.
+        guard.admit(addr, None)?;
         let token = &state.options().admin_token;
         if !token.is_empty() && keys::token_eq(cred, token) {
             return Ok(PlatformAdmin {
@@ -412,24 +480,22 @@ impl FromRequestParts<AppState> for PlatformAdmin {
                     "tenant credentials cannot use the admin plane",
                 ));
             }
+            guard.failed(addr, None, Cause::WrongAdminToken, None, "anonymous");
             return Err(ApiError::Unauthenticated(BAD_CREDENTIAL));
         }
         // A valid tenant key is forbidden here; anything else is unknown.
         match authenticate(state, cred).await {
             Ok((tenant, _, actor)) => {
-                state
-                    .audit_refusal(
-                        Some(&tenant),
-                        &actor,
-                        "admin.denied",
-                        json!({"path": parts.uri.path()}),
-                    )
-                    .await;
+                guard.failed(addr, Some(&tenant), Cause::AdminDenied, None, &actor);
                 Err(ApiError::forbidden(
                     "tenant credentials cannot use the admin plane",
                 ))
             }
-            Err(e) => Err(e),
+            Err(AuthError::Other(e)) => Err(e),
+            Err(AuthError::Failed(f)) => {
+                guard.failed(addr, f.scope.as_ref(), f.cause, None, &f.actor);
+                Err(ApiError::Unauthenticated(BAD_CREDENTIAL))
+            }
         }
     }
 }
@@ -468,6 +534,7 @@ async fn read_body<T: DeserializeOwned>(
     state: &AppState,
 ) -> Result<(T, Vec<u8>), ApiError> {
     let ctx = req.extensions().get::<TenantCtx>().cloned();
+    let addr = client_addr(req.extensions());
     let is_json = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -505,14 +572,13 @@ async fn read_body<T: DeserializeOwned>(
         for field in ["tenant_id", "owner_id"] {
             if let Some(v) = obj.remove(field) {
                 if v.as_str() != Some(ctx.tenant_id().as_str()) {
-                    state
-                        .audit_refusal(
-                            Some(ctx.tenant_id()),
-                            &ctx.actor,
-                            "tenant.mismatch",
-                            json!({"hint": field}),
-                        )
-                        .await;
+                    state.inner.failures.failed(
+                        addr,
+                        Some(ctx.tenant_id()),
+                        Cause::TenantMismatch,
+                        Some(field),
+                        &ctx.actor,
+                    );
                     return Err(ApiError::TenantMismatch);
                 }
             }

@@ -29,6 +29,13 @@ pub enum ApiError {
     /// many seconds.
     #[error("the request rate is over this tenant's limit; retry after {0} s")]
     RateLimited(u64),
+    /// A queue the request needs is full; nothing was done (code
+    /// `rate_limited`, with `Retry-After`).
+    #[error("{what} is full; retry after {retry_after} s, or submit the document as a job (POST /v1/jobs/documents)")]
+    QueueFull {
+        what: &'static str,
+        retry_after: u64,
+    },
     /// A tenant quota is spent; nothing was done.
     #[error("{0}")]
     QuotaExceeded(String),
@@ -60,7 +67,9 @@ impl ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::RateLimited(_) | ApiError::QuotaExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited(_) | ApiError::QueueFull { .. } | ApiError::QuotaExceeded(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -77,7 +86,7 @@ impl ApiError {
             ApiError::NotFound => "not_found",
             ApiError::Conflict(_) => "conflict",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
-            ApiError::RateLimited(_) => "rate_limited",
+            ApiError::RateLimited(_) | ApiError::QueueFull { .. } => "rate_limited",
             ApiError::QuotaExceeded(_) => "quota_exceeded",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
@@ -94,7 +103,7 @@ impl ApiError {
             ApiError::NotFound => "Not found",
             ApiError::Conflict(_) => "Conflict",
             ApiError::PayloadTooLarge(_) => "Payload too large",
-            ApiError::RateLimited(_) => "Rate limited",
+            ApiError::RateLimited(_) | ApiError::QueueFull { .. } => "Rate limited",
             ApiError::QuotaExceeded(_) => "Quota exceeded",
             ApiError::Unavailable(_) => "Unavailable",
             ApiError::Internal(_) => "Internal error",
@@ -143,8 +152,18 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if let ApiError::RateLimited(secs) = self {
-            h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        match self {
+            ApiError::RateLimited(secs)
+            | ApiError::QueueFull {
+                retry_after: secs, ..
+            } => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            // The store comes back on its own; clients may retry soon.
+            ApiError::Unavailable(_) => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(1u64));
+            }
+            _ => {}
         }
         if status == StatusCode::UNAUTHORIZED {
             h.insert(
@@ -170,6 +189,13 @@ impl From<enclave::Error> for ApiError {
                 ApiError::PayloadTooLarge(format!("{what} is {actual} bytes; the limit is {limit}"))
             }
             enclave::Error::Conflict(m) => ApiError::Conflict(m),
+            enclave::Error::Busy {
+                what,
+                retry_after_secs,
+            } => ApiError::QueueFull {
+                what,
+                retry_after: retry_after_secs,
+            },
             enclave::Error::Unavailable(m) => ApiError::Unavailable(m),
             other => ApiError::Internal(other.to_string()),
         }

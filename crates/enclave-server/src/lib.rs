@@ -4,6 +4,8 @@
 //! - [`auth`]: credentials → [`auth::TenantCtx`]; role-typed [`auth::Caller`]
 //!   handles, the platform-admin guard and the tenant-checking JSON body;
 //! - [`keys`] (API keys) and [`jwt`] (JWT verification);
+//! - [`failures`]: what a failed credential may cost (per-address and global
+//!   failure buckets, checked before any store access; aggregated audit);
 //! - [`error`]: the one error type and its problem+json mapping;
 //! - [`state`]: what handlers share;
 //! - [`limits`]: rate limits (in-process or Redis), plans and prices;
@@ -19,6 +21,7 @@
 pub mod alerts;
 pub mod auth;
 pub mod error;
+pub mod failures;
 pub mod jobs;
 pub mod jwt;
 pub mod keys;
@@ -78,6 +81,22 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The operator listener's surface: `/metrics` without a credential (bind
+/// it where only the operator reaches it).
+pub fn operator_app(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", axum::routing::get(metrics::operator_metrics))
+        .fallback(|| async { ApiError::NotFound })
+        .with_state(state)
+}
+
+/// Serves [`operator_app`] on `listener` until the process ends.
+pub async fn serve_operator(listener: TcpListener, state: AppState) {
+    if let Err(e) = axum::serve(listener, operator_app(state)).await {
+        tracing::error!(error = %e, "the operator metrics listener stopped");
+    }
+}
+
 /// Every API route with its OpenAPI description (the served document is
 /// this router's).
 fn api_router() -> utoipa_axum::router::OpenApiRouter<AppState> {
@@ -135,11 +154,27 @@ pub async fn run(
             }
         })
     };
+    // Failed credentials reach the audit log as one aggregate per chain,
+    // action and cause each window.
+    let failure_flusher = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(state.inner.failures.window());
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                state.inner.failures.flush(state.control().as_ref()).await;
+            }
+        })
+    };
     let stop_jobs = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let jobs = tokio::spawn(jobs::run(state.clone(), stop_jobs.clone()));
-    let served = axum::serve(listener, app(state.clone()))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let served = axum::serve(
+        listener,
+        app(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
     // Running jobs record their progress after their current document and
     // release their leases; what does not stop in time resumes elsewhere
     // once its lease lapses.
@@ -152,6 +187,8 @@ pub async fn run(
         tracing::warn!("jobs still running at shutdown; their leases will lapse");
     }
     flusher.abort();
+    failure_flusher.abort();
+    state.inner.failures.flush(state.control().as_ref()).await;
     state
         .inner
         .usage

@@ -6,8 +6,10 @@
 //!   them, so idle tenants cost nothing).
 //! - With a Redis URL, every replica decides in Redis: one Lua script checks
 //!   both buckets and updates them only when both admit, with Redis' clock,
-//!   so N replicas share one budget. Keys are `t:{tenant}:rl` and
-//!   `t:{tenant}:rl:c:{hash of the credential}` (DESIGN.md §3).
+//!   so N replicas share one budget. Keys are `t:{<tenant>}:rl` and
+//!   `t:{<tenant>}:rl:c:<hash of the credential>` (DESIGN.md §3): the braces
+//!   are a Redis Cluster hash tag, so a tenant's keys share one slot and the
+//!   script (which names both) runs on a cluster too.
 //! - When Redis does not answer (error, or no reply within `redis_timeout`,
 //!   100 ms by default) the
 //!   request is decided by the local limiter instead — never a 500 — the
@@ -125,7 +127,12 @@ pub struct Rate {
 
 impl Rate {
     fn interval(&self) -> Duration {
-        Duration::from_secs_f64(1.0 / self.per_second)
+        // Validated rates are in [1e-6, 1e6]; anything else (a stored value
+        // from before that check) is as slow as a year per request, never a
+        // panic.
+        Duration::try_from_secs_f64(1.0 / self.per_second)
+            .unwrap_or(Duration::from_secs(365 * 86_400))
+            .clamp(Duration::from_micros(1), Duration::from_secs(365 * 86_400))
     }
 
     fn quota(&self) -> Quota {
@@ -150,10 +157,10 @@ pub struct PlanLimits {
 
 impl PlanLimits {
     pub fn validate(&self, name: &str) -> Result<(), String> {
-        let ok = |r: f64| r.is_finite() && r > 0.0 && r <= 1e6;
+        let ok = |r: f64| (1e-6..=1e6).contains(&r);
         if !ok(self.requests_per_second) || self.key_requests_per_second.is_some_and(|r| !ok(r)) {
             return Err(format!(
-                "plan {name}: requests_per_second must be above 0 and at most 1000000"
+                "plan {name}: requests_per_second must be between 0.000001 and 1000000"
             ));
         }
         if self.burst == 0 || self.key_burst == Some(0) {
@@ -362,9 +369,7 @@ impl RateLimiter {
         tenant_rate: Rate,
         key_rate: Rate,
     ) -> Decision {
-        let tenant_key = format!("t:{tenant}:rl");
-        let digest = Sha256::digest(credential.as_bytes());
-        let cred_key = format!("t:{tenant}:rl:c:{}", hex::encode(&digest[..12]));
+        let (tenant_key, cred_key) = bucket_keys(tenant, credential);
         let (decision, backend) = match &self.redis {
             Some(r) => match r
                 .check(&tenant_key, &cred_key, tenant_rate, key_rate, &self.metrics)
@@ -515,6 +520,17 @@ impl RedisLimiter {
             }
         }
     }
+}
+
+/// The Redis (and local) keys of a tenant's bucket and of one credential's
+/// bucket in it. `{tenant}` is a hash tag: both keys hash to one cluster
+/// slot (tenant ids hold no braces).
+fn bucket_keys(tenant: &TenantId, credential: &str) -> (String, String) {
+    let digest = Sha256::digest(credential.as_bytes());
+    (
+        format!("t:{{{tenant}}}:rl"),
+        format!("t:{{{tenant}}}:rl:c:{}", hex::encode(&digest[..12])),
+    )
 }
 
 #[cfg(test)]

@@ -85,10 +85,12 @@ impl Metrics {
         &self,
         embedding: enclave::SchedulerStats,
         jobs: JobFigures,
+        failures: &crate::failures::FailureGuard,
         top: &[(enclave_core::TenantId, enclave_store::control::UsageCounts)],
     ) -> String {
         let mut buf = Vec::new();
         let mut families = self.registry.gather();
+        families.extend(failure_families(failures));
         families.extend(scheduler_families(embedding));
         families.extend(job_families(jobs));
         families.extend(top_tenant_families(top));
@@ -123,9 +125,24 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
     resp
 }
 
-/// Prometheus text format.
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain")))]
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+/// Prometheus text format, for the operator: it needs the platform admin
+/// credential (platform-wide activity is not for tenants), or is served
+/// without one on the separate operator address (`[metrics] listen`).
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain"),
+        (status = 401, description = "no or a wrong platform admin credential", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "a tenant credential", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "too many failed credentials from this address", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn metrics(_: crate::auth::PlatformAdmin, State(state): State<AppState>) -> Response {
+    operator_metrics(State(state)).await.into_response()
+}
+
+/// `/metrics` on the operator listener (no credential: that address is
+/// reachable only by whoever runs Prometheus).
+pub async fn operator_metrics(State(state): State<AppState>) -> impl IntoResponse {
     use std::sync::atomic::Ordering::Relaxed;
     let runner = &state.inner.jobs;
     let jobs = JobFigures {
@@ -144,6 +161,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         state.inner.metrics.render(
             state.inner.memory.scheduler_stats(),
             jobs,
+            &state.inner.failures,
             &state.inner.usage.top(state.options().metrics_top_tenants),
         ),
     )
@@ -189,6 +207,36 @@ fn top_tenant_families(
         for (t, counts) in top {
             c.with_label_values(&[t.as_str()]).inc_by(get(counts));
         }
+        out.extend(c.collect());
+    }
+    out
+}
+
+/// Failed credentials: counted, refused before any store access, and the
+/// aggregated audit events written for them (no tenant label).
+fn failure_families(f: &crate::failures::FailureGuard) -> Vec<prometheus::proto::MetricFamily> {
+    use prometheus::core::Collector;
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut out = Vec::new();
+    for (name, help, v) in [
+        (
+            "enclave_auth_failures_total",
+            "failed credentials and tenant-hint mismatches",
+            f.failures_total.load(Relaxed),
+        ),
+        (
+            "enclave_auth_refused_total",
+            "requests refused (429) before any store access: their address, or the process, had no failures left",
+            f.refused_total.load(Relaxed),
+        ),
+        (
+            "enclave_auth_audit_aggregates_total",
+            "aggregated audit events written for failed credentials",
+            f.audit_events_total.load(Relaxed),
+        ),
+    ] {
+        let c = prometheus::IntCounter::new(name, help).expect("valid metric");
+        c.inc_by(v);
         out.extend(c.collect());
     }
     out
@@ -298,6 +346,16 @@ fn scheduler_families(s: enclave::SchedulerStats) -> Vec<prometheus::proto::Metr
         "enclave_embedding_queue_wait_seconds_total",
         "seconds embedding units waited for a slot (sum)",
         s.wait_seconds_total,
+    ));
+    out.extend(counter(
+        "enclave_embedding_refused_total",
+        "embedding calls refused (429) because a queue was full",
+        s.refused_total as f64,
+    ));
+    out.extend(counter(
+        "enclave_embedding_abandoned_tokens_total",
+        "tokens removed unembedded because their caller went away",
+        s.abandoned_tokens as f64,
     ));
     out.extend(counter(
         "enclave_embedding_queries_total",

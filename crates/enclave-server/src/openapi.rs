@@ -45,7 +45,7 @@ impl Modify for Bearer {
 pub(crate) fn add_limit_responses(api: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
     let response = ResponseBuilder::new()
-        .description("rate_limited (with Retry-After) or quota_exceeded")
+        .description("rate_limited (with Retry-After): over the tenant's request rate, or too many failed credentials from this address; or quota_exceeded")
         .content(
             "application/problem+json",
             ContentBuilder::new()
@@ -54,7 +54,9 @@ pub(crate) fn add_limit_responses(api: &mut utoipa::openapi::OpenApi) {
         )
         .build();
     for (path, item) in api.paths.paths.iter_mut() {
-        if !path.starts_with("/v1/") {
+        // Every operation that takes a credential: a tenant's rate and
+        // quotas, and the failed-credential buckets of the admin plane.
+        if !(path.starts_with("/v1/") || path.starts_with("/admin/") || path == "/metrics") {
             continue;
         }
         for op in [

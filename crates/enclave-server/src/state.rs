@@ -45,6 +45,8 @@ pub struct ServerOptions {
     pub metrics_top_tenants: usize,
     /// Budget alerts (`[alerts]`).
     pub alerts: crate::alerts::AlertOptions,
+    /// What failed authentications may cost (`[auth_failures]`).
+    pub auth_failures: crate::failures::FailureLimits,
 }
 
 impl Default for ServerOptions {
@@ -62,6 +64,7 @@ impl Default for ServerOptions {
             jobs: crate::jobs::JobOptions::default(),
             metrics_top_tenants: 0,
             alerts: crate::alerts::AlertOptions::default(),
+            auth_failures: crate::failures::FailureLimits::default(),
         }
     }
 }
@@ -77,9 +80,11 @@ pub(crate) struct Inner {
     pub jwt: JwtVerifier,
     pub opts: ServerOptions,
     pub metrics: crate::metrics::Metrics,
-    pub usage: crate::usage::UsageMeter,
+    pub usage: Arc<crate::usage::UsageMeter>,
     pub placer: Option<Arc<dyn enclave_store::control::TenantPlacer>>,
     pub limiter: crate::limits::RateLimiter,
+    /// Failed-credential buckets and their aggregated audit events.
+    pub failures: crate::failures::FailureGuard,
     pub jobs: Arc<crate::jobs::JobRunner>,
     /// Outgoing HTTP (budget alert webhooks).
     pub http: reqwest::Client,
@@ -103,15 +108,19 @@ impl AppState {
             metrics.limiter.clone(),
         )
         .unwrap_or_else(|e| panic!("{e}"));
+        let failures = crate::failures::FailureGuard::new(opts.auth_failures);
+        let usage = Arc::new(crate::usage::UsageMeter::default());
+        memory.set_embedding_meter(usage.clone());
         Self {
             inner: Arc::new(Inner {
+                failures,
                 memory,
                 control,
                 jwt,
                 opts,
                 metrics,
                 limiter,
-                usage: crate::usage::UsageMeter::default(),
+                usage,
                 placer: None,
                 jobs: Arc::default(),
                 http: reqwest::Client::new(),

@@ -19,6 +19,25 @@ pub struct UsageMeter {
     totals: Mutex<HashMap<TenantId, UsageCounts>>,
     /// Tenants with usage since the budget alerts last looked.
     dirty: Mutex<std::collections::HashSet<TenantId>>,
+    /// Held by a flush while it writes, and by a purge while it deletes, so
+    /// a flush that took a purged tenant's counts cannot write them back
+    /// after the purge.
+    pub(crate) flushing: tokio::sync::Mutex<()>,
+}
+
+/// Embedding tokens are counted when the scheduler computes them, whether
+/// or not the write they were for completes (a caller that times out has
+/// still spent them).
+impl enclave::EmbeddingMeter for UsageMeter {
+    fn embedded(&self, tenant: &TenantId, tokens: u64) {
+        self.record(
+            tenant,
+            UsageCounts {
+                tokens_embedded: tokens,
+                ..Default::default()
+            },
+        );
+    }
 }
 
 /// Most tenants whose process totals are kept: beyond it the tenant with
@@ -88,6 +107,7 @@ impl UsageMeter {
     /// Writes pending counts (of one tenant, or all); counts whose write
     /// fails are kept for the next flush.
     pub async fn flush(&self, control: &dyn ControlStore, only: Option<&TenantId>) {
+        let _writing = self.flushing.lock().await;
         let batch: Vec<((TenantId, NaiveDate), UsageCounts)> = {
             let mut p = self.pending.lock();
             let keys: Vec<(TenantId, NaiveDate)> = p

@@ -26,6 +26,14 @@ pub enum Error {
     /// exceeded; nothing was embedded or written (API `quota_exceeded`).
     #[error("{0}")]
     QuotaExceeded(String),
+    /// A queue the call needs is full (the tenant's embedding work, or all
+    /// tenants'); nothing was done, retry after the given seconds (API
+    /// `rate_limited` with `Retry-After`).
+    #[error("{what} is full; retry after {retry_after_secs} s")]
+    Busy {
+        what: &'static str,
+        retry_after_secs: u64,
+    },
     /// A uniqueness rule would break (API `conflict`).
     #[error("conflict: {0}")]
     Conflict(String),

@@ -24,6 +24,18 @@
 //!
 //! The kernel then preempts a flood in favour of a light tenant's upload or
 //! search; alone, a heavy tenant still gets every idle core.
+//!
+//! Queues are bounded before anything is computed: a tenant may have at
+//! most [`Scheduling::max_queued_tokens`] tokens and
+//! [`Scheduling::max_queued_units`] units waiting (a document larger than
+//! that is admitted only into an empty queue), and all tenants together
+//! [`Scheduling::max_queued_tokens_total`]; beyond, the call fails at once
+//! with [`crate::Error::Busy`] and a retry time, and nothing is queued.
+//! Background work (jobs, one document per tenant at a time) waits instead.
+//! When a caller goes away (its future is dropped: a timeout, a
+//! disconnect), its units still waiting are removed; units already
+//! computed are metered to the tenant ([`EmbeddingMeter`]) whether or not
+//! the write they were for completes.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, OnceLock};
@@ -48,6 +60,13 @@ pub struct Scheduling {
     pub heavy_tokens: f64,
     /// Half-life of the recent-tokens count.
     pub heavy_half_life: Duration,
+    /// Tokens one tenant may have waiting (a larger document is admitted
+    /// only when nothing else of the tenant waits).
+    pub max_queued_tokens: usize,
+    /// Units one tenant may have waiting.
+    pub max_queued_units: usize,
+    /// Tokens all tenants together may have waiting.
+    pub max_queued_tokens_total: usize,
 }
 
 impl Default for Scheduling {
@@ -59,6 +78,11 @@ impl Default for Scheduling {
             unit_tokens: 512,
             heavy_tokens: 2048.0,
             heavy_half_life: Duration::from_secs(5),
+            // About 15 s of this machine's embedding per tenant (~8k
+            // tokens/s on two cores), two minutes in all.
+            max_queued_tokens: 131_072,
+            max_queued_units: 1_024,
+            max_queued_tokens_total: 1_048_576,
         }
     }
 }
@@ -95,6 +119,10 @@ pub struct SchedulerStats {
     pub wait_seconds_total: f64,
     /// Query embeddings computed since start.
     pub queries_total: u64,
+    /// Calls refused because a queue was full, since start.
+    pub refused_total: u64,
+    /// Tokens removed unembedded because their caller went away.
+    pub abandoned_tokens: u64,
 }
 
 /// A tenant is heavy when its demand exceeds the fair share by this factor
@@ -103,11 +131,21 @@ const HEAVY_OVER_SHARE: f64 = 1.5;
 
 type Vectors = Result<Vec<Vec<f32>>, EmbedError>;
 
+/// Told of every unit computed for a tenant (the server's usage meter), so
+/// tokens are counted when they are spent, even if the write they were for
+/// never completes.
+pub trait EmbeddingMeter: Send + Sync {
+    fn embedded(&self, tenant: &TenantId, tokens: u64);
+}
+
 struct Unit {
     texts: Vec<String>,
     tokens: usize,
     priority: Priority,
     enqueued: Instant,
+    /// The `embed` call it belongs to (its units are removed together
+    /// when the caller goes away).
+    call: u64,
     reply: oneshot::Sender<Vectors>,
 }
 
@@ -148,6 +186,12 @@ struct State {
     ring: VecDeque<TenantId>,
     running: [usize; 2],
     stats: SchedulerStats,
+    /// Tokens waiting, all tenants.
+    queued_tokens: usize,
+    next_call: u64,
+    /// Tokens per second one unit computes at (moving average), for
+    /// retry estimates.
+    unit_rate: f64,
 }
 
 /// The per-process embedding scheduler (one per [`crate::Memory`]).
@@ -156,6 +200,41 @@ pub(crate) struct Scheduler {
     config: Scheduling,
     state: Mutex<State>,
     background: OnceLock<Option<Arc<rayon::ThreadPool>>>,
+    meter: OnceLock<Arc<dyn EmbeddingMeter>>,
+    /// Woken when units finish or leave (background callers wait on it).
+    freed: tokio::sync::Notify,
+}
+
+/// Removes a call's waiting units when its future is dropped before they
+/// were taken (the caller went away); nothing of it is computed.
+struct CallGuard<'s> {
+    scheduler: &'s Scheduler,
+    tenant: TenantId,
+    call: u64,
+    done: bool,
+}
+
+impl Drop for CallGuard<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let mut s = self.scheduler.state.lock();
+        let mut removed = 0;
+        if let Some(q) = s.tenants.get_mut(&self.tenant) {
+            let before = q.queued_tokens;
+            q.units.retain(|u| u.call != self.call);
+            q.queued_tokens = q.units.iter().map(|u| u.tokens).sum();
+            removed = before - q.queued_tokens;
+            if q.units.is_empty() {
+                s.ring.retain(|t| t != &self.tenant);
+            }
+        }
+        s.queued_tokens -= removed;
+        s.stats.abandoned_tokens += removed as u64;
+        drop(s);
+        self.scheduler.freed.notify_waiters();
+    }
 }
 
 impl Scheduler {
@@ -166,11 +245,44 @@ impl Scheduler {
                 workers: config.workers.max(1),
                 per_tenant_concurrency: config.per_tenant_concurrency.max(1),
                 unit_tokens: config.unit_tokens.max(1),
+                max_queued_units: config.max_queued_units.max(1),
                 ..config
             },
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                unit_rate: 2_000.0,
+                ..State::default()
+            }),
             background: OnceLock::new(),
+            meter: OnceLock::new(),
+            freed: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Where computed tokens are reported (set once).
+    pub fn set_meter(&self, meter: Arc<dyn EmbeddingMeter>) {
+        let _ = self.meter.set(meter);
+    }
+
+    /// Whether `tokens` in `units` more of `tenant`'s may wait now; when not,
+    /// seconds after which they likely may.
+    fn admits(&self, s: &State, tenant: &TenantId, tokens: usize, units: usize) -> Result<(), u64> {
+        let cfg = &self.config;
+        let (mine, my_units) = s
+            .tenants
+            .get(tenant)
+            .map_or((0, 0), |q| (q.queued_tokens, q.units.len()));
+        let own_ok = my_units == 0
+            || (mine + tokens <= cfg.max_queued_tokens && my_units + units <= cfg.max_queued_units);
+        let total_ok =
+            s.queued_tokens == 0 || s.queued_tokens + tokens <= cfg.max_queued_tokens_total;
+        if own_ok && total_ok {
+            return Ok(());
+        }
+        // Until about this much of what waits has been computed.
+        let waiting = if own_ok { s.queued_tokens } else { mine };
+        let lanes = cfg.workers.min(cfg.per_tenant_concurrency).max(1) as f64;
+        let secs = waiting as f64 / (s.unit_rate.max(1.0) * lanes);
+        Err(secs.ceil().clamp(1.0, 60.0) as u64)
     }
 
     pub fn stats(&self) -> SchedulerStats {
@@ -192,51 +304,44 @@ impl Scheduler {
     }
 
     /// Embeds a document's chunk texts (`tokens[i]` counts `texts[i]`) through
-    /// the tenant's queue. Results are in input order.
+    /// the tenant's queue. Results are in input order. Refused at once with
+    /// [`crate::Error::Busy`] when the queues are full (normal priority), or
+    /// waits for room (background).
     pub async fn embed(
         self: &Arc<Self>,
         tenant: &TenantId,
-        texts: Vec<String>,
+        mut texts: Vec<String>,
         tokens: &[u32],
         priority: Priority,
-    ) -> Vectors {
+    ) -> crate::Result<Vec<Vec<f32>>> {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
+        let total: usize = tokens.iter().map(|&t| t as usize).sum();
+        let units = self.count_units(tokens);
         let mut receivers = Vec::new();
-        {
-            let now = Instant::now();
-            let mut s = self.state.lock();
-            let q = s.tenants.entry(tenant.clone()).or_default();
-            let was_waiting = !q.units.is_empty();
-            let mut unit = Vec::new();
-            let mut unit_tokens = 0;
-            let mut texts = texts.into_iter().zip(tokens.iter().map(|&t| t as usize));
-            loop {
-                let next = texts.next();
-                let full = next
-                    .as_ref()
-                    .is_some_and(|(_, t)| unit_tokens + t > self.config.unit_tokens);
-                if (next.is_none() || full) && !unit.is_empty() {
-                    let (tx, rx) = oneshot::channel();
-                    q.queued_tokens += unit_tokens;
-                    q.units.push_back(Unit {
-                        texts: std::mem::take(&mut unit),
-                        tokens: unit_tokens,
-                        priority,
-                        enqueued: now,
-                        reply: tx,
-                    });
-                    receivers.push(rx);
-                    unit_tokens = 0;
-                }
-                let Some((text, t)) = next else { break };
-                unit.push(text);
-                unit_tokens += t;
+        let mut guard = CallGuard {
+            scheduler: self,
+            tenant: tenant.clone(),
+            call: 0,
+            done: false,
+        };
+        loop {
+            let freed = self.freed.notified();
+            if self.try_enqueue(
+                tenant,
+                &mut texts,
+                tokens,
+                total,
+                units,
+                priority,
+                &mut guard,
+                &mut receivers,
+            )? {
+                break;
             }
-            if !was_waiting {
-                s.ring.push_back(tenant.clone());
-            }
+            // Background work waits for room instead of failing.
+            freed.await;
         }
         self.pump();
         let mut out = Vec::with_capacity(tokens.len());
@@ -246,7 +351,91 @@ impl Scheduler {
                 .map_err(|_| EmbedError::Compute("the embedding scheduler stopped".into()))??;
             out.extend(vectors);
         }
+        guard.done = true;
         Ok(out)
+    }
+
+    /// Queues the call's units when the queues admit them (`Ok(true)`);
+    /// refuses a normal-priority call that does not fit, and tells a
+    /// background one to wait (`Ok(false)`).
+    #[allow(clippy::too_many_arguments)]
+    fn try_enqueue(
+        &self,
+        tenant: &TenantId,
+        texts: &mut Vec<String>,
+        tokens: &[u32],
+        total: usize,
+        units: usize,
+        priority: Priority,
+        guard: &mut CallGuard<'_>,
+        receivers: &mut Vec<oneshot::Receiver<Vectors>>,
+    ) -> crate::Result<bool> {
+        let now = Instant::now();
+        let mut s = self.state.lock();
+        match self.admits(&s, tenant, total, units) {
+            Ok(()) => {}
+            Err(retry_after_secs) if priority == Priority::Normal => {
+                s.stats.refused_total += 1;
+                guard.done = true;
+                return Err(crate::Error::Busy {
+                    what: "the tenant's embedding queue",
+                    retry_after_secs,
+                });
+            }
+            Err(_) => return Ok(false),
+        }
+        s.next_call += 1;
+        let call = s.next_call;
+        guard.call = call;
+        s.queued_tokens += total;
+        let q = s.tenants.entry(tenant.clone()).or_default();
+        let was_waiting = !q.units.is_empty();
+        let mut unit = Vec::new();
+        let mut unit_tokens = 0;
+        let mut texts = std::mem::take(texts)
+            .into_iter()
+            .zip(tokens.iter().map(|&t| t as usize));
+        loop {
+            let next = texts.next();
+            let full = next
+                .as_ref()
+                .is_some_and(|(_, t)| unit_tokens + t > self.config.unit_tokens);
+            if (next.is_none() || full) && !unit.is_empty() {
+                let (tx, rx) = oneshot::channel();
+                q.queued_tokens += unit_tokens;
+                q.units.push_back(Unit {
+                    texts: std::mem::take(&mut unit),
+                    tokens: unit_tokens,
+                    priority,
+                    enqueued: now,
+                    call,
+                    reply: tx,
+                });
+                receivers.push(rx);
+                unit_tokens = 0;
+            }
+            let Some((text, t)) = next else { break };
+            unit.push(text);
+            unit_tokens += t;
+        }
+        if !was_waiting {
+            s.ring.push_back(tenant.clone());
+        }
+        Ok(true)
+    }
+
+    /// How many units `tokens` are packed into.
+    fn count_units(&self, tokens: &[u32]) -> usize {
+        let (mut units, mut cur) = (0, 0usize);
+        for &t in tokens {
+            let t = t as usize;
+            if cur > 0 && cur + t > self.config.unit_tokens {
+                units += 1;
+                cur = 0;
+            }
+            cur += t;
+        }
+        units + usize::from(cur > 0)
     }
 
     /// Starts units while slots are free: the first tenant in ring order
@@ -298,6 +487,17 @@ impl Scheduler {
             let q = s.tenants.get_mut(&tenant).expect("queued tenant");
             let unit = q.units.pop_front().expect("a queued unit");
             q.queued_tokens -= unit.tokens;
+            let abandoned = unit.reply.is_closed();
+            if abandoned {
+                // Its caller has gone: not computed.
+                let more = !q.units.is_empty();
+                s.queued_tokens -= unit.tokens;
+                s.stats.abandoned_tokens += unit.tokens as u64;
+                if more {
+                    s.ring.push_back(tenant);
+                }
+                continue;
+            }
             q.running += 1;
             q.recent = q.decayed(now, cfg.heavy_half_life) + unit.tokens as f64;
             q.recent_at = Some(now);
@@ -305,6 +505,7 @@ impl Scheduler {
                 s.ring.push_back(tenant.clone());
             }
             s.running[lane as usize] += 1;
+            s.queued_tokens -= unit.tokens;
             s.stats.wait_seconds_total += now.duration_since(unit.enqueued).as_secs_f64();
             drop(s);
 
@@ -314,10 +515,18 @@ impl Scheduler {
             };
             let this = self.clone();
             tokio::spawn(async move {
+                let started = Instant::now();
                 let out = run(this.embedder.clone(), pool, unit.texts).await;
+                if out.is_ok() {
+                    if let Some(m) = this.meter.get() {
+                        m.embedded(&tenant, unit.tokens as u64);
+                    }
+                }
                 let _ = unit.reply.send(out);
                 {
                     let mut s = this.state.lock();
+                    let secs = started.elapsed().as_secs_f64().max(1e-6);
+                    s.unit_rate = 0.8 * s.unit_rate + 0.2 * (unit.tokens as f64 / secs);
                     s.running[lane as usize] -= 1;
                     s.stats.units_total[lane as usize] += 1;
                     let now = Instant::now();
@@ -329,6 +538,7 @@ impl Scheduler {
                         s.tenants.remove(&tenant);
                     }
                 }
+                this.freed.notify_waiters();
                 this.pump();
             });
         }
@@ -597,5 +807,111 @@ mod tests {
         assert_eq!(s.stats().units_total[1], st.units_total[1] + 1);
         s.embed_query("q".into()).await.unwrap();
         assert_eq!(s.stats().queries_total, 1);
+    }
+
+    #[derive(Default)]
+    struct Meter(Mutex<HashMap<String, u64>>);
+
+    impl EmbeddingMeter for Meter {
+        fn embedded(&self, tenant: &TenantId, tokens: u64) {
+            *self.0.lock().entry(tenant.to_string()).or_default() += tokens;
+        }
+    }
+
+    fn bounded(max_queued_tokens: usize) -> Scheduling {
+        Scheduling {
+            max_queued_tokens,
+            max_queued_tokens_total: 10 * max_queued_tokens,
+            ..one_worker()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_tenant_queue_refuses_new_work_at_once_with_a_retry_time() {
+        let rec = Arc::new(Recorder {
+            gated: true,
+            ..Arc::into_inner(recorder()).unwrap()
+        });
+        let s = Scheduler::new(rec.clone(), bounded(10));
+        let (a, b) = (TenantId::parse("a").unwrap(), TenantId::parse("b").unwrap());
+        // 30 tokens into an empty queue: admitted (a document larger than
+        // the bound waits alone).
+        let (s2, a2) = (s.clone(), a.clone());
+        let first = tokio::spawn(async move {
+            s2.embed(&a2, vec!["x".into(); 30], &[1; 30], Priority::Normal)
+                .await
+        });
+        while s.stats().queued_units < 29 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // A's queue is over its bound: refused, nothing queued.
+        let err = s
+            .embed(&a, vec!["y".into()], &[1], Priority::Normal)
+            .await
+            .unwrap_err();
+        let crate::Error::Busy {
+            retry_after_secs, ..
+        } = err
+        else {
+            panic!("{err:?}")
+        };
+        assert!((1..=60).contains(&retry_after_secs));
+        assert_eq!(s.stats().queued_units, 29);
+        assert_eq!(s.stats().refused_total, 1);
+        // Another tenant is not refused for A's backlog.
+        let (s3, b3) = (s.clone(), b.clone());
+        let other = tokio::spawn(async move {
+            s3.embed(&b3, vec!["b".into()], &[1], Priority::Normal)
+                .await
+        });
+        rec.gate.notify_one();
+        assert_eq!(other.await.unwrap().unwrap().len(), 1);
+        assert_eq!(first.await.unwrap().unwrap().len(), 30);
+        // Background work waits for room rather than failing.
+        let s4 = s.clone();
+        let a4 = a.clone();
+        let (x, y) = tokio::join!(
+            s4.embed(&a4, vec!["x".into(); 9], &[1; 9], Priority::Background),
+            s.embed(&a, vec!["y".into(); 9], &[1; 9], Priority::Background),
+        );
+        assert_eq!((x.unwrap().len(), y.unwrap().len()), (9, 9));
+    }
+
+    #[tokio::test]
+    async fn units_of_a_caller_that_went_away_are_dropped_and_computed_ones_are_metered() {
+        let rec = Arc::new(Recorder {
+            gated: true,
+            ..Arc::into_inner(recorder()).unwrap()
+        });
+        let s = Scheduler::new(rec.clone(), one_worker());
+        let meter = Arc::new(Meter::default());
+        s.set_meter(meter.clone());
+        let a = TenantId::parse("a").unwrap();
+        let (s2, a2) = (s.clone(), a.clone());
+        let call = tokio::spawn(async move {
+            s2.embed(&a2, vec!["t".into(); 50], &[1; 50], Priority::Normal)
+                .await
+        });
+        while s.stats().queued_units < 49 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // The caller goes away (a timeout, a disconnect) while one unit
+        // computes and 49 wait.
+        call.abort();
+        let _ = call.await;
+        assert_eq!(s.stats().queued_units, 0, "waiting units removed");
+        assert_eq!(s.stats().abandoned_tokens, 49);
+        rec.gate.notify_one();
+        while s.stats().running != [0, 0] {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // Only the unit already computing ran, and it is metered.
+        assert_eq!(rec.log.lock().len(), 1);
+        assert_eq!(meter.0.lock().get("a"), Some(&1));
+        // The tenant can queue again at once.
+        s.embed(&a, vec!["u".into()], &[1], Priority::Normal)
+            .await
+            .unwrap();
+        assert_eq!(meter.0.lock().get("a"), Some(&2));
     }
 }

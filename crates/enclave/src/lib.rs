@@ -33,6 +33,6 @@ pub use enclave_core as core;
 pub use enclave_embed as embed;
 pub use enclave_store::sqlite::{Durability, Layout};
 pub use error::{Error, Result};
-pub use fair::{Priority, SchedulerStats, Scheduling};
+pub use fair::{EmbeddingMeter, Priority, SchedulerStats, Scheduling};
 pub use memory::Memory;
 pub use tenant::{AddOutcome, AddResult, DocumentList, ListParams, Tenant, WriteBudget};

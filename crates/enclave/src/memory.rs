@@ -129,6 +129,12 @@ impl Memory {
         }
     }
 
+    /// Reports every embedding unit computed, to its tenant, to `meter`
+    /// (set once per `Memory`; after [`Memory::with_scheduling`]).
+    pub fn set_embedding_meter(&self, meter: Arc<dyn crate::EmbeddingMeter>) {
+        self.inner.scheduler.set_meter(meter);
+    }
+
     /// Queue depths and lane figures of the embedding scheduler.
     pub fn scheduler_stats(&self) -> SchedulerStats {
         self.inner.scheduler.stats()

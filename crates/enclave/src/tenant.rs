@@ -137,6 +137,8 @@ pub struct DocumentList {
 }
 
 const CURSOR_PREFIX: &str = "c1.";
+/// Largest listing `offset` (llmemory parity; deep pages use the cursor).
+const MAX_OFFSET: u64 = 1_000_000_000;
 const EXPORT_PAGE: u32 = 64;
 
 impl Tenant {
@@ -275,6 +277,7 @@ impl Tenant {
             }
         }
         validate_metadata(&doc.metadata, &limits)?;
+        enclave_core::check::maybe_timestamp("document_date", doc.document_date.as_ref())?;
         let bytes = doc.content_bytes();
         if bytes > limits.max_document_bytes {
             return Err(Error::TooLarge {
@@ -315,42 +318,38 @@ impl Tenant {
                 if text.trim().is_empty() {
                     return Err(Error::invalid("content", "must not be empty"));
                 }
+                enclave_core::check::text("content", &text)?;
                 let counter = embedder.token_counter();
                 let opts = doc.chunking;
                 let doc_type = doc.doc_type;
-                let (pieces, sections) = tokio::task::spawn_blocking(move || {
-                    let c = chunk_text(&text, doc_type, &opts, &*counter);
-                    let pieces: Vec<(String, ChunkDraft)> = c
-                        .chunks
-                        .iter()
-                        .map(|d| (text[d.start..d.end].to_owned(), d.clone()))
-                        .collect();
-                    let sections: Vec<SectionRecord> = c
-                        .sections
-                        .iter()
-                        .enumerate()
-                        .map(|(i, s)| SectionRecord {
-                            index: i as u32,
-                            content: text[s.start..s.end].to_owned(),
-                            token_count: s.token_count,
-                        })
-                        .collect();
-                    (pieces, sections)
+                let max_chunks = limits.max_chunks_per_document;
+                // Cut (bounded by the chunk limit inside the chunker), then
+                // charge the quotas, and only then copy out chunk text.
+                let (text, chunked) = tokio::task::spawn_blocking(move || {
+                    let c = chunk_text(&text, doc_type, &opts, &*counter, max_chunks);
+                    (text, c)
                 })
                 .await
                 .map_err(|e| Error::Internal(e.to_string()))?;
-                if pieces.len() > limits.max_chunks_per_document {
-                    return Err(Error::invalid(
-                        "content",
-                        format!(
-                            "produces {} chunks; the limit is {}",
-                            pieces.len(),
-                            limits.max_chunks_per_document
-                        ),
-                    ));
-                }
-                let tokens: u64 = pieces.iter().map(|p| p.1.token_count as u64).sum();
+                let chunked = chunked?;
+                let tokens: u64 = chunked.chunks.iter().map(|c| c.token_count as u64).sum();
                 budget.spend(new_document, bytes as u64, tokens)?;
+                let sections: Vec<SectionRecord> = chunked
+                    .sections
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| SectionRecord {
+                        index: i as u32,
+                        content: text[s.start..s.end].to_owned(),
+                        token_count: s.token_count,
+                    })
+                    .collect();
+                let pieces: Vec<(String, ChunkDraft)> = chunked
+                    .chunks
+                    .into_iter()
+                    .map(|d| (text[d.start..d.end].to_owned(), d))
+                    .collect();
+                drop(text);
                 let token_counts: Vec<u32> = pieces.iter().map(|p| p.1.token_count).collect();
                 let vectors = self
                     .shared
@@ -369,7 +368,7 @@ impl Tenant {
                     .map(|(i, ((content, draft), embedding))| {
                         let mut metadata = Map::new();
                         if let Some(s) = draft.section {
-                            metadata.insert("section".into(), Value::String(s));
+                            metadata.insert("section".into(), Value::String(s.to_string()));
                         }
                         metadata.insert("start".into(), draft.start.into());
                         metadata.insert("end".into(), draft.end.into());
@@ -406,6 +405,7 @@ impl Tenant {
                             "must not be empty",
                         ));
                     }
+                    enclave_core::check::text(&format!("chunks[{i}].content"), &p.content)?;
                     if p.embedding.len() != dims {
                         return Err(Error::invalid(
                             &format!("chunks[{i}].embedding"),
@@ -576,6 +576,14 @@ impl Tenant {
         if !(1..=100).contains(&limit) {
             return Err(Error::invalid("limit", "must be between 1 and 100"));
         }
+        if params.offset.is_some_and(|o| o > MAX_OFFSET) {
+            return Err(Error::invalid(
+                "offset",
+                format!("must be at most {MAX_OFFSET}; page with the cursor instead"),
+            ));
+        }
+        enclave_core::check::maybe_timestamp("created_after", params.created_after.as_ref())?;
+        enclave_core::check::maybe_timestamp("created_before", params.created_before.as_ref())?;
         let after = match params.cursor.as_deref() {
             None | Some("") => None,
             Some(c) => Some(
@@ -672,6 +680,7 @@ impl Tenant {
             });
         }
         validate_metadata(&msg.metadata, &self.shared.limits)?;
+        enclave_core::check::text("content", &msg.content)?;
         Ok(self
             .store
             .append_message(Message {
@@ -807,6 +816,10 @@ fn validate_metadata(m: &Map<String, Value>, limits: &crate::Limits) -> Result<(
                 limits.max_metadata_depth
             ),
         ));
+    }
+    for (k, v) in m {
+        enclave_core::check::text("metadata", k)?;
+        enclave_core::check::json("metadata", v)?;
     }
     let size = Value::Object(m.clone()).to_string().len();
     if size > limits.max_metadata_bytes {

@@ -45,6 +45,10 @@ pub const OWNER_URL: &str = "<owner url>";
 /// settings file instead of setting it (e.g. `[plans.tight]` tables).
 pub const EXTRA_SETTINGS: &str = "<extra settings>";
 pub const SUPERUSER_URL: &str = "<superuser url>";
+/// An `env` name that makes [`spawn_app_with`] run the real embedding
+/// model (`ENCLAVE_MODEL_DIR`) instead of the hash embedder, for tests
+/// whose embedding must take real time.
+pub const REAL_MODEL: &str = "<real model>";
 
 impl Drop for App {
     fn drop(&mut self) {
@@ -141,9 +145,10 @@ async fn start(
     public_path: PathBuf,
     env: &[(&str, &str)],
 ) -> App {
+    let real = env.iter().any(|(k, _)| *k == REAL_MODEL);
     let mut store_args = vec![
         "--embedder".to_owned(),
-        "hash".to_owned(),
+        if real { "local" } else { "hash" }.to_owned(),
         "--data-dir".to_owned(),
         dir.path().join("data").display().to_string(),
     ];
@@ -190,6 +195,14 @@ async fn start_with_store(
     // `limits`: the free plan is made generous enough never to bind.
     let settings = dir.path().join("settings.toml");
     let mut toml = "[plans.free]\nrequests_per_second = 10000\nburst = 20000\n".to_owned();
+    // Nor about failed-credential limits (many tests send bad credentials
+    // from one address), unless they set `[auth_failures]` themselves.
+    if !env
+        .iter()
+        .any(|(k, v)| *k == EXTRA_SETTINGS && v.contains("[auth_failures]"))
+    {
+        toml.push_str("[auth_failures]\nper_address_burst = 1000000\nglobal_burst = 1000000\n");
+    }
     for (k, v) in env {
         if *k == EXTRA_SETTINGS {
             toml.push_str(v);
@@ -216,7 +229,10 @@ async fn start_with_store(
         .env("ENCLAVE_MAX_BODY_BYTES", "1048576")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
-    for (k, v) in env.iter().filter(|(k, _)| *k != EXTRA_SETTINGS) {
+    for (k, v) in env
+        .iter()
+        .filter(|(k, _)| *k != EXTRA_SETTINGS && *k != REAL_MODEL)
+    {
         match substitutes.iter().find(|(name, _)| name == v) {
             Some((_, real)) => cmd.env(k, real),
             None => cmd.env(k, v),

@@ -54,9 +54,9 @@ fn check_limits(v: Option<Value>) -> ApiResult<Option<Map<String, Value>>> {
         }
         // The rate buckets cannot be empty (suspend a tenant to stop it).
         match k.as_str() {
-            "requests_per_second" if v.as_f64().is_some_and(|x| x <= 0.0 || x > 1e6) => {
+            "requests_per_second" if v.as_f64().is_some_and(|x| !(1e-6..=1e6).contains(&x)) => {
                 return Err(ApiError::invalid(
-                    "limits.requests_per_second: must be above 0 and at most 1000000",
+                    "limits.requests_per_second: must be between 0.000001 and 1000000",
                 ))
             }
             "burst"
@@ -395,8 +395,13 @@ async fn purge(
     state.invalidate_tenant(&id);
     let tenant = state.memory().tenant(&id);
     let (documents_deleted, chunks_deleted, messages_deleted) = tenant.delete_everything().await?;
-    state.inner.usage.forget(&id);
-    let control = state.control().purge_tenant(&id).await?;
+    let control = {
+        // No flush may write this tenant's counts while (or after) they
+        // are deleted.
+        let _no_flush = state.inner.usage.flushing.lock().await;
+        state.inner.usage.forget(&id);
+        state.control().purge_tenant(&id).await?
+    };
     state.invalidate_tenant(&id);
     let after = tenant.statistics().await?;
     let messages_left = tenant.message_count().await?;
@@ -471,6 +476,8 @@ async fn audit(
             .parse::<i64>()
             .map_err(|_| ApiError::invalid("cursor: not a cursor this server issued"))?,
     };
+    // This replica's aggregated refusals first, so a read sees them.
+    state.inner.failures.flush(state.control().as_ref()).await;
     let events = state.control().audit_events(&scope, after, limit).await?;
     let next = (events.len() == limit as usize)
         .then(|| events.last().map(|e| e.seq.to_string()))

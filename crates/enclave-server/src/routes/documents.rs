@@ -275,11 +275,11 @@ pub(crate) async fn store_document(
         .await?
         .pop()
         .ok_or_else(|| ApiError::Internal("no result for the document".into()))?;
+    // Its tokens were metered as they were embedded.
     state.inner.usage.record(
         &tenant.id,
         UsageCounts {
             documents_added: u64::from(r.outcome != AddOutcome::Unchanged),
-            tokens_embedded: r.tokens_embedded,
             ..Default::default()
         },
     );

@@ -15,6 +15,7 @@ use utoipa_axum::routes;
 
 use super::documents::{new_document, CreateBody};
 use crate::auth::{Body, Caller, Member, Viewer};
+use crate::failures::Cause;
 use crate::{ApiError, ApiResult, AppState};
 
 /// Most documents one job may carry.
@@ -101,15 +102,22 @@ async fn create(caller: Caller<Member>, Body(mut body): Body<JobBody>) -> ApiRes
         for field in ["tenant_id", "owner_id"] {
             if let Some(v) = obj.remove(field) {
                 if v.as_str() != Some(caller.ctx.tenant_id().as_str()) {
-                    caller
-                        .state()
-                        .audit_refusal(
-                            Some(caller.ctx.tenant_id()),
-                            &caller.ctx.actor,
-                            "tenant.mismatch",
-                            serde_json::json!({"hint": format!("documents[{i}].{field}")}),
-                        )
-                        .await;
+                    tracing::info!(
+                        document = i,
+                        field,
+                        "tenant hint mismatch in a job document"
+                    );
+                    caller.state().inner.failures.failed(
+                        None,
+                        Some(caller.ctx.tenant_id()),
+                        Cause::TenantMismatch,
+                        Some(if field == "tenant_id" {
+                            "documents[].tenant_id"
+                        } else {
+                            "documents[].owner_id"
+                        }),
+                        &caller.ctx.actor,
+                    );
                     return Err(ApiError::TenantMismatch);
                 }
             }

@@ -1,7 +1,7 @@
 //! `GET /v1/usage` (API.md §7): the credential's tenant's counters.
 
 use axum::Json;
-use chrono::{Datelike, Duration, NaiveDate, Utc};
+use chrono::{Datelike, NaiveDate, Utc};
 use enclave_core::TenantId;
 use serde::Deserialize;
 use serde_json::json;
@@ -82,9 +82,11 @@ fn day(v: &str, field: &str) -> ApiResult<NaiveDate> {
         .or_else(|_| {
             chrono::DateTime::parse_from_rfc3339(v).map(|t| t.with_timezone(&Utc).date_naive())
         })
-        .map_err(|_| {
+        .ok()
+        .filter(|d| (1..=9999).contains(&d.year()))
+        .ok_or_else(|| {
             ApiError::invalid(format!(
-                "{field}: must be a date (YYYY-MM-DD) or an RFC 3339 timestamp"
+                "{field}: must be a date (YYYY-MM-DD, years 1-9999) or an RFC 3339 timestamp"
             ))
         })
 }
@@ -127,7 +129,12 @@ fn period(from: Option<&str>, to: Option<&str>) -> ApiResult<(NaiveDate, NaiveDa
     let from = from
         .map(|v| day(v, "from"))
         .transpose()?
-        .unwrap_or(to - Duration::days(30));
+        .unwrap_or_else(|| {
+            to.checked_sub_days(chrono::Days::new(30))
+                .filter(|d| d.year() >= 1)
+                .or(NaiveDate::from_ymd_opt(1, 1, 1))
+                .unwrap_or(to)
+        });
     if from > to || (to - from).num_days() > 366 {
         return Err(ApiError::invalid(
             "from/to: from must not be after to, and at most 366 days apart",

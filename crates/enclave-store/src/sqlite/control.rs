@@ -351,12 +351,11 @@ impl ControlStore for SqliteControl {
             let audit = tx
                 .execute("DELETE FROM audit_events WHERE scope = ?1", [id.as_str()])
                 .map_err(sql_err)?;
-            tx.execute(
-                "DELETE FROM idempotency_keys WHERE tenant_id = ?1",
-                [id.as_str()],
-            )
-            .map_err(sql_err)?;
-            for table in super::jobs::TABLES.iter().chain(&["budget_alerts"]) {
+            for table in super::jobs::TABLES.iter().chain(&[
+                "idempotency_keys",
+                "usage_daily",
+                "budget_alerts",
+            ]) {
                 tx.execute(
                     &format!("DELETE FROM {table} WHERE tenant_id = ?1"),
                     [id.as_str()],

@@ -1,0 +1,537 @@
+//! Availability isolation (security review 88321be, findings 2, 3, 5, 8,
+//! 10, 12): no tenant, and nobody without a credential, can degrade the
+//! others — failed credentials cost almost nothing and are refused before
+//! any store access, embedding queues are bounded and abandoned work is
+//! dropped (and what was computed is metered), purges leave no usage behind,
+//! bad input is a 400, and hints are checked however they are written.
+//! Against the real binary on both stores.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use reqwest::{Client, Method};
+use serde_json::{json, Value};
+use support::*;
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $( #[tokio::test] async fn $name() { super::$name(super::Backend::Embedded).await } )*
+        }
+        mod postgres {
+            $( #[tokio::test] async fn $name() { super::$name(super::Backend::Postgres).await } )*
+        }
+    };
+}
+
+on_both_backends!(
+    failed_credentials_from_one_address_are_refused_before_any_store_access_and_audited_as_one_aggregate,
+    a_wrong_admin_token_is_refused_per_address_so_guessing_is_as_slow_as_the_bucket,
+    purging_a_tenant_after_its_usage_was_flushed_is_verified_empty_and_its_id_starts_without_usage,
+    out_of_range_dates_offsets_nul_characters_and_tiny_rates_are_400_never_a_500,
+    a_trailing_dot_host_and_duplicate_hint_headers_are_403,
+    metrics_need_the_admin_credential_or_the_operator_address,
+);
+
+/// A client whose connections come from another loopback address, so the
+/// server sees a different client.
+fn client_from(ip: &str) -> Client {
+    Client::builder()
+        .local_address(ip.parse::<IpAddr>().unwrap())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+async fn status_of(c: &Client, app: &App, path: &str, cred: &str) -> (u16, Option<u64>, Value) {
+    let r = c.get(app.url(path)).bearer_auth(cred).send().await.unwrap();
+    let status = r.status().as_u16();
+    let retry = r
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok()?.parse().ok());
+    (status, retry, r.json().await.unwrap_or(Value::Null))
+}
+
+fn random_key() -> String {
+    let hex = |n: usize| -> String {
+        (0..n)
+            .map(|_| format!("{:x}", rand::random::<u8>() & 15))
+            .collect()
+    };
+    format!("ek_{}_{}", hex(24), hex(64))
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+const STRICT: &str = "[auth_failures]\nper_address_burst = 5\nper_address_per_second = 0.01\nglobal_burst = 100000\naudit_window_secs = 3600\n";
+
+async fn audit(app: &App, scope: Option<&str>) -> Vec<Value> {
+    let q = scope.map_or(String::new(), |t| format!("&tenant_id={t}"));
+    app.get(&format!("/admin/v1/audit?limit=500{q}"), ADMIN)
+        .await
+        .ok(200)["events"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+async fn failed_credentials_from_one_address_are_refused_before_any_store_access_and_audited_as_one_aggregate(
+    backend: Backend,
+) {
+    let app = spawn_app_with(backend, &[(EXTRA_SETTINGS, STRICT)]).await;
+    let acme = app.tenant("acme").await;
+    let (viewer, key_id) = app.key(&acme, "viewer").await;
+    let platform_before = audit(&app, None).await.len();
+    let acme_before = audit(&app, Some("acme")).await.len();
+
+    // 64 random `ek_…` credentials from one address: the first five are
+    // looked up and refused (401); every later one is 429 with Retry-After
+    // before any lookup.
+    let attacker = client_from("127.0.0.2");
+    let mut seen = Vec::new();
+    for _ in 0..64 {
+        let (s, retry, body) = status_of(&attacker, &app, "/v1/stats", &random_key()).await;
+        if s == 429 {
+            assert_eq!(body["code"], "rate_limited");
+            assert!(retry.is_some_and(|r| r >= 1), "Retry-After");
+        }
+        seen.push(s);
+    }
+    assert_eq!(&seen[..5], &[401; 5]);
+    assert!(seen[5..].iter().all(|s| *s == 429), "{seen:?}");
+    // From that address even a valid key is refused now (a guess must not
+    // be told apart from a refusal); from another address it works.
+    assert_eq!(
+        status_of(&attacker, &app, "/v1/stats", &viewer).await.0,
+        429
+    );
+    app.get("/v1/stats", &viewer).await.ok(200);
+
+    // Aimed at a tenant's key id with wrong secrets, from a third address:
+    // the tenant's chain gets one aggregate, not one event per request.
+    let aimed = client_from("127.0.0.3");
+    let forged = format!("ek_{key_id}_{}", "0".repeat(64));
+    for _ in 0..20 {
+        status_of(&aimed, &app, "/v1/stats", &forged).await;
+    }
+    // Hint mismatches with a valid key count the same way (fourth address).
+    let hinter = client_from("127.0.0.4");
+    let mut hint_statuses = Vec::new();
+    for _ in 0..10 {
+        let r = hinter
+            .get(app.url("/v1/stats"))
+            .bearer_auth(&viewer)
+            .header("x-tenant-id", "globex")
+            .send()
+            .await
+            .unwrap();
+        hint_statuses.push(r.status().as_u16());
+    }
+    assert_eq!(&hint_statuses[..5], &[403; 5]);
+    assert!(hint_statuses[5..].iter().all(|s| *s == 429));
+
+    let platform = audit(&app, None).await;
+    let new_platform: Vec<&Value> = platform[platform_before..].iter().collect();
+    assert_eq!(new_platform.len(), 1, "{new_platform:?}");
+    assert_eq!(new_platform[0]["action"], "auth.failed");
+    assert_eq!(new_platform[0]["detail"]["cause"], "unknown key");
+    assert_eq!(new_platform[0]["detail"]["count"], 5);
+    let acme_events = audit(&app, Some("acme")).await;
+    let new_acme: Vec<&Value> = acme_events[acme_before..]
+        .iter()
+        .filter(|e| e["action"] == "auth.failed" || e["action"] == "tenant.mismatch")
+        .collect();
+    assert_eq!(new_acme.len(), 2, "{new_acme:?}");
+    let wrong = new_acme
+        .iter()
+        .find(|e| e["detail"]["cause"] == "wrong secret")
+        .expect("the aimed failures");
+    assert_eq!(wrong["detail"]["count"], 5);
+    assert_eq!(
+        wrong["detail"]["sample_actors"],
+        json!([format!("key:{key_id}")])
+    );
+    let mismatch = new_acme
+        .iter()
+        .find(|e| e["action"] == "tenant.mismatch")
+        .unwrap();
+    assert_eq!(mismatch["detail"]["count"], 5);
+    assert_eq!(mismatch["detail"]["hint"], "X-Tenant-ID");
+    // The refusals were counted, not looked up.
+    let m = app.get("/metrics", ADMIN).await.text;
+    assert_eq!(metric(&m, "enclave_auth_failures_total"), 15.0, "{m}");
+    assert!(metric(&m, "enclave_auth_refused_total") >= 76.0, "{m}");
+    // The chains still verify.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_enclave"))
+        .args(&app.store_args)
+        .args(["audit", "verify"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+async fn a_wrong_admin_token_is_refused_per_address_so_guessing_is_as_slow_as_the_bucket(
+    backend: Backend,
+) {
+    let app = spawn_app_with(backend, &[(EXTRA_SETTINGS, STRICT)]).await;
+    let guesser = client_from("127.0.0.5");
+    let mut seen = Vec::new();
+    for i in 0..12 {
+        seen.push(
+            status_of(
+                &guesser,
+                &app,
+                "/admin/v1/tenants",
+                &format!("guess-{i:016}"),
+            )
+            .await
+            .0,
+        );
+    }
+    assert_eq!(&seen[..5], &[401; 5]);
+    assert!(seen[5..].iter().all(|s| *s == 429), "{seen:?}");
+    // Now the right token from that address is refused too: the answer
+    // says nothing about the guess.
+    assert_eq!(
+        status_of(&guesser, &app, "/admin/v1/tenants", ADMIN)
+            .await
+            .0,
+        429
+    );
+    app.get("/admin/v1/tenants", ADMIN).await.ok(200);
+}
+
+async fn purging_a_tenant_after_its_usage_was_flushed_is_verified_empty_and_its_id_starts_without_usage(
+    backend: Backend,
+) {
+    let app = spawn_app(backend).await;
+    let acme = app.tenant("acme").await;
+    app.add(
+        &acme,
+        "a.txt",
+        "refunds are paid within five days",
+        json!({}),
+    )
+    .await;
+    app.get("/v1/stats", &acme).await.ok(200);
+    // Usage reaches the control store (flushed every two seconds, and when
+    // read).
+    let u = app.get("/v1/usage", &acme).await.ok(200).clone();
+    assert!(u["requests"].as_u64().unwrap() >= 2);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let receipt = app.delete("/admin/v1/tenants/acme", ADMIN).await;
+    assert_eq!(receipt.ok(200)["verified_empty"], true, "{}", receipt.text);
+    // The same id, re-created, has no history.
+    let fresh = app.tenant("acme").await;
+    let u = app.get("/v1/usage", &fresh).await.ok(200).clone();
+    assert_eq!(u["documents_added"], 0, "{u}");
+    assert_eq!(u["tokens_embedded"], 0, "{u}");
+    assert_eq!(u["requests"], 1, "only this request: {u}");
+    if backend == Backend::Embedded {
+        let db = rusqlite::Connection::open(app.dir.path().join("data/control.sqlite")).unwrap();
+        let old: i64 = db
+            .query_row(
+                "SELECT coalesce(sum(documents_added), 0) FROM usage_daily WHERE tenant_id = 'acme'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(old, 0);
+    }
+}
+
+async fn out_of_range_dates_offsets_nul_characters_and_tiny_rates_are_400_never_a_500(
+    backend: Backend,
+) {
+    let w = World::new(backend).await;
+    let app = &w.app;
+    for path in [
+        "/v1/usage?to=-262143-01-01",
+        "/v1/usage?from=-262143-06-01&to=-262143-06-02",
+        "/v1/usage?to=0000-06-01",
+        "/v1/documents?offset=18446744073709551615",
+        "/v1/documents?offset=9223372036854775808",
+        "/v1/documents?created_after=-200000-01-01T00:00:00Z",
+    ] {
+        app.get(path, &w.a).await.problem(400, "invalid_request");
+    }
+    app.get("/admin/v1/usage?to=-262143-01-01", ADMIN)
+        .await
+        .problem(400, "invalid_request");
+    let nul_bodies = [
+        json!({"name": "n.txt", "content": "a\u{0}b"}),
+        json!({"name": "n.txt", "content": "ok", "metadata": {"k": "v\u{0}"}}),
+        json!({"name": "n.txt", "content": "ok", "metadata": {"k\u{0}": 1}}),
+        json!({"name": "n.txt", "content": "ok", "document_date": "-200000-01-01T00:00:00Z"}),
+    ];
+    for body in nul_bodies {
+        let r = app.post("/v1/documents", &w.a, body.clone()).await;
+        r.problem(400, "invalid_request");
+    }
+    app.post(
+        "/v1/sessions/s1/messages",
+        &w.a,
+        json!({"role": "user", "content": "x\u{0}y"}),
+    )
+    .await
+    .problem(400, "invalid_request");
+    for body in [
+        json!({"query": "refunds", "metadata": {"k": "v\u{0}"}}),
+        json!({"query": "refunds", "created_after": "-200000-01-01T00:00:00Z"}),
+    ] {
+        app.post("/v1/search", &w.a, body)
+            .await
+            .problem(400, "invalid_request");
+    }
+    // A query with NUL is just text (API.md §5: any query is safe).
+    app.post("/v1/search", &w.a, json!({"query": "\u{0}refunds"}))
+        .await
+        .ok(200);
+    for rps in [1e-30, 1e-7, 0.0] {
+        app.patch(
+            "/admin/v1/tenants/acme",
+            ADMIN,
+            json!({"limits": {"requests_per_second": rps}}),
+        )
+        .await
+        .problem(400, "invalid_request");
+    }
+    app.patch(
+        "/admin/v1/tenants/acme",
+        ADMIN,
+        json!({"limits": {"requests_per_second": 1e-6, "burst": 1000}}),
+    )
+    .await
+    .ok(200);
+    // Nothing was stored, and the tenant is served.
+    assert_eq!(
+        app.get("/v1/stats", &w.a).await.ok(200)["document_count"],
+        1
+    );
+}
+
+/// One raw HTTP/1.1 request (headers exactly as given), the status line's
+/// code back.
+fn raw_status(app: &App, head: &str) -> u16 {
+    let addr: SocketAddr = app.base.trim_start_matches("http://").parse().unwrap();
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(format!("{head}\r\nConnection: close\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn a_trailing_dot_host_and_duplicate_hint_headers_are_403(backend: Backend) {
+    let w = World::new(backend).await;
+    let app = &w.app;
+    let auth = format!("Authorization: Bearer {}", w.a);
+    let get = |headers: &str| format!("GET /v1/stats HTTP/1.1\r\n{headers}\r\n{auth}");
+    // The absolute (trailing-dot) form names the other tenant too.
+    assert_eq!(
+        raw_status(app, &get(&format!("Host: globex.{BASE_DOMAIN}."))),
+        403
+    );
+    assert_eq!(
+        raw_status(app, &get(&format!("Host: acme.{BASE_DOMAIN}."))),
+        200
+    );
+    assert_eq!(
+        raw_status(app, &get(&format!("Host: GLOBEX.{BASE_DOMAIN}:8080"))),
+        403
+    );
+    // Two X-Tenant-ID headers: refused even when one is right.
+    assert_eq!(
+        raw_status(
+            app,
+            &get("Host: localhost\r\nX-Tenant-ID: acme\r\nX-Tenant-ID: globex")
+        ),
+        403
+    );
+    assert_eq!(
+        raw_status(app, &get("Host: localhost\r\nX-Tenant-ID: acme")),
+        200
+    );
+    // Two Host headers: refused (or rejected by the HTTP layer), never
+    // served as the first.
+    let two_hosts = raw_status(
+        app,
+        &get(&format!(
+            "Host: acme.{BASE_DOMAIN}\r\nHost: globex.{BASE_DOMAIN}"
+        )),
+    );
+    assert!(two_hosts == 403 || two_hosts == 400, "{two_hosts}");
+    let r = app
+        .send(
+            Method::GET,
+            "/v1/stats",
+            Some(&w.a),
+            None,
+            &[("x-tenant-id", "acme"), ("x-tenant-id", "acme")],
+        )
+        .await;
+    r.problem(403, "tenant_mismatch");
+}
+
+async fn metrics_need_the_admin_credential_or_the_operator_address(backend: Backend) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let operator = format!("127.0.0.1:{port}");
+    let w = World::new(backend).await;
+    w.app
+        .send(Method::GET, "/metrics", None, None, &[])
+        .await
+        .problem(401, "unauthenticated");
+    for key in [&w.a, &w.a_admin] {
+        w.app.get("/metrics", key).await.problem(403, "forbidden");
+    }
+    assert!(w
+        .app
+        .get("/metrics", ADMIN)
+        .await
+        .text
+        .contains("enclave_http_requests_total"));
+    let app = spawn_app_with(backend, &[("ENCLAVE_METRICS_LISTEN", &operator)]).await;
+    let until = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        match reqwest::get(format!("http://{operator}/metrics")).await {
+            Ok(r) => break r.text().await.unwrap(),
+            Err(_) if Instant::now() < until => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert!(text.contains("enclave_auth_failures_total"), "{text}");
+    // The operator address serves nothing else.
+    let other = reqwest::get(format!("http://{operator}/v1/stats"))
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 404);
+    app.get("/v1/stats", ADMIN)
+        .await
+        .problem(401, "unauthenticated");
+}
+
+/// Words of real text, so the real model spends real time on them.
+fn prose(words: usize) -> String {
+    const W: [&str; 12] = [
+        "refunds", "are", "paid", "within", "five", "days", "of", "the", "request", "by",
+        "support", "staff.",
+    ];
+    (0..words)
+        .map(|i| W[i % W.len()])
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+async fn metrics_text(app: &App) -> String {
+    app.get("/metrics", ADMIN).await.text
+}
+
+/// Finding 3: a tenant's embedding queue is bounded (429 `rate_limited`
+/// with Retry-After beyond it, nothing queued), and an upload whose caller
+/// has gone (the request time limit) stops: its waiting units are dropped,
+/// the tokens computed are metered, nothing is stored.
+#[tokio::test]
+async fn a_full_embedding_queue_is_429_and_an_abandoned_upload_stops_and_is_metered() {
+    let app = spawn_app_with(
+        Backend::Embedded,
+        &[
+            (REAL_MODEL, ""),
+            ("ENCLAVE_REQUEST_TIMEOUT_SECS", "2"),
+            (
+                EXTRA_SETTINGS,
+                "[embedding]\nworkers = 1\nper_tenant_concurrency = 1\nmax_queued_tokens = 4000\n",
+            ),
+        ],
+    )
+    .await;
+    let acme = app.tenant("acme").await;
+    let globex = app.tenant("globex").await;
+    // ~60,000 tokens: minutes of embedding on this machine, far past the
+    // 2 s time limit. Admitted (the queue is empty), then abandoned.
+    let big = json!({"name": "big.txt", "content": prose(60_000)});
+    let (app_ref, key) = (&app, acme.clone());
+    let upload = async move { app_ref.post("/v1/documents", &key, big).await };
+    let probe = async {
+        // While it is queued, another upload of the tenant is refused.
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            let m = metrics_text(&app).await;
+            if metric(&m, "enclave_embedding_queue_units") > 10.0 {
+                break;
+            }
+            assert!(Instant::now() < until, "nothing queued: {m}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let r = app
+            .client
+            .post(app.url("/v1/documents"))
+            .bearer_auth(&acme)
+            .json(&json!({"name": "small.txt", "content": prose(50)}))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let retry = r.headers().get("retry-after").cloned();
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (429, Some("rate_limited")),
+            "{body}"
+        );
+        assert!(retry.is_some(), "Retry-After");
+        // Another tenant is not refused for acme's backlog.
+        app.post(
+            "/v1/documents",
+            &globex,
+            json!({"name": "g.txt", "content": prose(50)}),
+        )
+        .await
+        .ok(201);
+    };
+    let (r, ()) = tokio::join!(upload, probe);
+    r.problem(503, "unavailable");
+    // The abandoned units leave the queue at once; only units already
+    // computing finish.
+    let until = Instant::now() + Duration::from_secs(30);
+    let m = loop {
+        let m = metrics_text(&app).await;
+        let idle = metric(&m, "enclave_embedding_queue_units") == 0.0
+            && metric(&m, "enclave_embedding_running_units") == 0.0;
+        if idle {
+            break m;
+        }
+        assert!(Instant::now() < until, "work went on: {m}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        metric(&m, "enclave_embedding_abandoned_tokens_total") > 40_000.0,
+        "{m}"
+    );
+    // Nothing stored; what was computed is metered.
+    let stats = app.get("/v1/stats", &acme).await.ok(200).clone();
+    assert_eq!(stats["document_count"], 0);
+    let usage = app.get("/v1/usage", &acme).await.ok(200).clone();
+    let tokens = usage["tokens_embedded"].as_u64().unwrap();
+    assert!(tokens > 0 && tokens < 20_000, "{usage}");
+}
