@@ -535,3 +535,67 @@ async fn a_full_embedding_queue_is_429_and_an_abandoned_upload_stops_and_is_mete
     let tokens = usage["tokens_embedded"].as_u64().unwrap();
     assert!(tokens > 0 && tokens < 20_000, "{usage}");
 }
+
+/// Finding 9: a destructive action is audited before it takes effect, so
+/// when the audit log cannot be written (sabotaged here: the app role loses
+/// INSERT on `audit_events`), the action does not happen.
+#[tokio::test]
+async fn a_destructive_action_whose_audit_cannot_be_written_does_not_happen() {
+    use sqlx::postgres::PgPoolOptions;
+    let w = World::new(Backend::Postgres).await;
+    let su = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(w.app.main_superuser.clone().unwrap())
+        .await
+        .unwrap();
+    let url = w
+        .app
+        .store_args
+        .iter()
+        .skip_while(|a| *a != "--database-url")
+        .nth(1)
+        .unwrap();
+    let role = reqwest::Url::parse(url).unwrap().username().to_owned();
+    let grant = |verb: &str| {
+        format!(
+            "{verb} INSERT ON public.audit_events {} \"{role}\"",
+            if verb == "GRANT" { "TO" } else { "FROM" }
+        )
+    };
+    let (member, member_id) = w.app.key(&w.a, "member").await;
+    sqlx::query(&grant("REVOKE")).execute(&su).await.unwrap();
+    for (method, path) in [
+        (Method::DELETE, format!("/v1/documents/{}", w.a_doc)),
+        (Method::DELETE, format!("/v1/keys/{member_id}")),
+        (Method::DELETE, "/admin/v1/tenants/globex".to_owned()),
+    ] {
+        let auth = if path.starts_with("/admin") {
+            ADMIN
+        } else {
+            w.a.as_str()
+        };
+        let r = w.app.send(method, &path, Some(auth), None, &[]).await;
+        assert!(
+            r.status.is_server_error(),
+            "{path}: {} {}",
+            r.status,
+            r.text
+        );
+    }
+    let r = w
+        .app
+        .post("/v1/keys", &w.a, json!({"name": "k", "role": "viewer"}))
+        .await;
+    assert!(r.status.is_server_error(), "{}", r.text);
+    sqlx::query(&grant("GRANT")).execute(&su).await.unwrap();
+    // Nothing happened: the document, the key and the tenant are there, and
+    // no key was made.
+    w.app
+        .get(&format!("/v1/documents/{}", w.a_doc), &w.a)
+        .await
+        .ok(200);
+    w.app.get("/v1/stats", &member).await.ok(200);
+    w.app.get("/v1/stats", &w.b).await.ok(200);
+    let keys = w.app.get("/v1/keys", &w.a).await.ok(200).clone();
+    assert!(!keys.to_string().contains("\"name\":\"k\""), "{keys}");
+}

@@ -13,7 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::{PlatformAdmin, Q};
-use crate::routes::tenant::{mint_key, NewKeyBody};
+use crate::routes::tenant::{new_key, store_key, NewKeyBody};
 use crate::{ApiError, ApiResult, AppState};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -286,20 +286,13 @@ async fn update(
 ) -> ApiResult<impl IntoResponse> {
     let id = tenant_id(&id)?;
     let detail = json!({"status": b.status, "plan": b.plan, "limits": b.limits});
-    let rec = state
+    let limits = check_limits(b.limits)?;
+    state
         .control()
-        .update_tenant(
-            &id,
-            TenantUpdate {
-                status: b.status,
-                plan: b.plan,
-                limits: check_limits(b.limits)?,
-            },
-            Utc::now(),
-        )
+        .get_tenant(&id)
         .await?
         .ok_or(ApiError::NotFound)?;
-    state.invalidate_tenant(&id);
+    // Audited before it takes effect (fail closed).
     state
         .audit(
             None,
@@ -309,6 +302,20 @@ async fn update(
             detail,
         )
         .await?;
+    let rec = state
+        .control()
+        .update_tenant(
+            &id,
+            TenantUpdate {
+                status: b.status,
+                plan: b.plan,
+                limits,
+            },
+            Utc::now(),
+        )
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    state.invalidate_tenant(&id);
     Ok(Json(rec))
 }
 
@@ -340,16 +347,17 @@ async fn bootstrap_key(
         .await?
         .ok_or(ApiError::NotFound)?;
     let role = b.role;
-    let created = mint_key(state.control().tenant(&id).as_ref(), &id, b, &admin.actor).await?;
+    let pending = new_key(&id, b, &admin.actor)?;
     state
         .audit(
             Some(&id),
             &admin.actor,
             "key.create",
-            Some(created.key_id.clone()),
+            Some(pending.key_id().to_owned()),
             json!({"role": role.as_str(), "bootstrap": true}),
         )
         .await?;
+    let created = store_key(state.control().tenant(&id).as_ref(), pending).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -380,6 +388,17 @@ async fn purge(
         .get_tenant(&id)
         .await?
         .ok_or(ApiError::NotFound)?;
+    // The purge is in the platform log before anything is deleted (fail
+    // closed); the receipt follows it.
+    state
+        .audit(
+            None,
+            &admin.actor,
+            "tenant.purge.begin",
+            Some(id.to_string()),
+            json!({}),
+        )
+        .await?;
     // Suspend first: no request of the tenant's can write while it is purged.
     state
         .control()

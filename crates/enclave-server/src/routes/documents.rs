@@ -438,10 +438,12 @@ async fn update(
 )]
 async fn delete_one(caller: Caller<Member>, Path(id): Path<String>) -> ApiResult<StatusCode> {
     let id = parse_id(&id)?;
-    caller.writer().delete_document(&id).await?;
+    // Audited before it takes effect: if the audit cannot be written,
+    // nothing is deleted.
     caller
         .audit("document.delete", Some(id.to_string()), json!({}))
         .await?;
+    caller.writer().delete_document(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -478,14 +480,14 @@ async fn delete_many(
     if b.document_ids.len() > 1000 {
         return Err(ApiError::invalid("document_ids: at most 1000 ids per call"));
     }
-    let n = caller.writer().delete_documents(&ids).await?;
     caller
         .audit(
             "document.delete_many",
             None,
-            json!({"requested": b.document_ids.len(), "deleted": n}),
+            json!({"requested": b.document_ids.len(), "ids": ids.iter().map(|i| i.to_string()).collect::<Vec<_>>()}),
         )
         .await?;
+    let n = caller.writer().delete_documents(&ids).await?;
     Ok(Json(json!({"deleted_count": n})))
 }
 

@@ -132,13 +132,10 @@ async fn list(
 )]
 async fn remove(caller: Caller<Member>, Path(session): Path<String>) -> ApiResult<StatusCode> {
     let session = SessionId::parse(&session).map_err(|_| ApiError::NotFound)?;
-    let n = caller.writer().delete_session(&session).await?;
+    // Audited before it takes effect (fail closed).
     caller
-        .audit(
-            "session.delete",
-            Some(session.to_string()),
-            json!({"messages": n}),
-        )
+        .audit("session.delete", Some(session.to_string()), json!({}))
         .await?;
+    caller.writer().delete_session(&session).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -153,6 +153,24 @@ pub async fn mint_key(
     b: NewKeyBody,
     created_by: &str,
 ) -> ApiResult<CreatedKey> {
+    store_key(control, new_key(tenant, b, created_by)?).await
+}
+
+/// A key minted and not yet stored: its id can be audited before the key
+/// exists (fail closed).
+pub struct PendingKey {
+    record: KeyRecord,
+    created: CreatedKey,
+}
+
+impl PendingKey {
+    pub fn key_id(&self) -> &str {
+        &self.created.key_id
+    }
+}
+
+/// Validates a key request and mints its secret (nothing stored).
+pub fn new_key(tenant: &TenantId, b: NewKeyBody, created_by: &str) -> ApiResult<PendingKey> {
     if b.name.trim().is_empty() || b.name.chars().count() > 200 {
         return Err(ApiError::invalid("name: must be 1 to 200 characters"));
     }
@@ -160,8 +178,8 @@ pub async fn mint_key(
         return Err(ApiError::invalid("expires_at: must be in the future"));
     }
     let m = keys::mint();
-    control
-        .insert_key(KeyRecord {
+    Ok(PendingKey {
+        record: KeyRecord {
             key_id: m.key_id.clone(),
             tenant_id: tenant.clone(),
             name: b.name.clone(),
@@ -173,15 +191,21 @@ pub async fn mint_key(
             expires_at: b.expires_at,
             revoked_at: None,
             last_used_at: None,
-        })
-        .await?;
-    Ok(CreatedKey {
-        key_id: m.key_id,
-        key: m.key,
-        name: b.name,
-        role: b.role,
-        expires_at: b.expires_at,
+        },
+        created: CreatedKey {
+            key_id: m.key_id,
+            key: m.key,
+            name: b.name,
+            role: b.role,
+            expires_at: b.expires_at,
+        },
     })
+}
+
+/// Stores a minted key; it works from the next request.
+pub async fn store_key(control: &dyn TenantControl, p: PendingKey) -> ApiResult<CreatedKey> {
+    control.insert_key(p.record).await?;
+    Ok(p.created)
 }
 
 #[utoipa::path(
@@ -215,20 +239,16 @@ async fn create_key(
         )));
     }
     let role = b.role;
-    let created = mint_key(
-        caller.keys().as_ref(),
-        caller.ctx.tenant_id(),
-        b,
-        &caller.ctx.actor,
-    )
-    .await?;
+    let pending = new_key(caller.ctx.tenant_id(), b, &caller.ctx.actor)?;
+    // Audited before the key exists: an unaudited key is never made.
     caller
         .audit(
             "key.create",
-            Some(created.key_id.clone()),
+            Some(pending.key_id().to_owned()),
             json!({"role": role.as_str()}),
         )
         .await?;
+    let created = store_key(caller.keys().as_ref(), pending).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -268,9 +288,13 @@ async fn list_keys(caller: Caller<Admin>) -> ApiResult<impl IntoResponse> {
     )
 )]
 async fn revoke_key(caller: Caller<Admin>, Path(key_id): Path<String>) -> ApiResult<StatusCode> {
+    // Audited first (fail closed); a missing or foreign id is then the
+    // same 404 as ever.
+    caller
+        .audit("key.revoke", Some(key_id.clone()), json!({}))
+        .await?;
     if !caller.keys().revoke_key(&key_id, Utc::now()).await? {
         return Err(ApiError::NotFound);
     }
-    caller.audit("key.revoke", Some(key_id), json!({})).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -173,6 +173,30 @@ impl Db {
         })
     }
 
+    /// A file of the file-per-tenant layout belongs to one tenant: the
+    /// first open records its id in `meta`, every later one checks it (a
+    /// file renamed or copied under another tenant's name is refused).
+    pub fn claim_for(&self, tenant: &enclave_core::TenantId) -> StoreResult<()> {
+        let conn = self.writer.lock();
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('tenant_id', ?1) ON CONFLICT (key) DO NOTHING",
+            [tenant.as_str()],
+        )
+        .map_err(sql_err)?;
+        let owner: String = conn
+            .query_row("SELECT value FROM meta WHERE key = 'tenant_id'", [], |r| {
+                r.get(0)
+            })
+            .map_err(sql_err)?;
+        if owner != tenant.as_str() {
+            return Err(StoreError::Internal(format!(
+                "{} belongs to another tenant",
+                self.path.display()
+            )));
+        }
+        Ok(())
+    }
+
     fn connect(path: &Path, durability: Durability) -> StoreResult<Connection> {
         let conn = Connection::open_with_flags(
             path,

@@ -101,15 +101,54 @@ impl SqliteStore {
         })
     }
 
-    /// The file holding `tenant` in the file-per-tenant layout.
+    /// The file holding `tenant` in the file-per-tenant layout:
+    /// `t-<SHA-256 of the id, hex>.sqlite`, 73 bytes whatever the id's
+    /// length (API.md allows 255-byte ids; a name built from the id itself
+    /// passed `NAME_MAX` beyond 121 bytes). The id is kept inside the file
+    /// (`meta.tenant_id`) and checked when it is opened.
     pub fn tenant_file(dir: &Path, tenant: &TenantId) -> PathBuf {
-        let hex: String = tenant
-            .as_str()
-            .bytes()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        dir.join("tenants").join(format!("t-{hex}.sqlite"))
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(tenant.as_str().as_bytes());
+        dir.join("tenants")
+            .join(format!("t-{}.sqlite", hex_string(&digest)))
     }
+
+    /// Whether the tenant has a file (under either name).
+    pub(crate) fn tenant_file_exists(dir: &Path, tenant: &TenantId) -> bool {
+        Self::tenant_file(dir, tenant).exists() || Self::legacy_tenant_file(dir, tenant).exists()
+    }
+
+    /// The name files had before they were named by hash (hex of the id),
+    /// renamed to [`Self::tenant_file`] when found.
+    fn legacy_tenant_file(dir: &Path, tenant: &TenantId) -> PathBuf {
+        dir.join("tenants").join(format!(
+            "t-{}.sqlite",
+            hex_string(tenant.as_str().as_bytes())
+        ))
+    }
+
+    /// Moves a tenant's file (and its `-wal`/`-shm`) from the legacy name
+    /// to the hashed one, once.
+    fn adopt_legacy_file(dir: &Path, tenant: &TenantId, path: &Path) -> StoreResult<()> {
+        let legacy = Self::legacy_tenant_file(dir, tenant);
+        // A legacy name too long for the file system cannot exist.
+        if path.exists() || !legacy.exists() {
+            return Ok(());
+        }
+        for suffix in ["", "-wal", "-shm"] {
+            let from = PathBuf::from(format!("{}{suffix}", legacy.display()));
+            if from.exists() {
+                let to = PathBuf::from(format!("{}{suffix}", path.display()));
+                std::fs::rename(&from, &to)
+                    .map_err(|e| StoreError::Unavailable(format!("{}: {e}", from.display())))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn hex_string(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Inner {
@@ -126,7 +165,9 @@ impl Inner {
             files.retain(|_, db| Arc::strong_count(db) > 1);
         }
         let path = SqliteStore::tenant_file(&self.opts.dir, tenant);
+        SqliteStore::adopt_legacy_file(&self.opts.dir, tenant, &path)?;
         let db = Arc::new(Db::open(&path, self.opts.dimensions, self.opts.durability)?);
+        db.claim_for(tenant)?;
         files.insert(tenant.clone(), db.clone());
         Ok(db)
     }
@@ -258,5 +299,56 @@ mod tests {
                 "a was evicted to make room for b"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn per_tenant_files_are_named_by_hash_for_any_id_length_and_legacy_names_are_adopted() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = || SqliteOptions::new(dir.path(), Layout::FilePerTenant, 4);
+        // The longest id API.md allows: its hex name would pass NAME_MAX.
+        let long = TenantId::parse(&"a".repeat(255)).unwrap();
+        let short = TenantId::parse("acme").unwrap();
+        {
+            let store = SqliteStore::open(opts()).unwrap();
+            for t in [&long, &short] {
+                store
+                    .tenant(t)
+                    .put_document(doc(vec![1.0, 0.0, 0.0, 0.0]))
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    store.tenant(t).statistics().await.unwrap().document_count,
+                    1
+                );
+            }
+        }
+        let path = SqliteStore::tenant_file(dir.path(), &long);
+        assert_eq!(path.file_name().unwrap().len(), "t-.sqlite".len() + 64);
+        assert!(path.exists());
+        // A file written under the old (hex of the id) name is picked up.
+        let hashed = SqliteStore::tenant_file(dir.path(), &short);
+        let legacy = SqliteStore::legacy_tenant_file(dir.path(), &short);
+        std::fs::rename(&hashed, &legacy).unwrap();
+        let store = SqliteStore::open(opts()).unwrap();
+        assert_eq!(
+            store
+                .tenant(&short)
+                .statistics()
+                .await
+                .unwrap()
+                .document_count,
+            1
+        );
+        assert!(hashed.exists() && !legacy.exists());
+        // A file copied under another tenant's name is refused, not read.
+        let other = TenantId::parse("globex").unwrap();
+        drop(store);
+        std::fs::copy(&hashed, SqliteStore::tenant_file(dir.path(), &other)).unwrap();
+        let store = SqliteStore::open(opts()).unwrap();
+        let err = store
+            .tenant(&other)
+            .put_document(doc(vec![0.0, 1.0, 0.0, 0.0]))
+            .await;
+        assert!(matches!(err, Err(StoreError::Internal(_))), "{err:?}");
     }
 }

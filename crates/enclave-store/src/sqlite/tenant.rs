@@ -318,7 +318,7 @@ impl SqliteTenant {
         blocking(move || {
             if inner.shared.is_none()
                 && !inner.files.lock().contains_key(&tenant)
-                && !super::SqliteStore::tenant_file(&inner.opts.dir, &tenant).exists()
+                && !super::SqliteStore::tenant_file_exists(&inner.opts.dir, &tenant)
             {
                 return Ok(T::default());
             }
@@ -987,7 +987,7 @@ fn prune_common_terms(
 #[allow(non_snake_case)]
 fn SqliteStore_file_exists(inner: &Inner, tenant: &TenantId) -> bool {
     inner.files.lock().contains_key(tenant)
-        || super::SqliteStore::tenant_file(&inner.opts.dir, tenant).exists()
+        || super::SqliteStore::tenant_file_exists(&inner.opts.dir, tenant)
 }
 
 /// A document's searchable chunks in order, with their vectors.
