@@ -275,11 +275,26 @@ impl StoreArgs {
     }
 
     pub async fn open(&self) -> Result<Memory> {
+        self.open_as(false).await
+    }
+
+    /// Opens the store; `served`: for the server, whose control plane owns
+    /// the tenant directory, so a write never creates a directory entry
+    /// (a tenant without one — purged — is refused).
+    pub async fn open_as(&self, served: bool) -> Result<Memory> {
         if let Some(url) = &self.database_url {
             let embedder = Memory::load_embedder(self.embedder_config()).await?;
-            let store = enclave_postgres::PgStore::connect(url, embedder.dimensions(), 8)
-                .await
-                .context("connecting to PostgreSQL")?;
+            let store = enclave_postgres::PgStore::connect_with(
+                url,
+                embedder.dimensions(),
+                enclave_postgres::PgOptions {
+                    max_connections: 8,
+                    require_directory: served,
+                    ..Default::default()
+                },
+            )
+            .await
+            .context("connecting to PostgreSQL")?;
             return Ok(Memory::from_parts(
                 std::sync::Arc::new(store),
                 embedder,

@@ -482,7 +482,7 @@ pub async fn open_state(
     opts: ServerOptions,
     scheduling: enclave::Scheduling,
 ) -> Result<AppState> {
-    let memory = store.open().await?.with_scheduling(scheduling);
+    let memory = store.open_as(true).await?.with_scheduling(scheduling);
     let control = open_control(store).await?;
     Ok(AppState::new(memory, control, jwt, opts))
 }

@@ -599,3 +599,48 @@ async fn a_destructive_action_whose_audit_cannot_be_written_does_not_happen() {
     let keys = w.app.get("/v1/keys", &w.a).await.ok(200).clone();
     assert!(!keys.to_string().contains("\"name\":\"k\""), "{keys}");
 }
+
+/// Finding 4: a purge excludes every writer of the tenant in flight — here
+/// an upload still embedding, on this replica or (PostgreSQL) on another —
+/// so nothing of it lands after the purge, the purged tenant never comes
+/// back, and the id re-created starts empty with no usage.
+async fn purge_while_an_upload_is_embedding(backend: Backend, via_replica: bool) {
+    let app = spawn_app_with(backend, &[(REAL_MODEL, "")]).await;
+    let replica = if via_replica {
+        Some(spawn_replica(&app, &[(REAL_MODEL, "")]).await)
+    } else {
+        None
+    };
+    let writer = replica.as_ref().unwrap_or(&app);
+    let key = app.tenant("acme").await;
+    // A few seconds of embedding on this machine.
+    let doc = json!({"name": "long.txt", "content": prose(12_000)});
+    let upload = writer.post("/v1/documents", &key, doc);
+    let purge = async {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        app.delete("/admin/v1/tenants/acme", ADMIN).await
+    };
+    let (up, receipt) = tokio::join!(upload, purge);
+    assert_eq!(receipt.ok(200)["verified_empty"], true, "{}", receipt.text);
+    // The upload was refused, not stored.
+    up.problem(503, "unavailable");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.get("/admin/v1/tenants/acme", ADMIN)
+        .await
+        .problem(404, "not_found");
+    let fresh = app.tenant("acme").await;
+    let stats = app.get("/v1/stats", &fresh).await.ok(200).clone();
+    assert_eq!(stats["document_count"], 0, "{stats}");
+    let usage = app.get("/v1/usage", &fresh).await.ok(200).clone();
+    assert_eq!(usage["documents_added"], 0, "{usage}");
+}
+
+#[tokio::test]
+async fn a_purge_during_an_upload_leaves_nothing_behind_on_the_embedded_store() {
+    purge_while_an_upload_is_embedding(Backend::Embedded, false).await;
+}
+
+#[tokio::test]
+async fn a_purge_during_an_upload_on_another_replica_never_brings_the_tenant_back() {
+    purge_while_an_upload_is_embedding(Backend::Postgres, true).await;
+}

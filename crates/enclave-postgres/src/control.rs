@@ -280,6 +280,29 @@ impl ControlStore for PgControl {
         Ok(rec)
     }
 
+    async fn begin_purge(&self, id: &TenantId) -> StoreResult<bool> {
+        let mut tx = self.begin(Scope::Platform).await?;
+        // Writers hold this lock shared (transaction-scoped) from before
+        // they read the directory until they commit: taking it exclusively
+        // waits for each of them, on every replica; those after us read
+        // `purging`.
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(crate::placement::placement_lock_key(id))
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let n = sqlx::query(
+            "UPDATE public.tenants SET status = 'suspended', purging = true, updated_at = now()              WHERE tenant_id = $1",
+        )
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?
+        .rows_affected();
+        tx.commit().await.map_err(db_err)?;
+        Ok(n == 1)
+    }
+
     async fn purge_tenant(&self, id: &TenantId) -> StoreResult<ControlPurge> {
         let mut tx = self.begin(Scope::Tenant(id.as_str())).await?;
         let t = id.as_str();

@@ -66,6 +66,10 @@ pub struct PgOptions {
     /// A filtered search on an indexed tenant scans exactly when the filter
     /// leaves at most this many chunks.
     pub exact_scan_max_chunks: u64,
+    /// Writes need the tenant's directory entry (the server: its control
+    /// plane creates tenants, so a write never re-creates a purged one).
+    /// Off, a first write creates the entry (the library on its own).
+    pub require_directory: bool,
 }
 
 impl Default for PgOptions {
@@ -77,6 +81,7 @@ impl Default for PgOptions {
             text_search_config: "english".into(),
             hnsw_ef_search: 400,
             exact_scan_max_chunks: 20_000,
+            require_directory: false,
         }
     }
 }
@@ -197,9 +202,31 @@ struct Tx {
     /// shared mode that table is the directory just read), so a writer need
     /// not insert it.
     tenant_row: bool,
+    /// The directory holds the tenant.
+    directory_row: bool,
+    /// A purge of the tenant has begun (read under the placement lock).
+    purging: bool,
 }
 
 impl Tx {
+    /// Before a write that adds or changes data: refused while the tenant
+    /// is being purged, and (`require_directory`) when it has no directory
+    /// entry — a purged tenant stays purged. Deletes need neither.
+    fn may_add(&self, require_directory: bool) -> StoreResult<()> {
+        if self.purging {
+            return Err(StoreError::Unavailable(
+                "the tenant is being purged; nothing was written".into(),
+            ));
+        }
+        if require_directory && !self.directory_row {
+            return Err(StoreError::Unavailable(
+                "the tenant has no directory entry (purged or never created); nothing was written"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Creates the tenant's row in its placement's `tenants` table with its
     /// first write (the row every tenant table's foreign key points at),
     /// unless the directory read showed it is there.
@@ -460,10 +487,11 @@ impl PgTenant {
             // statement: its plan is cached per connection (planning it
             // under RLS was a tenth of the CPU of small writes).
             let rows = sqlx::query(if write {
-                "SELECT d.isolation, d.location, false FROM public.tenants d WHERE d.tenant_id = $1"
+                "SELECT d.isolation, d.location, false, d.purging FROM public.tenants d WHERE d.tenant_id = $1"
             } else {
                 "SELECT d.isolation, d.location, \
-                        COALESCE((SELECT t.vector_index FROM tenants t WHERE t.tenant_id = $1), false) \
+                        COALESCE((SELECT t.vector_index FROM tenants t WHERE t.tenant_id = $1), false), \
+                        d.purging \
                  FROM public.tenants d WHERE d.tenant_id = $1"
             })
             .bind(self.tenant.as_str())
@@ -471,7 +499,11 @@ impl PgTenant {
             .await
             .map_err(db_err)?;
             let directory_row = !rows.is_empty();
-            let (actual, mut vector_index) = match rows.iter().find(|r| r.len() == 3) {
+            let purging = match rows.first() {
+                Some(r) => r.try_get::<bool, _>(3).map_err(db_err)?,
+                None => false,
+            };
+            let (actual, mut vector_index) = match rows.iter().find(|r| r.len() == 4) {
                 Some(r) => (
                     Placement::from_row(
                         r.try_get::<String, _>(0).map_err(db_err)?.as_str(),
@@ -511,6 +543,8 @@ impl PgTenant {
             };
             return Ok(Tx {
                 tenant_row: directory_row && actual == Placement::Shared,
+                directory_row,
+                purging,
                 main,
                 tenant,
                 vector_index,
@@ -852,6 +886,7 @@ impl TenantStore for PgTenant {
         }
         let t = self.t();
         let mut tx = self.begin(WRITE).await?;
+        tx.may_add(self.inner.opts.require_directory)?;
         tx.ensure_tenant_row(&t).await?;
         let mut rows = ChunkRows::default();
         let mut out = Vec::with_capacity(docs.len());
@@ -1081,6 +1116,7 @@ impl TenantStore for PgTenant {
     ) -> StoreResult<Option<DocumentInfo>> {
         let t = self.t();
         let mut tx = self.begin(WRITE).await?;
+        tx.may_add(self.inner.opts.require_directory)?;
         let Some(current) = load_document(tx.db(), &t, id).await? else {
             return Ok(None);
         };
@@ -1158,6 +1194,7 @@ impl TenantStore for PgTenant {
     async fn append_message(&self, m: Message) -> StoreResult<Message> {
         let t = self.t();
         let mut tx = self.begin(WRITE).await?;
+        tx.may_add(self.inner.opts.require_directory)?;
         tx.ensure_tenant_row(&t).await?;
         // One writer per session at a time: the next number is read and
         // used in the same transaction.

@@ -383,6 +383,10 @@ impl<R: Need> FromRequestParts<AppState> for Caller<R> {
             )
         })?;
         let (tenant_id, role, actor) = authenticate_guarded(state, parts, cred).await?;
+        // The handle first, then the directory entry: a handle made before a
+        // purge can never write after it, and one made after it reads the
+        // entry the purge changed.
+        let handle = state.memory().tenant(&tenant_id);
         // A credential of a tenant that no longer exists (purged) is invalid.
         let tenant = state
             .tenant_record(&tenant_id)
@@ -438,7 +442,7 @@ impl<R: Need> FromRequestParts<AppState> for Caller<R> {
             },
         );
         Ok(Caller {
-            tenant: state.memory().tenant(ctx.tenant_id()),
+            tenant: handle,
             ctx,
             state: state.clone(),
             _role: PhantomData,

@@ -23,6 +23,10 @@ pub struct UsageMeter {
     /// a flush that took a purged tenant's counts cannot write them back
     /// after the purge.
     pub(crate) flushing: tokio::sync::Mutex<()>,
+    /// Tenants purged by this process (until re-created): counts recorded
+    /// for them by requests still in flight are dropped, so a re-created id
+    /// starts with no usage.
+    purged: Mutex<std::collections::HashSet<TenantId>>,
 }
 
 /// Embedding tokens are counted when the scheduler computes them, whether
@@ -47,6 +51,9 @@ const TRACKED_TENANTS: usize = 10_000;
 
 impl UsageMeter {
     pub fn record(&self, tenant: &TenantId, counts: UsageCounts) {
+        if self.purged.lock().contains(tenant) {
+            return;
+        }
         let day = Utc::now().date_naive();
         self.pending
             .lock()
@@ -97,6 +104,20 @@ impl UsageMeter {
             .unwrap_or_default()
     }
 
+    /// From now on, counts of `tenant` are dropped (it was purged).
+    pub fn tombstone(&self, tenant: &TenantId) {
+        let mut p = self.purged.lock();
+        if p.len() >= TRACKED_TENANTS {
+            p.clear();
+        }
+        p.insert(tenant.clone());
+    }
+
+    /// `tenant` exists again (re-created): its counts are kept.
+    pub fn revive(&self, tenant: &TenantId) {
+        self.purged.lock().remove(tenant);
+    }
+
     /// Drops a tenant's pending counts (it is being purged).
     pub fn forget(&self, tenant: &TenantId) {
         self.pending.lock().retain(|(t, _), _| t != tenant);
@@ -123,13 +144,19 @@ impl UsageMeter {
             if counts.is_zero() {
                 continue;
             }
-            if let Err(e) = control.tenant(&tenant).add_usage(day, counts).await {
-                tracing::warn!(error = %e, "usage flush failed; kept for the next one");
-                self.pending
-                    .lock()
-                    .entry((tenant, day))
-                    .or_default()
-                    .add(&counts);
+            match control.tenant(&tenant).add_usage(day, counts).await {
+                Ok(()) => {}
+                Err(enclave_store::StoreError::Unavailable(e)) => {
+                    tracing::warn!(error = %e, "usage flush failed; kept for the next one");
+                    self.pending
+                        .lock()
+                        .entry((tenant, day))
+                        .or_default()
+                        .add(&counts);
+                }
+                // Not a passing fault (the tenant is gone: its entry was
+                // purged on another replica): retrying would never end.
+                Err(e) => tracing::warn!(error = %e, "usage flush refused; counts dropped"),
             }
         }
     }

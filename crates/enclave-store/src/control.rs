@@ -393,6 +393,11 @@ pub trait ControlStore: Send + Sync + 'static {
         update: TenantUpdate,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<TenantRecord>>;
+    /// Starts a purge: suspends the tenant and, where replicas share the
+    /// store, waits for every writer of the tenant already past its write
+    /// lock and marks the entry so later writers refuse to add data.
+    /// `false` when there is no such tenant.
+    async fn begin_purge(&self, id: &TenantId) -> StoreResult<bool>;
     /// Removes the tenant's directory entry, keys and audit events (the
     /// platform's own log keeps the purge). Its data is purged through the
     /// data store first.

@@ -35,4 +35,6 @@ pub use enclave_store::sqlite::{Durability, Layout};
 pub use error::{Error, Result};
 pub use fair::{EmbeddingMeter, Priority, SchedulerStats, Scheduling};
 pub use memory::Memory;
-pub use tenant::{AddOutcome, AddResult, DocumentList, ListParams, Tenant, WriteBudget};
+pub use tenant::{
+    AddOutcome, AddResult, DocumentList, ListParams, PurgeCounts, Tenant, WriteBudget,
+};

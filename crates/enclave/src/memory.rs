@@ -30,6 +30,39 @@ pub(crate) struct Shared {
     pub limits: Limits,
     pub query_cache: Option<QueryCache>,
     pub scheduler: Arc<Scheduler>,
+    pub gates: WriteGates,
+}
+
+/// One tenant's write gate. Writes that add or change data hold it shared
+/// around their store call and check the generation their handle was made
+/// in; a purge bumps the generation, then holds the gate exclusively while
+/// it deletes. So no handle made before a purge writes after it — not an
+/// upload whose embedding was still running, not a job's current document
+/// — and the purge waits only for writes already inside the store.
+#[derive(Default)]
+pub(crate) struct WriteGate {
+    pub lock: tokio::sync::RwLock<()>,
+    pub generation: std::sync::atomic::AtomicU64,
+}
+
+/// The gates of the tenants that have a live handle.
+#[derive(Default)]
+pub(crate) struct WriteGates(Mutex<std::collections::HashMap<TenantId, Arc<WriteGate>>>);
+
+impl WriteGates {
+    pub fn get(&self, tenant: &TenantId) -> Arc<WriteGate> {
+        let mut m = self.0.lock();
+        if let Some(g) = m.get(tenant) {
+            return g.clone();
+        }
+        if m.len() >= 10_000 {
+            // A gate nobody holds has no handle that could write stale.
+            m.retain(|_, g| Arc::strong_count(g) > 1);
+        }
+        let g = Arc::new(WriteGate::default());
+        m.insert(tenant.clone(), g.clone());
+        g
+    }
 }
 
 impl Memory {
@@ -100,6 +133,7 @@ impl Memory {
         Memory {
             inner: Arc::new(Shared {
                 scheduler: Scheduler::new(embedder.clone(), Scheduling::default()),
+                gates: WriteGates::default(),
                 store,
                 embedder,
                 limits,
@@ -121,6 +155,7 @@ impl Memory {
         Memory {
             inner: Arc::new(Shared {
                 scheduler: Scheduler::new(self.inner.embedder.clone(), scheduling),
+                gates: WriteGates::default(),
                 store: self.inner.store.clone(),
                 embedder: self.inner.embedder.clone(),
                 limits: self.inner.limits,

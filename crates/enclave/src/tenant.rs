@@ -24,7 +24,6 @@ use sha2::{Digest, Sha256};
 use crate::memory::Shared;
 use crate::{Error, Priority, Result};
 
-/// One tenant's handle.
 /// One document after validation, chunking and embedding.
 enum Prepared {
     Done(AddResult),
@@ -35,12 +34,26 @@ enum Prepared {
     },
 }
 
+/// One tenant's handle: every operation on the tenant's data, none taking
+/// a tenant argument.
 #[derive(Clone)]
 pub struct Tenant {
     shared: Arc<Shared>,
     id: TenantId,
     store: Arc<dyn TenantStore>,
     priority: Priority,
+    gate: Arc<crate::memory::WriteGate>,
+    /// The gate's generation when this handle was made (a purge since
+    /// makes it stale: it can no longer write).
+    generation: u64,
+}
+
+/// What a purge removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurgeCounts {
+    pub documents: u64,
+    pub chunks: u64,
+    pub messages: u64,
 }
 
 /// What happened to an added document.
@@ -144,12 +157,33 @@ const EXPORT_PAGE: u32 = 64;
 impl Tenant {
     pub(crate) fn new(shared: Arc<Shared>, id: TenantId) -> Self {
         let store = shared.store.tenant(&id);
+        let gate = shared.gates.get(&id);
+        let generation = gate.generation.load(std::sync::atomic::Ordering::SeqCst);
         Self {
             shared,
             id,
             store,
             priority: Priority::Normal,
+            gate,
+            generation,
         }
+    }
+
+    /// Held around every store call that adds or changes data: refused
+    /// when the tenant was purged since this handle was made.
+    async fn write_gate(&self) -> Result<tokio::sync::RwLockReadGuard<'_, ()>> {
+        let held = self.gate.lock.read().await;
+        if self
+            .gate
+            .generation
+            .load(std::sync::atomic::Ordering::SeqCst)
+            != self.generation
+        {
+            return Err(Error::Unavailable(
+                "the tenant was purged while this request ran; nothing was written".into(),
+            ));
+        }
+        Ok(held)
     }
 
     /// This handle with its embedding work scheduled at `priority` (ingestion
@@ -233,7 +267,10 @@ impl Tenant {
                 }
             }
         }
-        let written = self.store.put_documents(records).await?;
+        let written = {
+            let _gate = self.write_gate().await?;
+            self.store.put_documents(records).await?
+        };
         for ((i, now, chunks_created, tokens_embedded), (document_id, outcome)) in
             pending.into_iter().zip(written)
         {
@@ -299,6 +336,7 @@ impl Tenant {
                     name: Some(doc.name.clone()),
                     metadata: Some(doc.metadata.clone()),
                 };
+                let _gate = self.write_gate().await?;
                 self.store
                     .update_document(existing.document_id, &patch, now)
                     .await?
@@ -642,6 +680,7 @@ impl Tenant {
         if let Some(m) = &patch.metadata {
             validate_metadata(m, &self.shared.limits)?;
         }
+        let _gate = self.write_gate().await?;
         self.store
             .update_document(*id, &patch, Utc::now())
             .await?
@@ -681,6 +720,7 @@ impl Tenant {
         }
         validate_metadata(&msg.metadata, &self.shared.limits)?;
         enclave_core::check::text("content", &msg.content)?;
+        let _gate = self.write_gate().await?;
         Ok(self
             .store
             .append_message(Message {
@@ -724,8 +764,25 @@ impl Tenant {
         Ok(self.store.message_count().await?)
     }
 
-    /// Deletes every document and message of the tenant (a purge); returns
-    /// (documents, chunks, messages) removed.
+    /// Purges the tenant's data: every handle made before this call can no
+    /// longer write (writes already inside the store finish first), then
+    /// every document and message is deleted.
+    pub async fn purge(&self) -> Result<PurgeCounts> {
+        self.gate
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let _exclusive = self.gate.lock.write().await;
+        let (documents, chunks, messages) = self.delete_everything().await?;
+        Ok(PurgeCounts {
+            documents,
+            chunks,
+            messages,
+        })
+    }
+
+    /// Deletes every document and message of the tenant; returns
+    /// (documents, chunks, messages) removed. Writers may go on; see
+    /// [`Tenant::purge`].
     pub async fn delete_everything(&self) -> Result<(u64, u64, u64)> {
         let before = self.statistics().await?;
         let mut documents = 0;

@@ -144,6 +144,7 @@ async fn create(
             now: Utc::now(),
         })
         .await?;
+    state.inner.usage.revive(&id);
     if let Some(placer) = placer {
         if let Err(e) = placer.place(&id, isolation).await {
             // No half-made tenant: the entry goes again (it holds nothing).
@@ -399,26 +400,23 @@ async fn purge(
             json!({}),
         )
         .await?;
-    // Suspend first: no request of the tenant's can write while it is purged.
-    state
-        .control()
-        .update_tenant(
-            &id,
-            TenantUpdate {
-                status: Some(TenantStatus::Suspended),
-                ..Default::default()
-            },
-            Utc::now(),
-        )
-        .await?;
+    // Suspend, and (PostgreSQL) wait for every writer of the tenant on
+    // every replica and mark the entry purging: later writes refuse to add
+    // data. Handles made before the purge below can no longer write here.
+    if !state.control().begin_purge(&id).await? {
+        return Err(ApiError::NotFound);
+    }
     state.invalidate_tenant(&id);
     let tenant = state.memory().tenant(&id);
-    let (documents_deleted, chunks_deleted, messages_deleted) = tenant.delete_everything().await?;
+    let purged = tenant.purge().await?;
+    let (documents_deleted, chunks_deleted, messages_deleted) =
+        (purged.documents, purged.chunks, purged.messages);
     let control = {
         // No flush may write this tenant's counts while (or after) they
         // are deleted.
         let _no_flush = state.inner.usage.flushing.lock().await;
         state.inner.usage.forget(&id);
+        state.inner.usage.tombstone(&id);
         state.control().purge_tenant(&id).await?
     };
     state.invalidate_tenant(&id);

@@ -339,6 +339,22 @@ impl ControlStore for SqliteControl {
         .await
     }
 
+    async fn begin_purge(&self, id: &TenantId) -> StoreResult<bool> {
+        // One process serves the embedded store: the library's write gate
+        // (`Tenant::purge`) excludes its writers; here the tenant is only
+        // suspended.
+        let id = id.clone();
+        self.run(move |c| {
+            c.execute(
+                "UPDATE tenants SET status = 'suspended' WHERE tenant_id = ?1",
+                [id.as_str()],
+            )
+            .map(|n| n == 1)
+            .map_err(sql_err)
+        })
+        .await
+    }
+
     async fn purge_tenant(&self, id: &TenantId) -> StoreResult<ControlPurge> {
         let id = id.clone();
         self.run(move |c| {
