@@ -164,6 +164,10 @@ struct JobSettings {
     lease_secs: Option<f64>,
     /// Milliseconds between looks for queued jobs when idle.
     poll_ms: Option<u64>,
+    /// Unfinished jobs one tenant may have queued.
+    max_queued_per_tenant: Option<u64>,
+    /// Bytes of stored payload one tenant's unfinished jobs may hold.
+    max_queued_bytes_per_tenant: Option<u64>,
 }
 
 impl JobSettings {
@@ -175,6 +179,18 @@ impl JobSettings {
                 bail!("[jobs] lease_secs must be in [0.5, 3600]");
             }
             o.lease = Duration::from_secs_f64(l);
+        }
+        if let Some(n) = self.max_queued_per_tenant {
+            if n == 0 {
+                bail!("[jobs] max_queued_per_tenant must be at least 1");
+            }
+            o.bounds.max_jobs = n;
+        }
+        if let Some(b) = self.max_queued_bytes_per_tenant {
+            if b < 1024 {
+                bail!("[jobs] max_queued_bytes_per_tenant must be at least 1024");
+            }
+            o.bounds.max_bytes = b;
         }
         if let Some(p) = self.poll_ms {
             if !(10..=60_000).contains(&p) {

@@ -33,6 +33,7 @@ on_both_backends!(
     purging_a_tenant_after_its_usage_was_flushed_is_verified_empty_and_its_id_starts_without_usage,
     out_of_range_dates_offsets_nul_characters_and_tiny_rates_are_400_never_a_500,
     a_trailing_dot_host_and_duplicate_hint_headers_are_403,
+    messages_precomputed_vectors_and_job_payloads_are_charged_and_job_queues_are_bounded,
     metrics_need_the_admin_credential_or_the_operator_address,
 );
 
@@ -643,4 +644,122 @@ async fn a_purge_during_an_upload_leaves_nothing_behind_on_the_embedded_store() 
 #[tokio::test]
 async fn a_purge_during_an_upload_on_another_replica_never_brings_the_tenant_back() {
     purge_while_an_upload_is_embedding(Backend::Postgres, true).await;
+}
+
+async fn limited(app: &App, id: &str, limits: Value) -> String {
+    let key = app.tenant(id).await;
+    app.patch(
+        &format!("/admin/v1/tenants/{id}"),
+        ADMIN,
+        json!({ "limits": limits }),
+    )
+    .await
+    .ok(200);
+    key
+}
+
+/// Finding 6: every write is charged — messages, precomputed vectors and
+/// job payloads count against `max_storage_bytes` (and a spent monthly
+/// budget refuses messages too), `/v1/stats` and `/v1/usage` show them, and
+/// a tenant's unfinished jobs are bounded in number and bytes.
+async fn messages_precomputed_vectors_and_job_payloads_are_charged_and_job_queues_are_bounded(
+    backend: Backend,
+) {
+    let app = spawn_app_with(
+        backend,
+        &[(
+            EXTRA_SETTINGS,
+            "[prices]\nrequest_usd = 1.0\n[jobs]\nworkers = 0\nmax_queued_per_tenant = 2\n",
+        )],
+    )
+    .await;
+    // Messages: 15 KB fits in 20 KB once, not twice.
+    let acme = limited(&app, "acme", json!({"max_storage_bytes": 20_000})).await;
+    let msg = json!({"role": "user", "content": "m".repeat(15_000)});
+    app.post("/v1/sessions/s1/messages", &acme, msg.clone())
+        .await
+        .ok(201);
+    let r = app.post("/v1/sessions/s1/messages", &acme, msg).await;
+    r.problem(429, "quota_exceeded");
+    assert!(r.text.contains("max_storage_bytes"), "{}", r.text);
+    let stats = app.get("/v1/stats", &acme).await.ok(200).clone();
+    assert_eq!(stats["message_count"], 1);
+    let message_bytes = stats["message_bytes"].as_u64().unwrap();
+    assert!((15_000..15_100).contains(&message_bytes), "{stats}");
+    assert_eq!(stats["storage_bytes"], message_bytes);
+    let usage = app.get("/v1/usage", &acme).await.ok(200).clone();
+    assert_eq!(usage["storage_bytes"], message_bytes, "{usage}");
+
+    // Precomputed vectors: 20 one-byte chunks store 20 vectors of 384
+    // floats (30 KB), not 20 bytes.
+    let globex = limited(&app, "globex", json!({"max_storage_bytes": 20_000})).await;
+    let mut v = vec![0.0f32; 384];
+    v[0] = 1.0;
+    let chunks: Vec<Value> = (0..20)
+        .map(|_| json!({"content": "a", "embedding": v}))
+        .collect();
+    let r = app
+        .post(
+            "/v1/documents",
+            &globex,
+            json!({"name": "v", "chunks": chunks[..20]}),
+        )
+        .await;
+    r.problem(429, "quota_exceeded");
+    app.post(
+        "/v1/documents",
+        &globex,
+        json!({"name": "v", "chunks": chunks[..5]}),
+    )
+    .await
+    .ok(201);
+    let stats = app.get("/v1/stats", &globex).await.ok(200).clone();
+    assert_eq!(stats["total_size_bytes"], 5 + 5 * 384 * 4, "{stats}");
+
+    // Job payloads are stored until the job finishes: charged at submission.
+    let initech = limited(&app, "initech", json!({"max_storage_bytes": 1_000})).await;
+    let docs: Vec<Value> = (0..4)
+        .map(|i| json!({"name": format!("d{i}"), "content": "x".repeat(400)}))
+        .collect();
+    app.post("/v1/jobs/documents", &initech, json!({"documents": docs}))
+        .await
+        .problem(429, "quota_exceeded");
+    // A tenant's unfinished jobs are bounded (no worker runs them here).
+    let hooli = app.tenant("hooli").await;
+    let one = json!({"documents": [{"name": "j", "content": "job text"}]});
+    for _ in 0..2 {
+        app.post("/v1/jobs/documents", &hooli, one.clone())
+            .await
+            .ok(202);
+    }
+    let r = app
+        .client
+        .post(app.url("/v1/jobs/documents"))
+        .bearer_auth(&hooli)
+        .json(&one)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 429);
+    assert!(r.headers().get("retry-after").is_some());
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "rate_limited", "{body}");
+    let stats = app.get("/v1/stats", &hooli).await.ok(200).clone();
+    assert!(stats["pending_job_bytes"].as_u64().unwrap() > 0, "{stats}");
+    // Another tenant's queue is its own.
+    app.post("/v1/jobs/documents", &acme, one.clone())
+        .await
+        .ok(202);
+
+    // A spent monthly budget stops messages as it stops documents.
+    let umbrella = limited(&app, "umbrella", json!({"monthly_budget_usd": 2.0})).await;
+    app.get("/v1/stats", &umbrella).await.ok(200);
+    app.get("/v1/stats", &umbrella).await.ok(200);
+    app.post(
+        "/v1/sessions/s1/messages",
+        &umbrella,
+        json!({"role": "user", "content": "hello"}),
+    )
+    .await
+    .problem(429, "quota_exceeded");
 }

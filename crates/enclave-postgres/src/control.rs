@@ -10,8 +10,9 @@ use chrono::{DateTime, Utc};
 use enclave_core::{Isolation, Role, Slug, TenantId, TenantStatus};
 use enclave_store::control::{
     audit_hash, audit_time, idempotency_decision, AuditEvent, BudgetAlert, ControlPurge,
-    ControlStore, IdempotencyState, JobItemResult, JobRecord, KeyRecord, NewAuditEvent, NewJob,
-    NewTenant, TenantControl, TenantRecord, TenantUpdate, UsageCounts, PLATFORM_SCOPE,
+    ControlStore, IdempotencyState, JobBounds, JobItemResult, JobRecord, KeyRecord, NewAuditEvent,
+    NewJob, NewTenant, PendingJobs, TenantControl, TenantRecord, TenantUpdate, UsageCounts,
+    PLATFORM_SCOPE,
 };
 use enclave_store::{StoreError, StoreResult};
 use serde_json::{Map, Value};
@@ -693,12 +694,30 @@ impl TenantControl for PgTenantControl {
         Ok(stored)
     }
 
-    async fn create_job(&self, job: NewJob) -> StoreResult<JobRecord> {
+    async fn create_job(&self, job: NewJob, bounds: JobBounds) -> StoreResult<JobRecord> {
         let t = self.tenant.as_str();
         let mut tx = self.control.begin(Scope::Tenant(t)).await?;
+        // One submission of the tenant at a time counts and inserts, so the
+        // bounds hold across replicas.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('jobs:' || $1, 0))")
+            .bind(t)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        crate::jobs::pending(&mut tx, t)
+            .await?
+            .admit(job.payload.to_string().len() as u64, bounds)?;
         crate::jobs::create(&mut tx, t, &job).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(JobRecord::queued(&job))
+    }
+
+    async fn pending_jobs(&self) -> StoreResult<PendingJobs> {
+        let t = self.tenant.as_str();
+        let mut tx = self.control.begin(Scope::Tenant(t)).await?;
+        let p = crate::jobs::pending(&mut tx, t).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(p)
     }
 
     async fn get_job(&self, job_id: &str) -> StoreResult<Option<(JobRecord, Vec<JobItemResult>)>> {

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use enclave_core::TenantId;
-use enclave_store::control::{JobItemResult, JobRecord, JobStatus, NewJob};
+use enclave_store::control::{JobItemResult, JobRecord, JobStatus, NewJob, PendingJobs};
 use enclave_store::{StoreError, StoreResult};
 use serde_json::Value;
 use sqlx::{PgConnection, Row};
@@ -57,6 +57,22 @@ pub(crate) async fn unfinished(tx: &mut PgConnection) -> StoreResult<u64> {
         .await
         .map_err(db_err)?;
     Ok(n as u64)
+}
+
+/// The tenant's unfinished jobs and the bytes of their stored payloads.
+pub(crate) async fn pending(tx: &mut PgConnection, t: &str) -> StoreResult<PendingJobs> {
+    let (jobs, bytes): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COALESCE(SUM(octet_length(payload::text)), 0)::int8 FROM public.jobs \
+         WHERE tenant_id = $1 AND status <> 'succeeded'",
+    )
+    .bind(t)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(db_err)?;
+    Ok(PendingJobs {
+        jobs: jobs as u64,
+        bytes: bytes as u64,
+    })
 }
 
 pub(crate) async fn create(tx: &mut PgConnection, t: &str, job: &NewJob) -> StoreResult<()> {

@@ -1309,6 +1309,23 @@ impl TenantStore for PgTenant {
         Ok(n as u64)
     }
 
+    async fn message_usage(&self) -> StoreResult<enclave_store::MessageUsage> {
+        let mut tx = self.begin(READ).await?;
+        let (count, bytes): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), COALESCE(SUM(octet_length(content) + octet_length(metadata::text)), 0)::int8 \
+             FROM messages WHERE tenant_id = $1",
+        )
+        .bind(self.t())
+        .fetch_one(tx.db())
+        .await
+        .map_err(db_err)?;
+        tx.commit().await?;
+        Ok(enclave_store::MessageUsage {
+            count: count as u64,
+            bytes: bytes as u64,
+        })
+    }
+
     async fn delete_all_messages(&self) -> StoreResult<u64> {
         let mut tx = self.begin(WRITE).await?;
         let n = sqlx::query("DELETE FROM messages WHERE tenant_id = $1")

@@ -129,6 +129,11 @@ impl<R: Need> Caller<R> {
     pub fn reader(&self) -> Reader<'_> {
         Reader(&self.tenant)
     }
+    /// The handle, for the server's own accounting (storage used, quotas),
+    /// never for an operation the role does not allow.
+    pub(crate) fn tenant_handle(&self) -> &Tenant {
+        &self.tenant
+    }
     pub fn state(&self) -> &AppState {
         &self.state
     }

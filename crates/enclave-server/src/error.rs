@@ -31,11 +31,8 @@ pub enum ApiError {
     RateLimited(u64),
     /// A queue the request needs is full; nothing was done (code
     /// `rate_limited`, with `Retry-After`).
-    #[error("{what} is full; retry after {retry_after} s, or submit the document as a job (POST /v1/jobs/documents)")]
-    QueueFull {
-        what: &'static str,
-        retry_after: u64,
-    },
+    #[error("{what}; retry after {retry_after} s")]
+    QueueFull { what: String, retry_after: u64 },
     /// A tenant quota is spent; nothing was done.
     #[error("{0}")]
     QuotaExceeded(String),
@@ -193,7 +190,9 @@ impl From<enclave::Error> for ApiError {
                 what,
                 retry_after_secs,
             } => ApiError::QueueFull {
-                what,
+                what: format!(
+                    "{what} is full; submit the document as a job (POST /v1/jobs/documents), or"
+                ),
                 retry_after: retry_after_secs,
             },
             enclave::Error::Unavailable(m) => ApiError::Unavailable(m),
@@ -209,6 +208,10 @@ impl From<enclave_store::StoreError> for ApiError {
             S::Invalid(m) => ApiError::Invalid(m),
             S::Conflict(m) => ApiError::Conflict(m),
             S::Unavailable(m) => ApiError::Unavailable(m),
+            S::Full(m) => ApiError::QueueFull {
+                what: m,
+                retry_after: 5,
+            },
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -40,6 +40,9 @@ pub struct JobOptions {
     /// How often an idle runner looks for queued jobs (new jobs accepted by
     /// this replica wake it at once).
     pub poll: Duration,
+    /// What one tenant may have waiting: unfinished jobs and the bytes of
+    /// their stored payloads (beyond: 429 `rate_limited`).
+    pub bounds: enclave_store::control::JobBounds,
 }
 
 impl Default for JobOptions {
@@ -48,6 +51,10 @@ impl Default for JobOptions {
             workers: 2,
             lease: Duration::from_secs(30),
             poll: Duration::from_secs(1),
+            bounds: enclave_store::control::JobBounds {
+                max_jobs: 16,
+                max_bytes: 64 * 1024 * 1024,
+            },
         }
     }
 }

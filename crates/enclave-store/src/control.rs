@@ -158,6 +158,42 @@ pub struct NewJob {
     pub created_at: DateTime<Utc>,
 }
 
+/// What one tenant may have waiting in the job queue (checked with the
+/// insert, in its transaction).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobBounds {
+    /// Unfinished jobs.
+    pub max_jobs: u64,
+    /// Bytes of the unfinished jobs' stored payloads.
+    pub max_bytes: u64,
+}
+
+/// A tenant's unfinished jobs and the bytes of their stored payloads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PendingJobs {
+    pub jobs: u64,
+    pub bytes: u64,
+}
+
+impl PendingJobs {
+    /// `Full` when one more job of `bytes` would pass `bounds`.
+    pub fn admit(&self, bytes: u64, bounds: JobBounds) -> StoreResult<()> {
+        if self.jobs >= bounds.max_jobs {
+            return Err(crate::StoreError::Full(format!(
+                "the tenant has {} unfinished jobs, the most it may have queued",
+                self.jobs
+            )));
+        }
+        if self.bytes + bytes > bounds.max_bytes {
+            return Err(crate::StoreError::Full(format!(
+                "the tenant's unfinished jobs hold {} bytes; this one ({bytes}) would pass the {} allowed",
+                self.bytes, bounds.max_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Where a job stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -494,7 +530,11 @@ pub trait TenantControl: Send + Sync {
         retry: std::time::Duration,
     ) -> StoreResult<bool>;
     /// Stores a job with its payload and queues it, in one transaction.
-    async fn create_job(&self, job: NewJob) -> StoreResult<JobRecord>;
+    /// Stores a job, unless the tenant's unfinished jobs would pass
+    /// `bounds` (`Full`; checked in the insert's transaction).
+    async fn create_job(&self, job: NewJob, bounds: JobBounds) -> StoreResult<JobRecord>;
+    /// The tenant's unfinished jobs and their payload bytes.
+    async fn pending_jobs(&self) -> StoreResult<PendingJobs>;
     /// A job of this tenant, with its results in item order.
     async fn get_job(&self, job_id: &str) -> StoreResult<Option<(JobRecord, Vec<JobItemResult>)>>;
     /// The job's payload (`None` once finished or when there is no such job).

@@ -24,6 +24,10 @@ pub enum StoreError {
     /// The backing store cannot be reached; nothing was changed.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// A bounded queue of the tenant's is full (e.g. its unfinished jobs);
+    /// nothing was changed.
+    #[error("{0}")]
+    Full(String),
     /// A bug or corruption; details are for logs only.
     #[error("store internal error: {0}")]
     Internal(String),
@@ -230,4 +234,14 @@ pub trait TenantStore: Send + Sync {
     async fn delete_all_messages(&self) -> StoreResult<u64>;
     /// How many messages the tenant holds (purge verification, stats).
     async fn message_count(&self) -> StoreResult<u64>;
+    /// The tenant's messages: how many, and the bytes of their content and
+    /// metadata (what they are charged against `max_storage_bytes`).
+    async fn message_usage(&self) -> StoreResult<MessageUsage>;
+}
+
+/// What a tenant's conversation messages hold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MessageUsage {
+    pub count: u64,
+    pub bytes: u64,
 }

@@ -60,6 +60,10 @@ impl From<StoreError> for Error {
             StoreError::Invalid(m) => Error::invalid("embeddings", m),
             StoreError::Conflict(m) => Error::Conflict(m),
             StoreError::Unavailable(m) => Error::Unavailable(m),
+            StoreError::Full(_) => Error::Busy {
+                what: "a queue of the tenant's",
+                retry_after_secs: 5,
+            },
             StoreError::Internal(m) => Error::Internal(m),
             other => Error::Internal(other.to_string()),
         }

@@ -351,7 +351,12 @@ impl Tenant {
             }
         }
 
-        let (chunks, sections, tokens_embedded) = match doc.body {
+        let metadata_bytes = if doc.metadata.is_empty() {
+            0
+        } else {
+            Value::Object(doc.metadata.clone()).to_string().len()
+        };
+        let (chunks, sections, tokens_embedded, charged) = match doc.body {
             DocumentBody::Text(text) => {
                 if text.trim().is_empty() {
                     return Err(Error::invalid("content", "must not be empty"));
@@ -371,7 +376,16 @@ impl Tenant {
                 .map_err(|e| Error::Internal(e.to_string()))?;
                 let chunked = chunked?;
                 let tokens: u64 = chunked.chunks.iter().map(|c| c.token_count as u64).sum();
-                budget.spend(new_document, bytes as u64, tokens)?;
+                // Charged: the content, the metadata, each chunk's section
+                // label and the hierarchical sections' copies of the text.
+                let labels: usize = chunked
+                    .chunks
+                    .iter()
+                    .filter_map(|c| c.section.as_ref().map(|s| s.len()))
+                    .sum();
+                let section_bytes: usize = chunked.sections.iter().map(|s| s.end - s.start).sum();
+                let charged = (bytes + metadata_bytes + labels + section_bytes) as u64;
+                budget.spend(new_document, charged, tokens)?;
                 let sections: Vec<SectionRecord> = chunked
                     .sections
                     .iter()
@@ -421,13 +435,16 @@ impl Tenant {
                         }
                     })
                     .collect::<Vec<_>>();
-                (chunks, sections, tokens)
+                (chunks, sections, tokens, charged)
             }
             DocumentBody::Chunks(provided) => {
                 if provided.is_empty() {
                     return Err(Error::invalid("chunks", "must hold at least one chunk"));
                 }
-                budget.spend(new_document, bytes as u64, 0)?;
+                // Charged: the content, the metadata and the vectors given
+                // (stored as 4-byte floats).
+                let charged = (bytes + metadata_bytes + provided.len() * dims * 4) as u64;
+                budget.spend(new_document, charged, 0)?;
                 if provided.len() > limits.max_chunks_per_document {
                     return Err(Error::invalid(
                         "chunks",
@@ -470,7 +487,7 @@ impl Tenant {
                         embedding,
                     });
                 }
-                (chunks, Vec::new(), 0)
+                (chunks, Vec::new(), 0, charged)
             }
         };
         if chunks.is_empty() {
@@ -486,7 +503,7 @@ impl Tenant {
             external_id: doc.external_id,
             metadata: doc.metadata,
             content_hash: hash,
-            size_bytes: bytes as u64,
+            size_bytes: charged,
             document_date: doc.document_date,
             now,
             chunks,
@@ -757,6 +774,11 @@ impl Tenant {
             0 => Err(Error::NotFound),
             n => Ok(n),
         }
+    }
+
+    /// The tenant's messages: how many, and their bytes.
+    pub async fn message_usage(&self) -> Result<enclave_store::MessageUsage> {
+        Ok(self.store.message_usage().await?)
     }
 
     /// How many messages the tenant holds.

@@ -184,7 +184,10 @@ pub(crate) async fn budget(
     if max_docs.is_some() || max_bytes.is_some() {
         let stats = handle.statistics().await?;
         budget.documents = max_docs.map(|m| m.saturating_sub(stats.document_count));
-        budget.bytes = max_bytes.map(|m| m.saturating_sub(stats.total_size_bytes));
+        if let Some(m) = max_bytes {
+            let used = storage_used(state, &tenant.id, handle, stats.total_size_bytes).await?;
+            budget.bytes = Some(m.saturating_sub(used.total()));
+        }
     }
     // A monthly budget also caps the tokens this write may embed (what the
     // dollars left buy at the model's price).
@@ -214,6 +217,58 @@ pub(crate) async fn budget(
         );
     }
     Ok(budget)
+}
+
+/// What a tenant's data holds, as charged against `max_storage_bytes`:
+/// documents (content, metadata, chunk labels, sections, precomputed
+/// vectors), conversation messages, and the payloads of unfinished jobs.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct StorageUsed {
+    pub documents: u64,
+    pub messages: u64,
+    pub message_count: u64,
+    pub pending_jobs: u64,
+}
+
+impl StorageUsed {
+    pub fn total(&self) -> u64 {
+        self.documents + self.messages + self.pending_jobs
+    }
+}
+
+pub(crate) async fn storage_used(
+    state: &AppState,
+    tenant: &enclave_core::TenantId,
+    handle: &enclave::Tenant,
+    document_bytes: u64,
+) -> ApiResult<StorageUsed> {
+    let messages = handle.message_usage().await?;
+    let jobs = state.control().tenant(tenant).pending_jobs().await?;
+    Ok(StorageUsed {
+        documents: document_bytes,
+        messages: messages.bytes,
+        message_count: messages.count,
+        pending_jobs: jobs.bytes,
+    })
+}
+
+/// Bytes the tenant may still store (`None`: no `max_storage_bytes`).
+pub(crate) async fn storage_left(
+    state: &AppState,
+    tenant: &enclave_store::control::TenantRecord,
+    handle: &enclave::Tenant,
+) -> ApiResult<Option<u64>> {
+    let Some(max) = tenant
+        .limits
+        .get("max_storage_bytes")
+        .and_then(Value::as_f64)
+        .map(|x| x as u64)
+    else {
+        return Ok(None);
+    };
+    let stats = handle.statistics().await?;
+    let used = storage_used(state, &tenant.id, handle, stats.total_size_bytes).await?;
+    Ok(Some(max.saturating_sub(used.total())))
 }
 
 /// A request body as the library's document (shape checks only; the

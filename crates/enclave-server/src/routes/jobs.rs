@@ -138,22 +138,32 @@ async fn create(caller: Caller<Member>, Body(mut body): Body<JobBody>) -> ApiRes
     }
     let state = caller.state();
     let tenant = &caller.ctx.tenant;
-    if let Some(left) = super::usage::budget_left_usd(state, &tenant.id, &tenant.limits).await? {
-        if left <= 0.0 {
-            return Err(ApiError::QuotaExceeded(
-                "monthly_budget_usd: this month's budget is spent".into(),
-            ));
+    // A spent monthly budget refuses the job (budget_left_usd errs).
+    super::usage::budget_left_usd(state, &tenant.id, &tenant.limits).await?;
+    let payload = Value::Array(body.documents);
+    // The payload is stored until the job finishes: it counts against the
+    // tenant's storage like what it will become.
+    let payload_bytes = payload.to_string().len() as u64;
+    if let Some(left) = super::documents::storage_left(state, tenant, caller.writer()).await? {
+        if payload_bytes > left {
+            return Err(ApiError::QuotaExceeded(format!(
+                "max_storage_bytes: the job's documents hold {payload_bytes} bytes and {left} are left"
+            )));
         }
     }
     let job = NewJob {
         job_id: uuid::Uuid::now_v7().to_string(),
         kind: "documents".into(),
-        payload: Value::Array(body.documents),
+        payload,
         total: n as u64,
         created_by: caller.ctx.actor.clone(),
         created_at: Utc::now(),
     };
-    let rec = state.control().tenant(&tenant.id).create_job(job).await?;
+    let rec = state
+        .control()
+        .tenant(&tenant.id)
+        .create_job(job, state.options().jobs.bounds)
+        .await?;
     state.inner.jobs.wake.notify_one();
     let location = format!("/v1/jobs/{}", rec.job_id);
     Ok((

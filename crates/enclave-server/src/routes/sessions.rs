@@ -59,6 +59,19 @@ async fn append(
         Some(Value::Object(m)) => m,
         Some(_) => return Err(ApiError::invalid("metadata: must be a JSON object")),
     };
+    // A message is stored data like a document: a spent monthly budget
+    // refuses it (budget_left_usd errs), and it counts against storage.
+    let state = caller.state();
+    let tenant = &caller.ctx.tenant;
+    super::usage::budget_left_usd(state, &tenant.id, &tenant.limits).await?;
+    if let Some(left) = super::documents::storage_left(state, tenant, caller.writer()).await? {
+        let bytes = (b.content.len() + Value::Object(metadata.clone()).to_string().len()) as u64;
+        if bytes > left {
+            return Err(ApiError::QuotaExceeded(format!(
+                "max_storage_bytes: the message needs {bytes} bytes and {left} are left"
+            )));
+        }
+    }
     let m = caller
         .writer()
         .add_message(

@@ -52,11 +52,22 @@ struct StatsQuery {
 async fn stats(caller: Caller<Viewer>, Q(q): Q<StatsQuery>) -> ApiResult<impl IntoResponse> {
     let _ = (q.tenant_id, q.owner_id);
     let s = caller.reader().statistics().await?;
+    let used = super::documents::storage_used(
+        caller.state(),
+        caller.ctx.tenant_id(),
+        caller.tenant_handle(),
+        s.total_size_bytes,
+    )
+    .await?;
     let mut body = json!({
         "document_count": s.document_count,
         "chunk_count": s.chunk_count,
         "total_size_bytes": s.total_size_bytes,
         "total_tokens": s.total_tokens,
+        "message_count": used.message_count,
+        "message_bytes": used.messages,
+        "pending_job_bytes": used.pending_jobs,
+        "storage_bytes": used.total(),
     });
     if q.breakdown.unwrap_or(true) {
         body["by_type"] = json!(s.by_type);

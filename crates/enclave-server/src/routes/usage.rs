@@ -115,10 +115,17 @@ async fn usage(caller: Caller<Viewer>, Q(q): Q<UsageQuery>) -> ApiResult<Json<se
         .flush(state.control().as_ref(), Some(tenant))
         .await;
     let stats = caller.reader().statistics().await?;
+    let used = super::documents::storage_used(
+        state,
+        tenant,
+        caller.tenant_handle(),
+        stats.total_size_bytes,
+    )
+    .await?;
     let mut body = tenant_usage(state, tenant, from, to).await?;
     body["from"] = json!(from);
     body["to"] = json!(to);
-    body["storage_bytes"] = json!(stats.total_size_bytes);
+    body["storage_bytes"] = json!(used.total());
     Ok(Json(body))
 }
 
@@ -217,11 +224,14 @@ async fn admin_usage(
     // /v1/usage would be: the admin view needs no cross-tenant query.
     for t in &tenants {
         let mut row = tenant_usage(&state, &t.id, from, to).await?;
-        let stats = state.memory().tenant(&t.id).statistics().await?;
+        let handle = state.memory().tenant(&t.id);
+        let stats = handle.statistics().await?;
+        let used =
+            super::documents::storage_used(&state, &t.id, &handle, stats.total_size_bytes).await?;
         row["tenant_id"] = json!(t.id);
         row["plan"] = json!(t.plan);
         row["status"] = json!(t.status);
-        row["storage_bytes"] = json!(stats.total_size_bytes);
+        row["storage_bytes"] = json!(used.total());
         row["document_count"] = json!(stats.document_count);
         if let Some(budget) = t.limits.get("monthly_budget_usd").and_then(|v| v.as_f64()) {
             row["monthly_budget_usd"] = json!(budget);

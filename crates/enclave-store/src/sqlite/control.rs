@@ -14,8 +14,9 @@ use serde_json::{Map, Value};
 use super::db::sql_err;
 use crate::control::{
     audit_hash, audit_time, idempotency_decision, AuditEvent, BudgetAlert, ControlPurge,
-    ControlStore, IdempotencyState, JobItemResult, JobRecord, KeyRecord, NewAuditEvent, NewJob,
-    NewTenant, TenantControl, TenantRecord, TenantUpdate, UsageCounts, PLATFORM_SCOPE,
+    ControlStore, IdempotencyState, JobBounds, JobItemResult, JobRecord, KeyRecord, NewAuditEvent,
+    NewJob, NewTenant, PendingJobs, TenantControl, TenantRecord, TenantUpdate, UsageCounts,
+    PLATFORM_SCOPE,
 };
 use crate::{StoreError, StoreResult};
 
@@ -742,13 +743,18 @@ impl TenantControl for SqliteTenantControl {
             .await
     }
 
-    async fn create_job(&self, job: NewJob) -> StoreResult<JobRecord> {
+    async fn create_job(&self, job: NewJob, bounds: JobBounds) -> StoreResult<JobRecord> {
         let t = self.tenant.clone();
         let rec = JobRecord::queued(&job);
         self.control
-            .run(move |c| super::jobs::create(c, &t, &job))
+            .run(move |c| super::jobs::create(c, &t, &job, bounds))
             .await?;
         Ok(rec)
+    }
+
+    async fn pending_jobs(&self) -> StoreResult<PendingJobs> {
+        let t = self.tenant.clone();
+        self.control.run(move |c| super::jobs::pending(c, &t)).await
     }
 
     async fn get_job(&self, job_id: &str) -> StoreResult<Option<(JobRecord, Vec<JobItemResult>)>> {

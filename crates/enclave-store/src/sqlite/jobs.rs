@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::control::{opt_ts, parse_ts, ts};
 use super::db::sql_err;
-use crate::control::{JobItemResult, JobRecord, JobStatus, NewJob};
+use crate::control::{JobBounds, JobItemResult, JobRecord, JobStatus, NewJob, PendingJobs};
 use crate::StoreResult;
 
 pub(crate) const SCHEMA: &str = "
@@ -97,10 +97,34 @@ pub(crate) fn unfinished(c: &mut Connection) -> StoreResult<u64> {
         .map_err(sql_err)
 }
 
-pub(crate) fn create(c: &mut Connection, tenant: &TenantId, job: &NewJob) -> StoreResult<()> {
+/// The tenant's unfinished jobs and their payload bytes.
+pub(crate) fn pending(c: &Connection, tenant: &TenantId) -> StoreResult<PendingJobs> {
+    c.query_row(
+        "SELECT COUNT(*), COALESCE(SUM(length(CAST(payload AS BLOB))), 0) FROM jobs \
+         WHERE tenant_id = ?1 AND status <> 'succeeded'",
+        [tenant.as_str()],
+        |r| {
+            Ok(PendingJobs {
+                jobs: r.get::<_, i64>(0)? as u64,
+                bytes: r.get::<_, i64>(1)? as u64,
+            })
+        },
+    )
+    .map_err(sql_err)
+}
+
+pub(crate) fn create(
+    c: &mut Connection,
+    tenant: &TenantId,
+    job: &NewJob,
+    bounds: JobBounds,
+) -> StoreResult<()> {
     let tx = c
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(sql_err)?;
+    // Inside the IMMEDIATE transaction: concurrent submissions are counted
+    // one after the other.
+    pending(&tx, tenant)?.admit(job.payload.to_string().len() as u64, bounds)?;
     tx.execute(
         "INSERT INTO jobs (tenant_id, job_id, kind, status, payload, total, created_by, created_at) \
          VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7)",

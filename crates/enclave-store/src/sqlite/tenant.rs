@@ -882,6 +882,24 @@ impl TenantStore for SqliteTenant {
         .await
     }
 
+    async fn message_usage(&self) -> StoreResult<crate::MessageUsage> {
+        self.read(move |tx, tenant, _| {
+            tx.query_row(
+                "SELECT COUNT(*), COALESCE(SUM(length(CAST(content AS BLOB)) + length(CAST(metadata AS BLOB))), 0) \
+                 FROM messages WHERE tenant_id = ?1",
+                [tenant.as_str()],
+                |r| {
+                    Ok(crate::MessageUsage {
+                        count: r.get::<_, i64>(0)? as u64,
+                        bytes: r.get::<_, i64>(1)? as u64,
+                    })
+                },
+            )
+            .map_err(sql_err)
+        })
+        .await
+    }
+
     async fn delete_all_messages(&self) -> StoreResult<u64> {
         if !self.has_data() {
             return Ok(0);
