@@ -466,13 +466,14 @@ async fn run(cli: Cli) -> Result<()> {
                 ),
                 None => Box::new(tokio::io::stdout()),
             };
-            let mut stream = std::pin::pin!(t.export());
-            let mut n = 0u64;
-            while let Some(doc) = stream.try_next().await? {
-                let mut line = serde_json::to_vec(&doc)?;
-                line.push(b'\n');
-                out.write_all(&line).await?;
-                n += 1;
+            // Written a page of chunks at a time (bounded memory).
+            let mut stream = std::pin::pin!(t.export_pieces());
+            let (mut n, mut first_chunk, mut buf) = (0u64, true, Vec::new());
+            while let Some(piece) = stream.try_next().await? {
+                n += u64::from(piece == enclave::ExportPiece::End);
+                buf.clear();
+                piece.write_ndjson(&mut first_chunk, &mut buf)?;
+                out.write_all(&buf).await?;
             }
             out.flush().await?;
             if output.is_some() {

@@ -33,8 +33,7 @@ use enclave_core::filter::{Condition, FilterOp, Scalar};
 use enclave_core::query::TextQuery;
 use enclave_core::{
     ChunkId, ChunkInfo, Document, DocumentFilter, DocumentId, DocumentInfo, DocumentPatch,
-    ExportedChunk, ExportedDocument, Message, MessageId, MessageRole, Origin, SessionId,
-    Statistics, TenantId,
+    ExportedChunk, Message, MessageId, MessageRole, Origin, SessionId, Statistics, TenantId,
 };
 use enclave_store::{
     dedupe_key, Candidate, ChunkKey, DocumentPage, DocumentRecord, ExistingDocument, HitRow,
@@ -779,17 +778,40 @@ async fn load_document(
     row.map(|r| doc_from_row(&r)).transpose()
 }
 
+/// Which of a document's searchable chunks to read, and whether with
+/// their vectors (only export needs them).
+#[derive(Clone, Copy)]
+struct ChunkPage {
+    after_index: Option<u32>,
+    limit: u32,
+    vectors: bool,
+}
+
+impl ChunkPage {
+    const ALL_WITHOUT_VECTORS: ChunkPage = ChunkPage {
+        after_index: None,
+        limit: u32::MAX,
+        vectors: false,
+    };
+}
+
 async fn load_chunks(
     db: &mut PgConnection,
     tenant: &str,
     id: DocumentId,
+    page: ChunkPage,
 ) -> StoreResult<Vec<(ChunkInfo, Vec<f32>)>> {
-    let rows = sqlx::query(
+    let rows = sqlx::query(if page.vectors {
         "SELECT chunk_id, idx, content, token_count, metadata, parent_idx, embedding FROM chunks \
-         WHERE tenant_id = $1 AND document_id = $2 AND kind = 0 ORDER BY idx",
-    )
+         WHERE tenant_id = $1 AND document_id = $2 AND kind = 0 AND idx > $3 ORDER BY idx LIMIT $4"
+    } else {
+        "SELECT chunk_id, idx, content, token_count, metadata, parent_idx, NULL::vector AS embedding FROM chunks \
+         WHERE tenant_id = $1 AND document_id = $2 AND kind = 0 AND idx > $3 ORDER BY idx LIMIT $4"
+    })
     .bind(tenant)
     .bind(uuid_of(id))
+    .bind(page.after_index.map_or(-1, i64::from))
+    .bind(i64::from(page.limit))
     .fetch_all(&mut *db)
     .await
     .map_err(db_err)?;
@@ -1095,7 +1117,7 @@ impl TenantStore for PgTenant {
         };
         let chunks = if include_chunks {
             Some(
-                load_chunks(tx.db(), &t, id)
+                load_chunks(tx.db(), &t, id, ChunkPage::ALL_WITHOUT_VECTORS)
                     .await?
                     .into_iter()
                     .map(|(c, _)| c)
@@ -1338,11 +1360,11 @@ impl TenantStore for PgTenant {
         Ok(n)
     }
 
-    async fn export_page(
+    async fn export_documents(
         &self,
         after: Option<DocumentId>,
         limit: u32,
-    ) -> StoreResult<Vec<ExportedDocument>> {
+    ) -> StoreResult<Vec<DocumentInfo>> {
         let t = self.t();
         let mut tx = self.begin(READ).await?;
         let after = after.map(uuid_of).unwrap_or_else(sqlx::types::Uuid::nil);
@@ -1355,16 +1377,32 @@ impl TenantStore for PgTenant {
         .fetch_all(tx.db())
         .await
         .map_err(db_err)?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let info = doc_from_row(r)?;
-            let chunks = load_chunks(tx.db(), &t, info.document_id)
-                .await?
-                .into_iter()
-                .map(|(chunk, embedding)| ExportedChunk { chunk, embedding })
-                .collect();
-            out.push(ExportedDocument { info, chunks });
-        }
+        let out = rows
+            .iter()
+            .map(doc_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn export_chunks(
+        &self,
+        id: DocumentId,
+        after_index: Option<u32>,
+        limit: u32,
+    ) -> StoreResult<Vec<ExportedChunk>> {
+        let t = self.t();
+        let mut tx = self.begin(READ).await?;
+        let page = ChunkPage {
+            after_index,
+            limit,
+            vectors: true,
+        };
+        let out = load_chunks(tx.db(), &t, id, page)
+            .await?
+            .into_iter()
+            .map(|(chunk, embedding)| ExportedChunk { chunk, embedding })
+            .collect();
         tx.commit().await?;
         Ok(out)
     }

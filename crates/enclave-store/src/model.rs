@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use enclave_core::query::TextQuery;
 use enclave_core::{
     ChunkId, Document, DocumentFilter, DocumentId, DocumentInfo, DocumentPatch, DocumentType,
-    ExportedDocument, Message, Origin, SessionId, Statistics, TenantId,
+    ExportedChunk, Message, Origin, SessionId, Statistics, TenantId,
 };
 use serde_json::{Map, Value};
 
@@ -210,12 +210,21 @@ pub trait TenantStore: Send + Sync {
     /// Deletes those of `ids` that exist in this tenant; returns how many.
     async fn delete_documents(&self, ids: &[DocumentId]) -> StoreResult<u64>;
     async fn statistics(&self) -> StoreResult<Statistics>;
-    /// Up to `limit` documents after `after` (ascending id), with chunks and vectors.
-    async fn export_page(
+    /// Up to `limit` documents after `after` (ascending id), without their
+    /// chunks (export reads those a page at a time).
+    async fn export_documents(
         &self,
         after: Option<DocumentId>,
         limit: u32,
-    ) -> StoreResult<Vec<ExportedDocument>>;
+    ) -> StoreResult<Vec<DocumentInfo>>;
+    /// Up to `limit` of a document's searchable chunks after index
+    /// `after_index` (ascending index), with their vectors.
+    async fn export_chunks(
+        &self,
+        id: DocumentId,
+        after_index: Option<u32>,
+        limit: u32,
+    ) -> StoreResult<Vec<ExportedChunk>>;
     /// Appends a message to a session; the store numbers it (`seq` = the
     /// session's last + 1, starting at 1) in the same transaction.
     /// `message.seq` is ignored.

@@ -36,5 +36,6 @@ pub use error::{Error, Result};
 pub use fair::{EmbeddingMeter, Priority, SchedulerStats, Scheduling};
 pub use memory::Memory;
 pub use tenant::{
-    AddOutcome, AddResult, DocumentList, ListParams, PurgeCounts, Tenant, WriteBudget,
+    AddOutcome, AddResult, DocumentList, ExportPiece, ListParams, PurgeCounts, Tenant, WriteBudget,
+    EXPORT_CHUNK_PAGE,
 };

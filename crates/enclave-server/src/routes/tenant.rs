@@ -90,16 +90,20 @@ async fn stats(caller: Caller<Viewer>, Q(q): Q<StatsQuery>) -> ApiResult<impl In
 )]
 async fn export(caller: Caller<Admin>) -> ApiResult<Response> {
     caller.audit("tenant.export", None, json!({})).await?;
-    let stream = caller.exporter().export().map(|doc| match doc {
-        Ok(d) => {
-            let mut line = serde_json::to_vec(&d).map_err(std::io::Error::other)?;
-            line.push(b'\n');
-            Ok::<_, std::io::Error>(line)
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "export failed mid-stream");
-            Err(std::io::Error::other("export failed"))
-        }
+    // One document per line, written as its pieces arrive: the record,
+    // then its chunks a page at a time, then the line's end — memory is a
+    // page of chunks, not a document (a 20,000-chunk document's line is
+    // tens of MB).
+    let mut first_chunk = true;
+    let stream = caller.exporter().export_pieces().map(move |piece| {
+        let mut out = Vec::new();
+        piece
+            .and_then(|p| p.write_ndjson(&mut first_chunk, &mut out))
+            .map_err(|e| {
+                tracing::error!(error = %e, "export failed mid-stream");
+                std::io::Error::other("export failed")
+            })?;
+        Ok::<_, std::io::Error>(out)
     });
     Ok((
         [(header::CONTENT_TYPE, "application/x-ndjson")],

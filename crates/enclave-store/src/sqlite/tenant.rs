@@ -9,8 +9,7 @@ use chrono::{DateTime, Utc};
 use enclave_core::query::TextQuery;
 use enclave_core::{
     ChunkId, ChunkInfo, Document, DocumentFilter, DocumentId, DocumentInfo, DocumentPatch,
-    ExportedChunk, ExportedDocument, Message, MessageId, MessageRole, Origin, SessionId,
-    Statistics, TenantId,
+    ExportedChunk, Message, MessageId, MessageRole, Origin, SessionId, Statistics, TenantId,
 };
 use parking_lot::RwLock;
 use rusqlite::types::Value as SqlValue;
@@ -674,7 +673,7 @@ impl TenantStore for SqliteTenant {
             };
             let chunks = if include_chunks {
                 Some(
-                    load_chunks(tx, tenant, &id)?
+                    load_chunks(tx, tenant, &id, ChunkPage::ALL_WITHOUT_VECTORS)?
                         .into_iter()
                         .map(|(c, _)| c)
                         .collect(),
@@ -915,11 +914,11 @@ impl TenantStore for SqliteTenant {
         .await
     }
 
-    async fn export_page(
+    async fn export_documents(
         &self,
         after: Option<DocumentId>,
         limit: u32,
-    ) -> StoreResult<Vec<ExportedDocument>> {
+    ) -> StoreResult<Vec<DocumentInfo>> {
         self.read(move |tx, tenant, _| {
             let after = after.map(|a| a.to_string()).unwrap_or_default();
             let sql = format!(
@@ -931,16 +930,27 @@ impl TenantStore for SqliteTenant {
                 .map_err(sql_err)?
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(sql_err)?;
-            let mut out = Vec::with_capacity(docs.len());
-            for info in docs {
-                let info = info?;
-                let chunks = load_chunks(tx, tenant, &info.document_id.to_string())?
-                    .into_iter()
-                    .map(|(chunk, embedding)| ExportedChunk { chunk, embedding })
-                    .collect();
-                out.push(ExportedDocument { info, chunks });
-            }
-            Ok(out)
+            docs.into_iter().collect()
+        })
+        .await
+    }
+
+    async fn export_chunks(
+        &self,
+        id: DocumentId,
+        after_index: Option<u32>,
+        limit: u32,
+    ) -> StoreResult<Vec<ExportedChunk>> {
+        self.read(move |tx, tenant, _| {
+            let page = ChunkPage {
+                after_index,
+                limit,
+                vectors: true,
+            };
+            Ok(load_chunks(tx, tenant, &id.to_string(), page)?
+                .into_iter()
+                .map(|(chunk, embedding)| ExportedChunk { chunk, embedding })
+                .collect())
         })
         .await
     }
@@ -1009,30 +1019,56 @@ fn SqliteStore_file_exists(inner: &Inner, tenant: &TenantId) -> bool {
 }
 
 /// A document's searchable chunks in order, with their vectors.
+/// Which of a document's searchable chunks to read, and whether with
+/// their vectors (only export needs them).
+#[derive(Clone, Copy)]
+struct ChunkPage {
+    after_index: Option<u32>,
+    limit: u32,
+    vectors: bool,
+}
+
+impl ChunkPage {
+    const ALL_WITHOUT_VECTORS: ChunkPage = ChunkPage {
+        after_index: None,
+        limit: u32::MAX,
+        vectors: false,
+    };
+}
+
 fn load_chunks(
     tx: &Transaction<'_>,
     tenant: &TenantId,
     id: &str,
+    page: ChunkPage,
 ) -> StoreResult<Vec<(ChunkInfo, Vec<f32>)>> {
     let mut stmt = tx
-        .prepare_cached(
+        .prepare_cached(if page.vectors {
             "SELECT c.chunk_id, c.idx, c.content, c.token_count, c.metadata, c.parent_idx, v.embedding \
              FROM chunks c LEFT JOIN vectors v ON v.tenant_id = c.tenant_id AND v.chunk_no = c.chunk_no \
-             WHERE c.tenant_id = ?1 AND c.document_id = ?2 AND c.kind = 0 ORDER BY c.idx",
-        )
-        .map_err(sql_err)?;
-    let rows = stmt
-        .query_map(params![tenant.as_str(), id], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, Option<i64>>(5)?,
-                r.get::<_, Option<Vec<u8>>>(6)?,
-            ))
+             WHERE c.tenant_id = ?1 AND c.document_id = ?2 AND c.kind = 0 AND c.idx > ?3 ORDER BY c.idx LIMIT ?4"
+        } else {
+            "SELECT c.chunk_id, c.idx, c.content, c.token_count, c.metadata, c.parent_idx, NULL \
+             FROM chunks c \
+             WHERE c.tenant_id = ?1 AND c.document_id = ?2 AND c.kind = 0 AND c.idx > ?3 ORDER BY c.idx LIMIT ?4"
         })
+        .map_err(sql_err)?;
+    let after = page.after_index.map_or(-1, i64::from);
+    let rows = stmt
+        .query_map(
+            params![tenant.as_str(), id, after, i64::from(page.limit)],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, Option<i64>>(5)?,
+                    r.get::<_, Option<Vec<u8>>>(6)?,
+                ))
+            },
+        )
         .map_err(sql_err)?;
     let mut out = Vec::new();
     for row in rows {
