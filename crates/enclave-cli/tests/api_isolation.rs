@@ -5,19 +5,8 @@
 //! asserts the exact status and `code`, and that nothing of the other
 //! tenant is in the body.
 
+#[macro_use]
 mod support;
-
-/// Every case runs against the server on both stores.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod embedded {
-            $( #[tokio::test] async fn $name() { super::$name(super::Backend::Embedded).await } )*
-        }
-        mod postgres {
-            $( #[tokio::test] async fn $name() { super::$name(super::Backend::Postgres).await } )*
-        }
-    };
-}
 
 on_both_backends!(
     usage_counts_equal_the_operations_performed_and_stay_per_tenant,

@@ -9,18 +9,6 @@ mod support;
 use serde_json::{json, Value};
 use support::{spawn_app, App, Backend, ADMIN};
 
-async fn tenant_with_limits(app: &App, id: &str, limits: Value) -> String {
-    let key = app.tenant(id).await;
-    app.patch(
-        &format!("/admin/v1/tenants/{id}"),
-        ADMIN,
-        json!({ "limits": limits }),
-    )
-    .await
-    .ok(200);
-    key
-}
-
 async fn create(app: &App, key: &str, body: Value) -> support::Resp {
     app.post("/v1/documents", key, body).await
 }
@@ -40,7 +28,9 @@ async fn a_tenant_at_its_quota_gets_429_quota_exceeded_and_nothing_is_stored() {
 
         // Documents: two allowed; the third is refused; re-indexing one of
         // the two (same name) is not a new document.
-        let acme = tenant_with_limits(&app, "acme", json!({"max_documents": 2})).await;
+        let acme = app
+            .tenant_with_limits("acme", json!({"max_documents": 2}))
+            .await;
         create(&app, &acme, text("a.txt", "first ledger"))
             .await
             .ok(201);
@@ -66,7 +56,9 @@ async fn a_tenant_at_its_quota_gets_429_quota_exceeded_and_nothing_is_stored() {
         assert_eq!(stats(&app, &acme).await["document_count"], 2);
 
         // Storage bytes: 40 of 50 used, a 20-byte document does not fit.
-        let globex = tenant_with_limits(&app, "globex", json!({"max_storage_bytes": 50})).await;
+        let globex = app
+            .tenant_with_limits("globex", json!({"max_storage_bytes": 50}))
+            .await;
         create(&app, &globex, text("one.txt", &"x".repeat(40)))
             .await
             .ok(201);
@@ -81,8 +73,9 @@ async fn a_tenant_at_its_quota_gets_429_quota_exceeded_and_nothing_is_stored() {
 
         // Embedding tokens per day: the second text document would pass the
         // limit; precomputed vectors embed nothing and still go in.
-        let initech =
-            tenant_with_limits(&app, "initech", json!({"embedding_tokens_per_day": 12})).await;
+        let initech = app
+            .tenant_with_limits("initech", json!({"embedding_tokens_per_day": 12}))
+            .await;
         let first = create(
             &app,
             &initech,
@@ -204,7 +197,9 @@ async fn a_spent_monthly_budget_refuses_writes_and_searches_but_not_reading_usag
         )],
     )
     .await;
-    let key = tenant_with_limits(&app, "acme", json!({"monthly_budget_usd": 0.095})).await;
+    let key = app
+        .tenant_with_limits("acme", json!({"monthly_budget_usd": 0.095}))
+        .await;
     // 0.01 for the request and 0.01 per token embedded.
     let first = create(&app, &key, text("a.txt", "small ledger note"))
         .await
@@ -277,7 +272,9 @@ async fn the_admin_usage_view_shows_each_tenant_what_its_own_usage_shows() {
             )],
         )
         .await;
-        let a = tenant_with_limits(&app, "alpha", json!({"monthly_budget_usd": 5.0})).await;
+        let a = app
+            .tenant_with_limits("alpha", json!({"monthly_budget_usd": 5.0}))
+            .await;
         let b = app.tenant("beta").await;
         create(&app, &a, text("a.md", "alpha's only document"))
             .await

@@ -2,7 +2,19 @@
 //! data directory (hash embedder: these tests prove HTTP and isolation
 //! behaviour, not retrieval quality), with typed request helpers.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_macros)]
+
+/// Runs each named `async fn(Backend)` as a test on both stores.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $( #[tokio::test] async fn $name() { super::$name(super::Backend::Embedded).await } )*
+        }
+        mod postgres {
+            $( #[tokio::test] async fn $name() { super::$name(super::Backend::Postgres).await } )*
+        }
+    };
+}
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -378,6 +390,19 @@ impl App {
         .await
         .ok(201);
         self.owner_key(id).await
+    }
+
+    /// Creates a tenant with these `limits` and returns an owner key.
+    pub async fn tenant_with_limits(&self, id: &str, limits: Value) -> String {
+        let key = self.tenant(id).await;
+        self.patch(
+            &format!("/admin/v1/tenants/{id}"),
+            ADMIN,
+            json!({ "limits": limits }),
+        )
+        .await
+        .ok(200);
+        key
     }
 
     /// A new owner key of tenant `id`, minted on the admin plane.
