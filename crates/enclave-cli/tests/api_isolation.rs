@@ -929,17 +929,7 @@ async fn the_audit_chain_verifies_and_records_denials_and_deletes(backend: Backe
         assert_eq!(pair[1]["prev_hash"], pair[0]["hash"]);
     }
     w.nothing_foreign(&r);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_enclave"))
-        .args(&w.app.store_args)
-        .args(["audit", "verify"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("acme:"));
+    assert!(w.app.verify_audit().contains("acme:"));
 }
 
 // --------------------------------------------------------------- sessions

@@ -165,16 +165,7 @@ async fn failed_credentials_from_one_address_are_refused_before_any_store_access
     assert_eq!(metric(&m, "enclave_auth_failures_total"), 15.0, "{m}");
     assert!(metric(&m, "enclave_auth_refused_total") >= 76.0, "{m}");
     // The chains still verify.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_enclave"))
-        .args(&app.store_args)
-        .args(["audit", "verify"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    app.verify_audit();
 }
 
 async fn a_wrong_admin_token_is_refused_per_address_so_guessing_is_as_slow_as_the_bucket(
@@ -751,4 +742,71 @@ async fn messages_precomputed_vectors_and_job_payloads_are_charged_and_job_queue
     )
     .await
     .problem(429, "quota_exceeded");
+}
+
+/// Suspected in the review: a limit of `-0.0` (or any number jsonb spells
+/// differently) would break the platform audit chain on PostgreSQL; and a
+/// 2,000-word quoted phrase might pass `max_stack_depth`. Neither does.
+#[tokio::test]
+async fn odd_numbers_in_limits_keep_the_audit_chain_and_huge_phrases_are_searched() {
+    let w = World::new(Backend::Postgres).await;
+    for limits in [
+        json!({"max_documents": -0.0}),
+        json!({"max_storage_bytes": 1.50e6, "monthly_budget_usd": 2.50}),
+        json!({"burst": 10, "requests_per_second": 100.000}),
+    ] {
+        w.app
+            .patch("/admin/v1/tenants/acme", ADMIN, json!({ "limits": limits }))
+            .await
+            .ok(200);
+    }
+    w.app.verify_audit();
+    // 2,000 words in one phrase, within the 4,096-character query limit.
+    let letters = "bcdefghjklmnpqruvwxyz".as_bytes();
+    let words: Vec<String> = (0..2_000)
+        .map(|i| (letters[i % letters.len()] as char).to_string())
+        .collect();
+    let phrase = format!("\"{}\"", words.join(" "));
+    for mode in ["text", "hybrid"] {
+        w.app
+            .post(
+                "/v1/search",
+                &w.a,
+                json!({"query": phrase.clone(), "mode": mode}),
+            )
+            .await
+            .ok(200);
+    }
+}
+
+/// Suspected in the review: an `admin` key could revoke the `owner`'s keys
+/// (only minting was role-bounded). Revoking is bounded the same way now.
+#[tokio::test]
+async fn a_key_cannot_revoke_a_key_above_its_own_role() {
+    let app = spawn_app(Backend::Embedded).await;
+    let owner = app.tenant("acme").await;
+    let (_, owner2_id) = app.key(&owner, "owner").await;
+    let (admin, admin_id) = app.key(&owner, "admin").await;
+    let (_, member_id) = app.key(&owner, "member").await;
+    app.delete(&format!("/v1/keys/{owner2_id}"), &admin)
+        .await
+        .problem(403, "forbidden");
+    assert_eq!(
+        app.delete(&format!("/v1/keys/{member_id}"), &admin)
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        app.delete(&format!("/v1/keys/{admin_id}"), &owner)
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        app.delete(&format!("/v1/keys/{owner2_id}"), &owner)
+            .await
+            .status,
+        204
+    );
 }

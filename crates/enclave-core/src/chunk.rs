@@ -149,7 +149,7 @@ pub fn chunk_text(
     counter: &dyn TokenCounter,
     max_chunks: usize,
 ) -> Result<Chunked, InvalidInput> {
-    let toks = Tokens::new(counter.token_spans(text));
+    let toks = Tokens::new(valid_spans(text, counter.token_spans(text)));
     if toks.spans.is_empty() {
         return Ok(Chunked::default());
     }
@@ -176,6 +176,28 @@ pub fn chunk_text(
         chunks: out.chunks,
         sections,
     })
+}
+
+/// The spans a tokenizer gave that can be trusted as byte ranges of `text`:
+/// non-empty, inside it, on character boundaries and in order. A tokenizer
+/// whose normalisation misaligns offsets (exotic Unicode) would otherwise
+/// make slicing panic; such tokens are dropped (their text stays inside
+/// the neighbouring chunks' ranges).
+fn valid_spans(text: &str, spans: Vec<(usize, usize)>) -> Vec<(usize, usize)> {
+    let mut last_end = 0;
+    let mut out = Vec::with_capacity(spans.len());
+    for (s, e) in spans {
+        if s < e
+            && e <= text.len()
+            && s >= last_end
+            && text.is_char_boundary(s)
+            && text.is_char_boundary(e)
+        {
+            out.push((s, e));
+            last_end = e;
+        }
+    }
+    out
 }
 
 /// The chunks cut so far, refusing the one past the limit.
@@ -913,6 +935,41 @@ Count the documents in the export and compare them with the stats endpoint. A pu
                 err.message.contains(&format!("more than {}", all - 1)),
                 "{err}"
             );
+        }
+    }
+
+    /// A tokenizer whose offsets are wrong (mid-character, out of range,
+    /// out of order, empty) cannot make the chunker panic.
+    #[test]
+    fn misaligned_token_offsets_are_dropped_not_sliced() {
+        struct Broken;
+        impl TokenCounter for Broken {
+            fn token_spans(&self, text: &str) -> Vec<(usize, usize)> {
+                let mut s = WordCounter.token_spans(text);
+                s.extend([(1, 2), (0, text.len() + 5), (3, 3), (0, 1)]);
+                s.insert(1, (2, 1));
+                s
+            }
+        }
+        let text = "é ü ñ ".repeat(200) + "東京 café";
+        for strategy in [
+            ChunkStrategy::Auto,
+            ChunkStrategy::Fixed,
+            ChunkStrategy::Sliding,
+            ChunkStrategy::Hierarchical,
+        ] {
+            let c = chunk_text(
+                &text,
+                DocumentType::Text,
+                &opts(strategy, 16, 4),
+                &Broken,
+                20_000,
+            )
+            .unwrap();
+            assert!(!c.chunks.is_empty());
+            for i in 0..c.chunks.len() {
+                let _ = c.content(&text, i);
+            }
         }
     }
 

@@ -778,28 +778,11 @@ async fn load_document(
     row.map(|r| doc_from_row(&r)).transpose()
 }
 
-/// Which of a document's searchable chunks to read, and whether with
-/// their vectors (only export needs them).
-#[derive(Clone, Copy)]
-struct ChunkPage {
-    after_index: Option<u32>,
-    limit: u32,
-    vectors: bool,
-}
-
-impl ChunkPage {
-    const ALL_WITHOUT_VECTORS: ChunkPage = ChunkPage {
-        after_index: None,
-        limit: u32::MAX,
-        vectors: false,
-    };
-}
-
 async fn load_chunks(
     db: &mut PgConnection,
     tenant: &str,
     id: DocumentId,
-    page: ChunkPage,
+    page: enclave_store::ChunkPage,
 ) -> StoreResult<Vec<(ChunkInfo, Vec<f32>)>> {
     let rows = sqlx::query(if page.vectors {
         "SELECT chunk_id, idx, content, token_count, metadata, parent_idx, embedding FROM chunks \
@@ -1117,11 +1100,16 @@ impl TenantStore for PgTenant {
         };
         let chunks = if include_chunks {
             Some(
-                load_chunks(tx.db(), &t, id, ChunkPage::ALL_WITHOUT_VECTORS)
-                    .await?
-                    .into_iter()
-                    .map(|(c, _)| c)
-                    .collect(),
+                load_chunks(
+                    tx.db(),
+                    &t,
+                    id,
+                    enclave_store::ChunkPage::ALL_WITHOUT_VECTORS,
+                )
+                .await?
+                .into_iter()
+                .map(|(c, _)| c)
+                .collect(),
             )
         } else {
             None
@@ -1393,7 +1381,7 @@ impl TenantStore for PgTenant {
     ) -> StoreResult<Vec<ExportedChunk>> {
         let t = self.t();
         let mut tx = self.begin(READ).await?;
-        let page = ChunkPage {
+        let page = enclave_store::ChunkPage {
             after_index,
             limit,
             vectors: true,

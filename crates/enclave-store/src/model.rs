@@ -248,6 +248,23 @@ pub trait TenantStore: Send + Sync {
     async fn message_usage(&self) -> StoreResult<MessageUsage>;
 }
 
+/// Which of a document's searchable chunks to read, and whether with their
+/// vectors (only export needs them; `include_chunks` never loads them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkPage {
+    pub after_index: Option<u32>,
+    pub limit: u32,
+    pub vectors: bool,
+}
+
+impl ChunkPage {
+    pub const ALL_WITHOUT_VECTORS: ChunkPage = ChunkPage {
+        after_index: None,
+        limit: u32::MAX,
+        vectors: false,
+    };
+}
+
 /// What a tenant's conversation messages hold.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MessageUsage {

@@ -392,6 +392,20 @@ impl App {
         self.owner_key(id).await
     }
 
+    /// Runs `enclave audit verify` on the server's stores; asserts every
+    /// chain verifies and returns the report.
+    pub fn verify_audit(&self) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_enclave"))
+            .args(&self.store_args)
+            .args(["audit", "verify"])
+            .output()
+            .unwrap();
+        let report = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{report}");
+        assert!(!report.contains("broken"), "{report}");
+        report
+    }
+
     /// Creates a tenant with these `limits` and returns an owner key.
     pub async fn tenant_with_limits(&self, id: &str, limits: Value) -> String {
         let key = self.tenant(id).await;

@@ -72,7 +72,32 @@ fn check_limits(v: Option<Value>) -> ApiResult<Option<Map<String, Value>>> {
             _ => {}
         }
     }
+    // One spelling per value, whatever the store does to numbers: whole
+    // values (and -0.0) as integers, the rest as floats. jsonb would turn
+    // -0.0 into 0 and 1.50 into 1.5, and the audit event's hash, computed
+    // on what was sent, would no longer verify.
+    let m = m
+        .into_iter()
+        .map(|(k, v)| {
+            let v = match v.as_f64() {
+                Some(x) if x.fract() == 0.0 && x.abs() < 9.0e15 => Value::from(x.abs() as u64),
+                Some(x) => Value::from(x),
+                None => v,
+            };
+            (k, v)
+        })
+        .collect();
     Ok(Some(m))
+}
+
+/// `NotFound` unless the tenant has a directory entry.
+async fn exists(state: &AppState, id: &TenantId) -> ApiResult<()> {
+    state
+        .control()
+        .get_tenant(id)
+        .await?
+        .map(|_| ())
+        .ok_or(ApiError::NotFound)
 }
 
 fn tenant_id(s: &str) -> ApiResult<TenantId> {
@@ -286,13 +311,9 @@ async fn update(
     crate::auth::Body(b): crate::auth::Body<PatchTenant>,
 ) -> ApiResult<impl IntoResponse> {
     let id = tenant_id(&id)?;
-    let detail = json!({"status": b.status, "plan": b.plan, "limits": b.limits});
     let limits = check_limits(b.limits)?;
-    state
-        .control()
-        .get_tenant(&id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let detail = json!({"status": b.status, "plan": b.plan, "limits": limits});
+    exists(&state, &id).await?;
     // Audited before it takes effect (fail closed).
     state
         .audit(
@@ -342,11 +363,7 @@ async fn bootstrap_key(
     crate::auth::Body(b): crate::auth::Body<NewKeyBody>,
 ) -> ApiResult<impl IntoResponse> {
     let id = tenant_id(&id)?;
-    state
-        .control()
-        .get_tenant(&id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    exists(&state, &id).await?;
     let role = b.role;
     let pending = new_key(&id, b, &admin.actor)?;
     state
@@ -384,11 +401,7 @@ async fn purge(
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     let id = tenant_id(&id)?;
-    state
-        .control()
-        .get_tenant(&id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    exists(&state, &id).await?;
     // The purge is in the platform log before anything is deleted (fail
     // closed); the receipt follows it.
     state

@@ -308,7 +308,24 @@ async fn revoke_key(caller: Caller<Admin>, Path(key_id): Path<String>) -> ApiRes
     caller
         .audit("key.revoke", Some(key_id.clone()), json!({}))
         .await?;
-    if !caller.keys().revoke_key(&key_id, Utc::now()).await? {
+    // As with minting: no key above the caller's own role (an admin key
+    // cannot revoke the owner's). The listing is the tenant's own keys, so
+    // a foreign id is simply not in it.
+    let target = caller
+        .keys()
+        .list_keys()
+        .await?
+        .into_iter()
+        .find(|k| k.key_id == key_id);
+    if let Some(k) = &target {
+        if !caller.ctx.role.allows(k.role) {
+            return Err(ApiError::forbidden(format!(
+                "a {} credential cannot revoke a {} key",
+                caller.ctx.role, k.role
+            )));
+        }
+    }
+    if target.is_none() || !caller.keys().revoke_key(&key_id, Utc::now()).await? {
         return Err(ApiError::NotFound);
     }
     Ok(StatusCode::NO_CONTENT)

@@ -673,7 +673,7 @@ impl TenantStore for SqliteTenant {
             };
             let chunks = if include_chunks {
                 Some(
-                    load_chunks(tx, tenant, &id, ChunkPage::ALL_WITHOUT_VECTORS)?
+                    load_chunks(tx, tenant, &id, crate::ChunkPage::ALL_WITHOUT_VECTORS)?
                         .into_iter()
                         .map(|(c, _)| c)
                         .collect(),
@@ -942,7 +942,7 @@ impl TenantStore for SqliteTenant {
         limit: u32,
     ) -> StoreResult<Vec<ExportedChunk>> {
         self.read(move |tx, tenant, _| {
-            let page = ChunkPage {
+            let page = crate::ChunkPage {
                 after_index,
                 limit,
                 vectors: true,
@@ -1019,28 +1019,11 @@ fn SqliteStore_file_exists(inner: &Inner, tenant: &TenantId) -> bool {
 }
 
 /// A document's searchable chunks in order, with their vectors.
-/// Which of a document's searchable chunks to read, and whether with
-/// their vectors (only export needs them).
-#[derive(Clone, Copy)]
-struct ChunkPage {
-    after_index: Option<u32>,
-    limit: u32,
-    vectors: bool,
-}
-
-impl ChunkPage {
-    const ALL_WITHOUT_VECTORS: ChunkPage = ChunkPage {
-        after_index: None,
-        limit: u32::MAX,
-        vectors: false,
-    };
-}
-
 fn load_chunks(
     tx: &Transaction<'_>,
     tenant: &TenantId,
     id: &str,
-    page: ChunkPage,
+    page: crate::ChunkPage,
 ) -> StoreResult<Vec<(ChunkInfo, Vec<f32>)>> {
     let mut stmt = tx
         .prepare_cached(if page.vectors {
