@@ -170,10 +170,11 @@ impl SqliteControl {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
         let conn = Connection::open(dir.join("control.sqlite")).map_err(sql_err)?;
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000;",
-        )
-        .map_err(sql_err)?;
+        // The busy handler before the WAL switch (see `Db::connect`).
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(sql_err)?;
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+            .map_err(sql_err)?;
         conn.execute_batch(SCHEMA).map_err(sql_err)?;
         conn.execute_batch(super::jobs::SCHEMA).map_err(sql_err)?;
         conn.execute_batch(super::alerts::SCHEMA).map_err(sql_err)?;

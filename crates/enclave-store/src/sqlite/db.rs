@@ -205,13 +205,19 @@ impl Db {
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(sql_err)?;
+        // The busy handler first: switching a new file to WAL (and creating
+        // the schema) while another process opens it too would otherwise
+        // fail at once with SQLITE_BUSY (seen: `enclave stats` beside a
+        // starting `enclave ingest` made the ingest exit).
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(sql_err)?;
         let sync = match durability {
             Durability::Process => "NORMAL",
             Durability::PowerLoss => "FULL",
         };
         conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON; \
-             PRAGMA busy_timeout = 10000; PRAGMA cache_size = -32768; PRAGMA temp_store = MEMORY;"
+             PRAGMA cache_size = -32768; PRAGMA temp_store = MEMORY;"
         ))
         .map_err(sql_err)?;
         Ok(conn)
