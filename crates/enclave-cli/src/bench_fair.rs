@@ -152,6 +152,7 @@ pub async fn run(mut store: StoreArgs, args: BenchFairnessArgs) -> Result<()> {
             ..ServerOptions::default()
         },
         scheduling,
+        enclave::StoreConcurrency::default(),
     )
     .await?;
     let memory = state.memory().clone();

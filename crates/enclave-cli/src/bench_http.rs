@@ -126,6 +126,7 @@ pub async fn run(mut store: StoreArgs, args: BenchHttpArgs) -> Result<()> {
             s.heavy_tokens = args.heavy_tokens.unwrap_or(s.heavy_tokens);
             s
         },
+        enclave::StoreConcurrency::default(),
     )
     .await?;
     let memory = state.memory().clone();

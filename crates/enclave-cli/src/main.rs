@@ -2,6 +2,7 @@
 //! typed options, opens a `Memory`, calls one `Tenant` method, prints.
 
 mod bench;
+mod bench_abuse;
 mod bench_fair;
 mod bench_http;
 mod bench_pg;
@@ -223,6 +224,10 @@ enum Command {
     /// One tenant floods ingestion while another adds a document and
     /// searches: the quiet tenant's latency idle vs flooded (prints figures).
     BenchFairness(bench_fair::BenchFairnessArgs),
+    /// An attacker tenant (or anonymous clients) runs each abuse in turn
+    /// while another tenant uploads and searches: its latency against idle,
+    /// the server's peak memory and the audit rows added (prints figures).
+    BenchAbuse(bench_abuse::BenchAbuseArgs),
     /// Audit log tools.
     Audit {
         #[command(subcommand)]
@@ -339,6 +344,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Serve(args) => serve::run(cli.store, args).await,
         Command::BenchHttp(args) => bench_http::run(cli.store, args).await,
         Command::BenchFairness(args) => bench_fair::run(cli.store, args).await,
+        Command::BenchAbuse(args) => bench_abuse::run(cli.store, args).await,
         Command::Audit {
             command: AuditCommand::Verify,
         } => {

@@ -84,6 +84,9 @@ struct FileSettings {
     /// `[embedding]`: how embedding work is shared between tenants.
     #[serde(default)]
     embedding: EmbeddingSettings,
+    /// `[store]`: how many store calls of one tenant run at once.
+    #[serde(default)]
+    store: StoreSettings,
     /// `[jobs]`: how this replica processes ingestion jobs.
     #[serde(default)]
     jobs: JobSettings,
@@ -261,6 +264,38 @@ impl EmbeddingSettings {
     }
 }
 
+/// `[store]` of the settings file (docs/ARCHITECTURE.md, "Noisy
+/// neighbours on the data pool"); unset fields keep
+/// [`enclave::StoreConcurrency::default`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoreSettings {
+    /// Store calls of one tenant running at once (each holds at most one
+    /// data connection).
+    max_concurrent_per_tenant: Option<usize>,
+    /// How long a further call waits for a slot before 429.
+    slot_wait_ms: Option<u64>,
+}
+
+impl StoreSettings {
+    fn concurrency(&self) -> Result<enclave::StoreConcurrency> {
+        let mut c = enclave::StoreConcurrency::default();
+        if let Some(n) = self.max_concurrent_per_tenant {
+            if n == 0 {
+                bail!("[store] max_concurrent_per_tenant must be at least 1");
+            }
+            c.per_tenant = n;
+        }
+        if let Some(ms) = self.slot_wait_ms {
+            if ms > 60_000 {
+                bail!("[store] slot_wait_ms must be at most 60000");
+            }
+            c.wait = Duration::from_millis(ms);
+        }
+        Ok(c)
+    }
+}
+
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
@@ -366,6 +401,7 @@ pub async fn run(mut store: StoreArgs, args: ServeArgs) -> Result<()> {
             ..opts
         },
         file.embedding.scheduling()?,
+        file.store.concurrency()?,
     )
     .await?;
     let placement_owner = args
@@ -497,8 +533,13 @@ pub async fn open_state(
     jwt: JwtVerifier,
     opts: ServerOptions,
     scheduling: enclave::Scheduling,
+    concurrency: enclave::StoreConcurrency,
 ) -> Result<AppState> {
-    let memory = store.open_as(true).await?.with_scheduling(scheduling);
+    let memory = store
+        .open_as(true)
+        .await?
+        .with_scheduling(scheduling)
+        .with_store_concurrency(concurrency);
     let control = open_control(store).await?;
     Ok(AppState::new(memory, control, jwt, opts))
 }

@@ -28,6 +28,7 @@ on_both_backends!(
     a_trailing_dot_host_and_duplicate_hint_headers_are_403,
     messages_precomputed_vectors_and_job_payloads_are_charged_and_job_queues_are_bounded,
     metrics_need_the_admin_credential_or_the_operator_address,
+    a_tenant_holding_all_its_data_connections_gets_429_and_another_tenant_is_served,
 );
 
 /// A client whose connections come from another loopback address, so the
@@ -808,5 +809,99 @@ async fn a_key_cannot_revoke_a_key_above_its_own_role() {
             .await
             .status,
         204
+    );
+}
+
+/// Item 9: one tenant's store calls hold at most its own slots of the data
+/// pool. With one slot and no wait (`[store]`), a burst of the tenant's
+/// concurrent searches is partly refused with 429 `rate_limited` and
+/// `Retry-After: 1` — never 503 or 500 — while another tenant's requests
+/// during the burst are all served.
+async fn a_tenant_holding_all_its_data_connections_gets_429_and_another_tenant_is_served(
+    backend: Backend,
+) {
+    let app = spawn_app_with(
+        backend,
+        &[(
+            EXTRA_SETTINGS,
+            "[store]\nmax_concurrent_per_tenant = 1\nslot_wait_ms = 0\n",
+        )],
+    )
+    .await;
+    let limits = json!({"requests_per_second": 10000, "burst": 10000});
+    let acme = app.tenant_with_limits("acme", limits.clone()).await;
+    let globex = app.tenant_with_limits("globex", limits).await;
+    for (key, n) in [(&acme, 20), (&globex, 3)] {
+        for i in 0..n {
+            app.add(key, &format!("d{i}.txt"), &prose(200), json!({}))
+                .await;
+        }
+    }
+    let search = json!({"query": "words of prose", "mode": "hybrid", "limit": 20});
+    let storm = futures::future::join_all((0..64).map(|_| {
+        let (c, url, key, body) = (
+            app.client.clone(),
+            app.url("/v1/search"),
+            acme.clone(),
+            search.clone(),
+        );
+        async move {
+            let r = c
+                .post(url)
+                .bearer_auth(key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let retry = r
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let body: Value = r.json().await.unwrap();
+            (status, retry, body)
+        }
+    }));
+    // The other tenant, one request at a time (it never holds more than
+    // its one slot itself), all through the burst.
+    let other = async {
+        let mut served = 0;
+        for _ in 0..20 {
+            app.post("/v1/search", &globex, search.clone())
+                .await
+                .ok(200);
+            served += 1;
+        }
+        served
+    };
+    let (answers, served) = tokio::join!(storm, other);
+    assert_eq!(served, 20);
+    let mut refused = 0;
+    for (status, retry, body) in &answers {
+        match status {
+            200 => {}
+            429 => {
+                refused += 1;
+                assert_eq!(body["code"], "rate_limited", "{body}");
+                assert!(
+                    body["detail"]
+                        .as_str()
+                        .unwrap()
+                        .contains("data connections"),
+                    "{body}"
+                );
+                assert_eq!(retry.as_deref(), Some("1"));
+            }
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert!(
+        refused > 0,
+        "64 concurrent searches on one slot never collided"
+    );
+    let m = metrics_text(&app).await;
+    assert!(
+        metric(&m, "enclave_store_slot_refused_total") >= refused as f64,
+        "{m}"
     );
 }

@@ -195,6 +195,10 @@ impl From<enclave::Error> for ApiError {
                 ),
                 retry_after: retry_after_secs,
             },
+            enclave::Error::StoreBusy(m) => ApiError::QueueFull {
+                what: m,
+                retry_after: 1,
+            },
             enclave::Error::Unavailable(m) => ApiError::Unavailable(m),
             other => ApiError::Internal(other.to_string()),
         }
@@ -208,6 +212,10 @@ impl From<enclave_store::StoreError> for ApiError {
             S::Invalid(m) => ApiError::Invalid(m),
             S::Conflict(m) => ApiError::Conflict(m),
             S::Unavailable(m) => ApiError::Unavailable(m),
+            S::Busy(m) => ApiError::QueueFull {
+                what: m,
+                retry_after: 1,
+            },
             S::Full(m) => ApiError::QueueFull {
                 what: m,
                 retry_after: 5,

@@ -84,6 +84,7 @@ impl Metrics {
     fn render(
         &self,
         embedding: enclave::SchedulerStats,
+        slots: enclave::StoreSlotStats,
         jobs: JobFigures,
         failures: &crate::failures::FailureGuard,
         top: &[(enclave_core::TenantId, enclave_store::control::UsageCounts)],
@@ -92,6 +93,7 @@ impl Metrics {
         let mut families = self.registry.gather();
         families.extend(failure_families(failures));
         families.extend(scheduler_families(embedding));
+        families.extend(slot_families(slots));
         families.extend(job_families(jobs));
         families.extend(top_tenant_families(top));
         let _ = TextEncoder::new().encode(&families, &mut buf);
@@ -160,6 +162,7 @@ pub async fn operator_metrics(State(state): State<AppState>) -> impl IntoRespons
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.inner.metrics.render(
             state.inner.memory.scheduler_stats(),
+            state.inner.memory.store_slot_stats(),
             jobs,
             &state.inner.failures,
             &state.inner.usage.top(state.options().metrics_top_tenants),
@@ -362,5 +365,30 @@ fn scheduler_families(s: enclave::SchedulerStats) -> Vec<prometheus::proto::Metr
         "query embeddings computed (never queued)",
         s.queries_total as f64,
     ));
+    out
+}
+
+/// `enclave_store_slot_*_total`: store calls that found every slot of
+/// their tenant busy (docs/ARCHITECTURE.md, "Noisy neighbours on the data
+/// pool").
+fn slot_families(s: enclave::StoreSlotStats) -> Vec<prometheus::proto::MetricFamily> {
+    use prometheus::core::Collector;
+    let mut out = Vec::new();
+    for (name, help, v) in [
+        (
+            "enclave_store_slot_waits_total",
+            "store calls that waited because their tenant's calls held every slot",
+            s.waited_total,
+        ),
+        (
+            "enclave_store_slot_refused_total",
+            "store calls refused (429) after waiting for one of their tenant's slots",
+            s.refused_total,
+        ),
+    ] {
+        let c = prometheus::IntCounter::new(name, help).expect("valid metric");
+        c.inc_by(v);
+        out.extend(c.collect());
+    }
     out
 }

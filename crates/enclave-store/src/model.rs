@@ -28,6 +28,10 @@ pub enum StoreError {
     /// nothing was changed.
     #[error("{0}")]
     Full(String),
+    /// Every one of the tenant's store slots stayed busy (its own calls
+    /// hold them); nothing was done, retry shortly.
+    #[error("{0}")]
+    Busy(String),
     /// A bug or corruption; details are for logs only.
     #[error("store internal error: {0}")]
     Internal(String),

@@ -34,6 +34,10 @@ pub enum Error {
         what: &'static str,
         retry_after_secs: u64,
     },
+    /// The tenant's own store calls hold every one of its data connections;
+    /// nothing was done, retry shortly (API `rate_limited`, `Retry-After: 1`).
+    #[error("{0}")]
+    StoreBusy(String),
     /// A uniqueness rule would break (API `conflict`).
     #[error("conflict: {0}")]
     Conflict(String),
@@ -64,6 +68,7 @@ impl From<StoreError> for Error {
                 what: "a queue of the tenant's",
                 retry_after_secs: 5,
             },
+            StoreError::Busy(m) => Error::StoreBusy(m),
             StoreError::Internal(m) => Error::Internal(m),
             other => Error::Internal(other.to_string()),
         }

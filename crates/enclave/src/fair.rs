@@ -238,6 +238,11 @@ impl Drop for CallGuard<'_> {
 }
 
 impl Scheduler {
+    /// How this scheduler shares the embedder.
+    pub fn scheduling(&self) -> Scheduling {
+        self.config
+    }
+
     pub fn new(embedder: Arc<dyn Embedder>, config: Scheduling) -> Arc<Self> {
         Arc::new(Self {
             embedder,

@@ -26,6 +26,7 @@ mod config;
 mod error;
 mod fair;
 mod memory;
+mod slots;
 mod tenant;
 
 pub use config::{EmbedderConfig, Limits, MemoryConfig, StoreConfig};
@@ -35,6 +36,7 @@ pub use enclave_store::sqlite::{Durability, Layout};
 pub use error::{Error, Result};
 pub use fair::{EmbeddingMeter, Priority, SchedulerStats, Scheduling};
 pub use memory::Memory;
+pub use slots::{StoreConcurrency, StoreSlotStats};
 pub use tenant::{
     AddOutcome, AddResult, DocumentList, ExportPiece, ListParams, PurgeCounts, Tenant, WriteBudget,
     EXPORT_CHUNK_PAGE,

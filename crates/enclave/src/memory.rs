@@ -12,6 +12,7 @@ use parking_lot::Mutex;
 
 use crate::config::{EmbedderConfig, Limits, MemoryConfig, StoreConfig};
 use crate::fair::{Scheduler, SchedulerStats, Scheduling};
+use crate::slots::{StoreConcurrency, StoreSlotStats, TenantSlots};
 use crate::tenant::Tenant;
 use crate::{Error, Result};
 
@@ -31,6 +32,7 @@ pub(crate) struct Shared {
     pub query_cache: Option<QueryCache>,
     pub scheduler: Arc<Scheduler>,
     pub gates: WriteGates,
+    pub slots: Arc<TenantSlots>,
 }
 
 /// One tenant's write gate. Writes that add or change data hold it shared
@@ -134,6 +136,7 @@ impl Memory {
             inner: Arc::new(Shared {
                 scheduler: Scheduler::new(embedder.clone(), Scheduling::default()),
                 gates: WriteGates::default(),
+                slots: TenantSlots::new(StoreConcurrency::default()),
                 store,
                 embedder,
                 limits,
@@ -147,6 +150,18 @@ impl Memory {
     /// tenants as `scheduling` says (instead of [`Scheduling::default`]).
     /// Work already queued stays with the previous scheduler.
     pub fn with_scheduling(self, scheduling: Scheduling) -> Memory {
+        let slots = self.inner.slots.config();
+        self.rebuilt(scheduling, slots)
+    }
+
+    /// The same store and embedder with each tenant's store calls bounded
+    /// as `concurrency` says (instead of [`StoreConcurrency::default`]).
+    pub fn with_store_concurrency(self, concurrency: StoreConcurrency) -> Memory {
+        let scheduling = self.inner.scheduler.scheduling();
+        self.rebuilt(scheduling, concurrency)
+    }
+
+    fn rebuilt(self, scheduling: Scheduling, concurrency: StoreConcurrency) -> Memory {
         let cache_entries = self
             .inner
             .query_cache
@@ -156,6 +171,7 @@ impl Memory {
             inner: Arc::new(Shared {
                 scheduler: Scheduler::new(self.inner.embedder.clone(), scheduling),
                 gates: WriteGates::default(),
+                slots: TenantSlots::new(concurrency),
                 store: self.inner.store.clone(),
                 embedder: self.inner.embedder.clone(),
                 limits: self.inner.limits,
@@ -173,6 +189,11 @@ impl Memory {
     /// Queue depths and lane figures of the embedding scheduler.
     pub fn scheduler_stats(&self) -> SchedulerStats {
         self.inner.scheduler.stats()
+    }
+
+    /// How often tenants found every store slot of theirs busy.
+    pub fn store_slot_stats(&self) -> StoreSlotStats {
+        self.inner.slots.stats()
     }
 
     /// The handle through which everything of one tenant is reached. Its

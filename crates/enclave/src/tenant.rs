@@ -41,6 +41,8 @@ pub struct Tenant {
     shared: Arc<Shared>,
     id: TenantId,
     store: Arc<dyn TenantStore>,
+    /// The same store, for calls that take several slots at once.
+    slotted: Arc<crate::slots::Slotted>,
     priority: Priority,
     gate: Arc<crate::memory::WriteGate>,
     /// The gate's generation when this handle was made (a purge since
@@ -156,13 +158,15 @@ const EXPORT_PAGE: u32 = 64;
 
 impl Tenant {
     pub(crate) fn new(shared: Arc<Shared>, id: TenantId) -> Self {
-        let store = shared.store.tenant(&id);
+        let slotted = Arc::new(shared.slots.wrap(&id, shared.store.tenant(&id)));
+        let store: Arc<dyn TenantStore> = slotted.clone();
         let gate = shared.gates.get(&id);
         let generation = gate.generation.load(std::sync::atomic::Ordering::SeqCst);
         Self {
             shared,
             id,
             store,
+            slotted,
             priority: Priority::Normal,
             gate,
             generation,
@@ -521,26 +525,33 @@ impl Tenant {
         let started = Instant::now();
         let search = Search::parse(&params)?;
         let depth = (search.limit as usize * 4).clamp(40, 400);
+        // Both candidate queries run at once when the tenant's slots allow
+        // two; they are taken together (two searches never each hold one
+        // and wait for the other's).
+        let both = search.mode.uses_vectors() && search.mode.uses_text();
+        let held = self.slotted.hold(if both { 2 } else { 1 }).await?;
+        let store = held.store();
         let vector_fut = async {
             if !search.mode.uses_vectors() {
                 return Ok::<_, Error>(Vec::new());
             }
             let q = self.query_vector(&search.query).await?;
-            Ok(self
-                .store
-                .vector_candidates(&q, &search.filter, depth)
-                .await?)
+            Ok(store.vector_candidates(&q, &search.filter, depth).await?)
         };
         let text_fut = async {
             if !search.mode.uses_text() {
                 return Ok::<_, Error>(Vec::new());
             }
-            Ok(self
-                .store
+            Ok(store
                 .text_candidates(&search.text, &search.filter, depth)
                 .await?)
         };
-        let (vector, text) = futures::try_join!(vector_fut, text_fut)?;
+        let (vector, text) = if held.count() >= 2 || !both {
+            futures::try_join!(vector_fut, text_fut)?
+        } else {
+            (vector_fut.await?, text_fut.await?)
+        };
+        drop(held);
         let vscore: HashMap<i64, f64> = vector.iter().map(|c| (c.key, c.score)).collect();
         let tscore: HashMap<i64, f64> = text.iter().map(|c| (c.key, c.score)).collect();
         let ranked: Vec<(i64, f64)> = match search.mode {
