@@ -221,6 +221,10 @@ struct EmbeddingSettings {
     max_queued_units: Option<usize>,
     /// Tokens all tenants together may have waiting.
     max_queued_tokens_total: Option<usize>,
+    /// Bytes of document content one tenant may have in preparation.
+    max_preparing_bytes_per_tenant: Option<usize>,
+    /// The same for all tenants together.
+    max_preparing_bytes_total: Option<usize>,
 }
 
 impl EmbeddingSettings {
@@ -233,6 +237,11 @@ impl EmbeddingSettings {
             ("max_queued_tokens", self.max_queued_tokens),
             ("max_queued_units", self.max_queued_units),
             ("max_queued_tokens_total", self.max_queued_tokens_total),
+            (
+                "max_preparing_bytes_per_tenant",
+                self.max_preparing_bytes_per_tenant,
+            ),
+            ("max_preparing_bytes_total", self.max_preparing_bytes_total),
         ] {
             if v == Some(0) {
                 bail!("[embedding] {name} must be at least 1");
@@ -248,6 +257,12 @@ impl EmbeddingSettings {
         s.max_queued_tokens_total = self
             .max_queued_tokens_total
             .unwrap_or(s.max_queued_tokens_total);
+        s.max_preparing_bytes_per_tenant = self
+            .max_preparing_bytes_per_tenant
+            .unwrap_or(s.max_preparing_bytes_per_tenant);
+        s.max_preparing_bytes_total = self
+            .max_preparing_bytes_total
+            .unwrap_or(s.max_preparing_bytes_total);
         if let Some(h) = self.heavy_tokens {
             if h.is_nan() || h < 0.0 {
                 bail!("[embedding] heavy_tokens must be a number >= 0");

@@ -905,3 +905,78 @@ async fn a_tenant_holding_all_its_data_connections_gets_429_and_another_tenant_i
         "{m}"
     );
 }
+
+/// Abuse (c): a tenant's documents in preparation are bounded by bytes
+/// before any chunking. While one large upload of the tenant is being
+/// prepared, another is refused at once with 429 `rate_limited` and
+/// `Retry-After`; another tenant's upload is served meanwhile; and when the
+/// first caller goes away its bytes are returned, so the next upload is
+/// admitted.
+#[tokio::test]
+async fn a_tenants_documents_in_preparation_are_bounded_and_an_abandoned_one_frees_its_share() {
+    let app = spawn_app_with(
+        Backend::Embedded,
+        &[
+            (REAL_MODEL, ""),
+            (
+                EXTRA_SETTINGS,
+                "[embedding]\nmax_preparing_bytes_per_tenant = 100000\n",
+            ),
+        ],
+    )
+    .await;
+    let acme = app.tenant("acme").await;
+    let globex = app.tenant("globex").await;
+    // ~600 KB of prose: seconds of chunking and minutes of embedding.
+    let big = json!({"name": "big.txt", "content": prose(100_000)});
+    let quick = Client::builder()
+        .timeout(Duration::from_millis(1500))
+        .build()
+        .unwrap();
+    let first = quick
+        .post(app.url("/v1/documents"))
+        .bearer_auth(&acme)
+        .json(&big)
+        .send();
+    let probe = async {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let r = app
+            .post(
+                "/v1/documents",
+                &acme,
+                json!({"name": "second.txt", "content": prose(20_000)}),
+            )
+            .await;
+        r.problem(429, "rate_limited");
+        assert!(r.text.contains("in preparation"), "{}", r.text);
+        app.post(
+            "/v1/documents",
+            &globex,
+            json!({"name": "g.txt", "content": prose(50)}),
+        )
+        .await
+        .ok(201);
+    };
+    let (gone, ()) = tokio::join!(first, probe);
+    assert!(gone.is_err(), "the first upload should have been abandoned");
+    // Its share returns when the server drops the request.
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = app
+            .post(
+                "/v1/documents",
+                &acme,
+                json!({"name": "after.txt", "content": prose(50)}),
+            )
+            .await;
+        if r.status.as_u16() == 201 {
+            break;
+        }
+        r.problem(429, "rate_limited");
+        assert!(
+            Instant::now() < until,
+            "the abandoned upload kept its share"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -56,7 +56,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn app(state: AppState) -> Router {
     let max_body = state.options().max_body_bytes;
     let (router, mut api) = api_router().split_for_parts();
-    openapi::add_limit_responses(&mut api);
+    openapi::add_common_responses(&mut api);
     router
         .layer(axum::Extension(std::sync::Arc::new(api)))
         .fallback(|| async { ApiError::NotFound })
@@ -117,7 +117,7 @@ fn api_router() -> utoipa_axum::router::OpenApiRouter<AppState> {
 /// The OpenAPI document the server serves at `/openapi.json`.
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
     let mut api = api_router().into_openapi();
-    openapi::add_limit_responses(&mut api);
+    openapi::add_common_responses(&mut api);
     api
 }
 

@@ -39,23 +39,34 @@ impl Modify for Bearer {
     }
 }
 
-/// Every `/v1` operation can be refused by the tenant's or the credential's
-/// request rate limit or by a quota (API.md §3): one 429 entry added to each
-/// after the routes are merged, instead of in every handler's annotation.
-pub(crate) fn add_limit_responses(api: &mut utoipa::openapi::OpenApi) {
+/// The answers every credentialed operation can give whatever its handler
+/// does (API.md §3), added to each after the routes are merged instead of
+/// in every handler's annotation: 400 (a malformed query string is refused
+/// before any handler runs), 401, 403, 429 (request rate, quotas, queues,
+/// failed-credential buckets) and 503; 404 where the path names a
+/// resource; 413 where there is a body.
+pub(crate) fn add_common_responses(api: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::path::ParameterIn;
     use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
-    let response = ResponseBuilder::new()
-        .description("rate_limited (with Retry-After): over the tenant's request rate, or too many failed credentials from this address; or quota_exceeded")
-        .content(
-            "application/problem+json",
-            ContentBuilder::new()
-                .schema(Some(Ref::from_schema_name("Problem")))
-                .build(),
-        )
-        .build();
+    let problem = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/problem+json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
+            )
+            .build()
+    };
+    let always = [
+        ("400", "invalid_request"),
+        ("401", "unauthenticated"),
+        ("403", "forbidden, tenant_mismatch or tenant_suspended"),
+        ("429", "rate_limited (with Retry-After): over the tenant's request rate, a full queue of the tenant's, its data connections all busy, or too many failed credentials from this address; or quota_exceeded"),
+        ("503", "unavailable (with Retry-After): a backing store cannot be reached; nothing was changed"),
+    ];
     for (path, item) in api.paths.paths.iter_mut() {
-        // Every operation that takes a credential: a tenant's rate and
-        // quotas, and the failed-credential buckets of the admin plane.
         if !(path.starts_with("/v1/") || path.starts_with("/admin/") || path == "/metrics") {
             continue;
         }
@@ -69,10 +80,24 @@ pub(crate) fn add_limit_responses(api: &mut utoipa::openapi::OpenApi) {
         .into_iter()
         .flatten()
         {
-            op.responses
-                .responses
-                .entry("429".to_owned())
-                .or_insert_with(|| response.clone().into());
+            let has_path_param = op
+                .parameters
+                .iter()
+                .flatten()
+                .any(|p| matches!(p, utoipa::openapi::RefOr::T(p) if p.parameter_in == ParameterIn::Path));
+            let mut add = always.to_vec();
+            if has_path_param {
+                add.push(("404", "not_found: no such resource in this tenant"));
+            }
+            if op.request_body.is_some() {
+                add.push(("413", "payload_too_large"));
+            }
+            for (status, description) in add {
+                op.responses
+                    .responses
+                    .entry(status.to_owned())
+                    .or_insert_with(|| problem(description).into());
+            }
         }
     }
 }

@@ -67,6 +67,12 @@ pub struct Scheduling {
     pub max_queued_units: usize,
     /// Tokens all tenants together may have waiting.
     pub max_queued_tokens_total: usize,
+    /// Bytes of document content one tenant may have in preparation
+    /// (chunking, embedding, writing) at once; a larger document is
+    /// admitted only when nothing else of the tenant is. Beyond: 429.
+    pub max_preparing_bytes_per_tenant: usize,
+    /// The same for all tenants together.
+    pub max_preparing_bytes_total: usize,
 }
 
 impl Default for Scheduling {
@@ -83,6 +89,8 @@ impl Default for Scheduling {
             max_queued_tokens: 131_072,
             max_queued_units: 1_024,
             max_queued_tokens_total: 1_048_576,
+            max_preparing_bytes_per_tenant: 16 << 20,
+            max_preparing_bytes_total: 64 << 20,
         }
     }
 }
@@ -551,7 +559,7 @@ impl Scheduler {
 
     /// The background lane's pool: threads at the lowest OS priority. `None`
     /// (work runs on the ordinary pool) where the pool cannot be built.
-    fn background_pool(&self) -> Option<Arc<rayon::ThreadPool>> {
+    pub(crate) fn background_pool(&self) -> Option<Arc<rayon::ThreadPool>> {
         self.background
             .get_or_init(|| {
                 rayon::ThreadPoolBuilder::new()

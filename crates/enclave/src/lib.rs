@@ -25,6 +25,7 @@
 mod config;
 mod error;
 mod fair;
+mod ingest;
 mod memory;
 mod slots;
 mod tenant;

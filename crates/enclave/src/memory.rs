@@ -33,6 +33,7 @@ pub(crate) struct Shared {
     pub scheduler: Arc<Scheduler>,
     pub gates: WriteGates,
     pub slots: Arc<TenantSlots>,
+    pub ingest: Arc<crate::ingest::IngestGate>,
 }
 
 /// One tenant's write gate. Writes that add or change data hold it shared
@@ -65,6 +66,13 @@ impl WriteGates {
         m.insert(tenant.clone(), g.clone());
         g
     }
+}
+
+fn ingest_gate(s: &Scheduling) -> Arc<crate::ingest::IngestGate> {
+    crate::ingest::IngestGate::new(
+        s.max_preparing_bytes_per_tenant,
+        s.max_preparing_bytes_total,
+    )
 }
 
 impl Memory {
@@ -137,6 +145,7 @@ impl Memory {
                 scheduler: Scheduler::new(embedder.clone(), Scheduling::default()),
                 gates: WriteGates::default(),
                 slots: TenantSlots::new(StoreConcurrency::default()),
+                ingest: ingest_gate(&Scheduling::default()),
                 store,
                 embedder,
                 limits,
@@ -172,6 +181,7 @@ impl Memory {
                 scheduler: Scheduler::new(self.inner.embedder.clone(), scheduling),
                 gates: WriteGates::default(),
                 slots: TenantSlots::new(concurrency),
+                ingest: ingest_gate(&scheduling),
                 store: self.inner.store.clone(),
                 embedder: self.inner.embedder.clone(),
                 limits: self.inner.limits,

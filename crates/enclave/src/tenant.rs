@@ -237,6 +237,18 @@ impl Tenant {
             ));
         }
         let batch = docs.len() > 1;
+        // The content's bytes are admitted before any of it is looked at;
+        // jobs (background) wait for room, callers get 429.
+        let bytes: usize = docs.iter().map(NewDocument::content_bytes).sum();
+        let _admitted = self
+            .shared
+            .ingest
+            .admit(
+                &self.id,
+                bytes as u64,
+                self.priority == Priority::Background,
+            )
+            .await?;
         let mut results: Vec<Option<AddResult>> = Vec::with_capacity(docs.len());
         let mut records = Vec::new();
         let mut pending = Vec::new();
@@ -372,12 +384,35 @@ impl Tenant {
                 let max_chunks = limits.max_chunks_per_document;
                 // Cut (bounded by the chunk limit inside the chunker), then
                 // charge the quotas, and only then copy out chunk text.
-                let (text, chunked) = tokio::task::spawn_blocking(move || {
-                    let c = chunk_text(&text, doc_type, &opts, &*counter, max_chunks);
+                // A caller that goes away stops the cut at its next piece;
+                // a large document is cut at the lowest OS priority, so
+                // other tenants' requests run first.
+                let cancelled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let _cancel = crate::ingest::CancelOnDrop(cancelled.clone());
+                let counter = crate::ingest::Cancellable {
+                    inner: counter,
+                    cancelled,
+                };
+                let cut = move || {
+                    let c = chunk_text(&text, doc_type, &opts, &counter, max_chunks);
                     (text, c)
-                })
-                .await
-                .map_err(|e| Error::Internal(e.to_string()))?;
+                };
+                let pool = (bytes >= crate::ingest::LARGE_DOCUMENT_BYTES)
+                    .then(|| self.shared.scheduler.background_pool())
+                    .flatten();
+                let (text, chunked) = match pool {
+                    Some(pool) => {
+                        let (tx, rx) = tokio::sync::oneshot::channel();
+                        pool.spawn(move || {
+                            let _ = tx.send(cut());
+                        });
+                        rx.await
+                            .map_err(|_| Error::Internal("the chunker stopped".into()))?
+                    }
+                    None => tokio::task::spawn_blocking(cut)
+                        .await
+                        .map_err(|e| Error::Internal(e.to_string()))?,
+                };
                 let chunked = chunked?;
                 let tokens: u64 = chunked.chunks.iter().map(|c| c.token_count as u64).sum();
                 // Charged: the content, the metadata, each chunk's section
