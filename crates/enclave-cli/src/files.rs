@@ -108,7 +108,13 @@ pub async fn ingest(
             }
             Err(e) => {
                 failures += 1;
-                bar.println(format!("skipped {}: {e:#}", p.display()));
+                let line = format!("skipped {}: {e:#}", p.display());
+                // Without a terminal the bar is hidden and would drop the line.
+                if bar.is_hidden() {
+                    eprintln!("{line}");
+                } else {
+                    bar.println(line);
+                }
             }
         }
         bar.inc(1);

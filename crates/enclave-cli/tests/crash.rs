@@ -92,17 +92,18 @@ async fn check(target: Target<'_>) -> u64 {
         .args(["ingest", "--tenant", "crash", "--jobs", "4"])
         .arg(corpus.path())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     // Let it commit some documents, then kill it mid-stream.
     let deadline = Instant::now() + Duration::from_secs(120);
     while count_documents(&target) < 10 {
         assert!(Instant::now() < deadline, "ingest made no progress");
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "ingest finished before it could be killed"
-        );
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            panic!("ingest ended ({status}) before it could be killed: {err}");
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
     child.kill().unwrap(); // SIGKILL

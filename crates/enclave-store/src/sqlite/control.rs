@@ -169,15 +169,16 @@ impl SqliteControl {
     pub fn open(dir: &Path) -> StoreResult<Self> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
-        let conn = Connection::open(dir.join("control.sqlite")).map_err(sql_err)?;
-        // The busy handler before the WAL switch (see `Db::connect`).
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(sql_err)?;
-        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
-            .map_err(sql_err)?;
-        conn.execute_batch(SCHEMA).map_err(sql_err)?;
-        conn.execute_batch(super::jobs::SCHEMA).map_err(sql_err)?;
-        conn.execute_batch(super::alerts::SCHEMA).map_err(sql_err)?;
+        let conn = super::db::open_retrying(|| {
+            let conn = Connection::open(dir.join("control.sqlite"))?;
+            // The busy handler before the WAL switch (see `Db::connect`).
+            conn.busy_timeout(std::time::Duration::from_secs(10))?;
+            conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")?;
+            conn.execute_batch(SCHEMA)?;
+            conn.execute_batch(super::jobs::SCHEMA)?;
+            conn.execute_batch(super::alerts::SCHEMA)?;
+            Ok(conn)
+        })?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
         })

@@ -130,6 +130,31 @@ pub(crate) fn sql_err(e: rusqlite::Error) -> StoreError {
 
 pub(crate) use self::sql_err as to_store_err;
 
+/// Runs `open` (connect, switch to WAL, create the schema) again while it
+/// fails on a lock, for up to ten seconds. The busy handler does not cover
+/// every lock a first open takes: beside another process opening the same
+/// new file (`enclave stats` while `enclave ingest` starts), SQLite can
+/// answer SQLITE_BUSY at once (WAL recovery, the journal-mode switch), and
+/// the ingest exited with "database is locked".
+pub(crate) fn open_retrying<T>(mut open: impl FnMut() -> rusqlite::Result<T>) -> StoreResult<T> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut pause = std::time::Duration::from_millis(5);
+    loop {
+        match open() {
+            Err(rusqlite::Error::SqliteFailure(f, _))
+                if matches!(
+                    f.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(200));
+            }
+            other => return other.map_err(sql_err),
+        }
+    }
+}
+
 impl Db {
     /// Opens (creating if needed) the file and checks it was made for `dims`.
     pub fn open(path: &Path, dims: usize, durability: Durability) -> StoreResult<Self> {
@@ -137,28 +162,28 @@ impl Db {
             std::fs::create_dir_all(parent)
                 .map_err(|e| StoreError::Unavailable(format!("{}: {e}", parent.display())))?;
         }
-        let conn = Self::connect(path, durability)?;
-        conn.execute_batch(SCHEMA).map_err(sql_err)?;
-        let stored: Option<String> = conn
+        let conn = open_retrying(|| {
+            let conn = Self::connect(path, durability)?;
+            conn.execute_batch(SCHEMA)?;
+            Ok(conn)
+        })?;
+        // Two processes may open a new file at once (`enclave stats` beside
+        // a starting `enclave ingest`): the first to record the dimensions
+        // wins and the other checks against them, never a key conflict.
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('dimensions', ?1), ('schema_version', ?2) \
+             ON CONFLICT (key) DO NOTHING",
+            rusqlite::params![dims.to_string(), SCHEMA_VERSION.to_string()],
+        )
+        .map_err(sql_err)?;
+        let stored: String = conn
             .query_row("SELECT value FROM meta WHERE key = 'dimensions'", [], |r| {
                 r.get(0)
             })
-            .map(Some)
-            .or_else(|e| match e {
-                rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                e => Err(e),
-            })
             .map_err(sql_err)?;
         match stored {
-            None => {
-                conn.execute(
-                    "INSERT INTO meta (key, value) VALUES ('dimensions', ?1), ('schema_version', ?2)",
-                    rusqlite::params![dims.to_string(), SCHEMA_VERSION.to_string()],
-                )
-                .map_err(sql_err)?;
-            }
-            Some(d) if d == dims.to_string() => {}
-            Some(d) => {
+            d if d == dims.to_string() => {}
+            d => {
                 return Err(StoreError::Invalid(format!(
                     "{} holds {d}-dimensional vectors but the embedder makes {dims}; re-index into a new data directory",
                     path.display()
@@ -197,20 +222,18 @@ impl Db {
         Ok(())
     }
 
-    fn connect(path: &Path, durability: Durability) -> StoreResult<Connection> {
+    fn connect(path: &Path, durability: Durability) -> rusqlite::Result<Connection> {
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
                 | OpenFlags::SQLITE_OPEN_CREATE
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(sql_err)?;
+        )?;
         // The busy handler first: switching a new file to WAL (and creating
         // the schema) while another process opens it too would otherwise
         // fail at once with SQLITE_BUSY (seen: `enclave stats` beside a
         // starting `enclave ingest` made the ingest exit).
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(sql_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
         let sync = match durability {
             Durability::Process => "NORMAL",
             Durability::PowerLoss => "FULL",
@@ -218,8 +241,7 @@ impl Db {
         conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON; \
              PRAGMA cache_size = -32768; PRAGMA temp_store = MEMORY;"
-        ))
-        .map_err(sql_err)?;
+        ))?;
         Ok(conn)
     }
 
@@ -240,7 +262,7 @@ impl Db {
         let conn = self.readers.lock().pop();
         let mut conn = match conn {
             Some(c) => c,
-            None => Self::connect(&self.path, self.durability)?,
+            None => Self::connect(&self.path, self.durability).map_err(sql_err)?,
         };
         let out = (|| {
             let tx = conn
@@ -255,5 +277,31 @@ impl Db {
             pool.push(conn);
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_opening_one_new_file_at_once_all_succeed() {
+        for round in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join(format!("new-{round}.sqlite"));
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
+            let opened: Vec<_> = (0..4)
+                .map(|_| {
+                    let (path, barrier) = (path.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        Db::open(&path, 384, Durability::Process).map(|_| ())
+                    })
+                })
+                .collect();
+            for o in opened {
+                o.join().unwrap().unwrap();
+            }
+        }
     }
 }
