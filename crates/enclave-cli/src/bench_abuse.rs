@@ -32,6 +32,7 @@ use parking_lot::Mutex;
 use serde_json::{json, Value};
 
 use crate::bench::percentile;
+use crate::bench_victim::{create_tenant, key, paragraph, rounds};
 use crate::StoreArgs;
 
 #[derive(Args, Clone)]
@@ -137,29 +138,6 @@ impl Drop for Server {
     }
 }
 
-async fn create_tenant(http: &reqwest::Client, base: &str, id: &str, limits: Value) -> Result<()> {
-    let r = http
-        .post(format!("{base}/admin/v1/tenants"))
-        .bearer_auth(ADMIN)
-        .json(&json!({"id": id, "slug": id, "name": id, "limits": limits}))
-        .send()
-        .await?;
-    anyhow::ensure!(r.status() == 201, "creating a tenant: {}", r.text().await?);
-    Ok(())
-}
-
-async fn key(http: &reqwest::Client, base: &str, tenant: &str, role: &str) -> Result<String> {
-    let r: Value = http
-        .post(format!("{base}/admin/v1/tenants/{tenant}/keys"))
-        .bearer_auth(ADMIN)
-        .json(&json!({"name": "bench", "role": role}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    Ok(r["key"].as_str().context("no key")?.to_owned())
-}
-
 /// Every audit event of these scopes (None: the platform's).
 async fn audit_rows(http: &reqwest::Client, base: &str, scopes: &[Option<&str>]) -> Result<u64> {
     let mut n = 0;
@@ -186,17 +164,6 @@ async fn audit_rows(http: &reqwest::Client, base: &str, scopes: &[Option<&str>])
     Ok(n)
 }
 
-fn paragraph(seed: usize) -> String {
-    const WORDS: &[&str] = &[
-        "invoice", "shipment", "warranty", "refund", "customer", "ledger", "quarter", "forecast",
-        "contract", "renewal", "support", "ticket", "latency", "outage", "deploy", "release",
-    ];
-    (0..12)
-        .map(|i| WORDS[(seed * 7 + i * 13 + seed / 3) % WORDS.len()])
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 /// The review's document: a 60,000-character heading over 8,000 short
 /// paragraphs (114 KB).
 fn heading_document() -> String {
@@ -205,44 +172,6 @@ fn heading_document() -> String {
         s.push_str(&format!("p{i}\n\n"));
     }
     s
-}
-
-/// B's rounds: a small upload, then a search (sequential; B never competes
-/// with itself).
-async fn rounds(
-    http: &reqwest::Client,
-    base: &str,
-    key: &str,
-    phase: &str,
-    n: usize,
-) -> Result<(Vec<f64>, Vec<f64>)> {
-    let (mut add, mut search) = (Vec::new(), Vec::new());
-    for i in 0..n {
-        let marker = format!("zb{}{i:04}", phase.replace('-', ""));
-        let t0 = Instant::now();
-        let r = http
-            .post(format!("{base}/v1/documents"))
-            .bearer_auth(key)
-            .json(&json!({"name": format!("{marker}.md"), "type": "markdown",
-                "content": format!("# {marker}\n\n{} {marker}", paragraph(i))}))
-            .send()
-            .await?;
-        anyhow::ensure!(r.status() == 201, "B's upload: {}", r.text().await?);
-        add.push(t0.elapsed().as_secs_f64());
-        let t0 = Instant::now();
-        let r = http
-            .post(format!("{base}/v1/search"))
-            .bearer_auth(key)
-            .json(&json!({"query": marker, "limit": 5}))
-            .send()
-            .await?;
-        anyhow::ensure!(r.status() == 200, "B's search: {}", r.text().await?);
-        r.bytes().await?;
-        search.push(t0.elapsed().as_secs_f64());
-    }
-    add.sort_by(f64::total_cmp);
-    search.sort_by(f64::total_cmp);
-    Ok((add, search))
 }
 
 /// What the attacker's requests got back, by status (or "gone": abandoned
@@ -318,18 +247,19 @@ pub async fn run(store: StoreArgs, args: BenchAbuseArgs) -> Result<()> {
         .build()?;
     let run = std::process::id();
     let (a, b) = (format!("attacker-{run}"), format!("victim-{run}"));
-    create_tenant(&http, &base, &a, json!({})).await?;
+    create_tenant(&http, &base, ADMIN, &a, json!({})).await?;
     create_tenant(
         &http,
         &base,
+        ADMIN,
         &b,
-        json!({"requests_per_second": 100000, "burst": 100000}),
+        json!({"limits": {"requests_per_second": 100000, "burst": 100000}}),
     )
     .await?;
     let (a_member, a_admin, b_key) = (
-        key(&http, &base, &a, "member").await?,
-        key(&http, &base, &a, "admin").await?,
-        key(&http, &base, &b, "member").await?,
+        key(&http, &base, ADMIN, &a, "member").await?,
+        key(&http, &base, ADMIN, &a, "admin").await?,
+        key(&http, &base, ADMIN, &b, "member").await?,
     );
     let scopes = [None, Some(a.as_str()), Some(b.as_str())];
     let wanted: Vec<&str> = match &args.phases {
@@ -412,8 +342,8 @@ pub async fn run(store: StoreArgs, args: BenchAbuseArgs) -> Result<()> {
                     let mut s = String::with_capacity(args.upload_mib << 20);
                     let mut i = 0;
                     while s.len() < (args.upload_mib << 20) - 8192 {
-                        s.push_str(&paragraph(i));
-                        s.push_str(".\n\n");
+                        s.push_str(&paragraph(1, i));
+                        s.push_str("\n\n");
                         i += 1;
                     }
                     s
@@ -446,7 +376,7 @@ pub async fn run(store: StoreArgs, args: BenchAbuseArgs) -> Result<()> {
             }
             "export" => {
                 for i in 0..args.export_documents {
-                    let text: Vec<String> = (0..20).map(|p| paragraph(i * 20 + p)).collect();
+                    let text: Vec<String> = (0..20).map(|p| paragraph(2 + i as u64, p)).collect();
                     let r = http
                         .post(format!("{base}/v1/documents"))
                         .bearer_auth(&a_member)

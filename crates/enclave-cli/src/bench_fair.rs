@@ -10,12 +10,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use enclave::Scheduling;
 use enclave_server::jwt::JwtVerifier;
 use enclave_server::ServerOptions;
 use serde_json::{json, Value};
+
+use crate::bench_victim::{create_tenant, key, paragraph, rounds};
 
 use crate::bench::percentile;
 use crate::StoreArgs;
@@ -39,99 +41,6 @@ pub struct BenchFairnessArgs {
     /// value keeps every tenant in the foreground lane (round-robin only).
     #[arg(long)]
     heavy_tokens: Option<f64>,
-}
-
-const WORDS: &[&str] = &[
-    "invoice", "shipment", "warranty", "refund", "customer", "ledger", "quarter", "forecast",
-    "contract", "renewal", "support", "ticket", "latency", "outage", "deploy", "release", "budget",
-    "hiring", "review", "roadmap", "pricing", "discount", "partner", "region",
-];
-
-fn paragraph(seed: u64, n: usize) -> String {
-    let mut x = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(n as u64);
-    let mut words = Vec::with_capacity(48);
-    for _ in 0..48 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        words.push(WORDS[(x % WORDS.len() as u64) as usize]);
-    }
-    format!("{}.", words.join(" "))
-}
-
-async fn create_tenant(
-    http: &reqwest::Client,
-    base: &str,
-    admin: &str,
-    id: &str,
-) -> Result<String> {
-    let r = http
-        .post(format!("{base}/admin/v1/tenants"))
-        .bearer_auth(admin)
-        .json(
-            &json!({"id": id, "slug": id, "name": id, "plan": "enterprise",
-                       "limits": {"requests_per_second": 100000, "burst": 100000}}),
-        )
-        .send()
-        .await?;
-    anyhow::ensure!(r.status() == 201, "creating a tenant: {}", r.text().await?);
-    let r: Value = http
-        .post(format!("{base}/admin/v1/tenants/{id}/keys"))
-        .bearer_auth(admin)
-        .json(&json!({"name": "bench", "role": "member"}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    Ok(r["key"].as_str().context("no key")?.to_owned())
-}
-
-/// B's rounds: add a small unique document, then search for its marker.
-async fn rounds(
-    http: &reqwest::Client,
-    base: &str,
-    key: &str,
-    phase: &str,
-    n: usize,
-) -> Result<(Vec<f64>, Vec<f64>)> {
-    let (mut add, mut search) = (Vec::new(), Vec::new());
-    for i in 0..n {
-        let marker = format!("zb{phase}{i:04}");
-        let t0 = Instant::now();
-        let r = http
-            .post(format!("{base}/v1/documents"))
-            .bearer_auth(key)
-            .json(&json!({"name": format!("{marker}.md"), "type": "markdown",
-                "content": format!("# Note {marker}\n\n{} {marker}\n\n{}", paragraph(7, i), paragraph(9, i))}))
-            .send()
-            .await?;
-        anyhow::ensure!(r.status() == 201, "B's add: {}", r.text().await?);
-        add.push(t0.elapsed().as_secs_f64());
-        let t0 = Instant::now();
-        let r = http
-            .post(format!("{base}/v1/search"))
-            .bearer_auth(key)
-            .json(&json!({"query": marker.clone(), "limit": 5}))
-            .send()
-            .await?;
-        anyhow::ensure!(r.status() == 200, "B's search: {}", r.text().await?);
-        let body: Value = r.json().await?;
-        search.push(t0.elapsed().as_secs_f64());
-        let found = body["results"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|h| h["document_name"].as_str() == Some(&format!("{marker}.md")));
-        anyhow::ensure!(
-            found,
-            "B's search for {marker} did not find B's new document: {body}"
-        );
-    }
-    add.sort_by(f64::total_cmp);
-    search.sort_by(f64::total_cmp);
-    Ok((add, search))
 }
 
 pub async fn run(mut store: StoreArgs, args: BenchFairnessArgs) -> Result<()> {
@@ -162,8 +71,14 @@ pub async fn run(mut store: StoreArgs, args: BenchFairnessArgs) -> Result<()> {
         .timeout(Duration::from_secs(300))
         .build()?;
     let run_id = std::process::id();
-    let a = create_tenant(&http, &base, &admin, &format!("flood-{run_id}")).await?;
-    let b = create_tenant(&http, &base, &admin, &format!("quiet-{run_id}")).await?;
+    let (a, b) = (format!("flood-{run_id}"), format!("quiet-{run_id}"));
+    let unlimited = json!({"plan": "enterprise",
+        "limits": {"requests_per_second": 100000, "burst": 100000}});
+    for t in [&a, &b] {
+        create_tenant(&http, &base, &admin, t, unlimited.clone()).await?;
+    }
+    let a = key(&http, &base, &admin, &a, "member").await?;
+    let b = key(&http, &base, &admin, &b, "member").await?;
 
     // Warm the model and the store, then B alone.
     rounds(&http, &base, &b, "w", 5).await?;

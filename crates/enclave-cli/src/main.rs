@@ -6,6 +6,7 @@ mod bench_abuse;
 mod bench_fair;
 mod bench_http;
 mod bench_pg;
+mod bench_victim;
 mod demo;
 mod files;
 mod serve;
