@@ -67,7 +67,8 @@ fn metric(text: &str, name: &str) -> f64 {
         .sum()
 }
 
-const STRICT: &str = "[auth_failures]\nper_address_burst = 5\nper_address_per_second = 0.01\nglobal_burst = 100000\naudit_window_secs = 3600\n";
+/// Five failures per address; a refusal is held 20 ms (1 s by default).
+const STRICT: &str = "[auth_failures]\nper_address_burst = 5\nper_address_per_second = 0.01\nglobal_burst = 100000\naudit_window_secs = 3600\ntarpit_ms = 20\n";
 
 async fn audit(app: &App, scope: Option<&str>) -> Vec<Value> {
     let q = scope.map_or(String::new(), |t| format!("&tenant_id={t}"));
@@ -165,6 +166,13 @@ async fn failed_credentials_from_one_address_are_refused_before_any_store_access
     let m = app.get("/metrics", ADMIN).await.text;
     assert_eq!(metric(&m, "enclave_auth_failures_total"), 15.0, "{m}");
     assert!(metric(&m, "enclave_auth_refused_total") >= 76.0, "{m}");
+    // ... and each was held before it was answered (a sequential client
+    // is never refused while all the holds are taken).
+    assert_eq!(
+        metric(&m, "enclave_auth_held_total"),
+        metric(&m, "enclave_auth_refused_total"),
+        "{m}"
+    );
     // The chains still verify.
     app.verify_audit();
 }

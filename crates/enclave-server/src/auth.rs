@@ -241,7 +241,7 @@ async fn authenticate_guarded(
     let addr = client_addr(&parts.extensions);
     let guard = &state.inner.failures;
     let key_id = keys::parse(cred).map(|(id, _)| id);
-    guard.admit(addr, key_id)?;
+    guard.admit_or_hold(addr, key_id).await?;
     match authenticate(state, cred).await {
         Ok(ok) => Ok(ok),
         Err(AuthError::Other(e)) => Err(e),
@@ -471,7 +471,7 @@ impl FromRequestParts<AppState> for PlatformAdmin {
         // Wrong admin tokens spend the address' failures like any bad
         // credential, and an address with none left is refused before the
         // token is even compared: guessing is as slow as the bucket.
-        guard.admit(addr, None)?;
+        guard.admit_or_hold(addr, None).await?;
         let token = &state.options().admin_token;
         if !token.is_empty() && keys::token_eq(cred, token) {
             return Ok(PlatformAdmin {

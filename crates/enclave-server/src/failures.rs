@@ -50,6 +50,13 @@ pub struct FailureLimits {
     pub global_burst: u32,
     /// Seconds over which failures are counted into one audit event.
     pub audit_window_secs: u64,
+    /// How long a refusal is held before it is answered (at most its
+    /// Retry-After): a client that retries as soon as it is answered is
+    /// slowed to one try per hold, at the cost of a timer. 0: answer at once.
+    pub tarpit_ms: u64,
+    /// Refusals held at once; beyond, they are answered at once, so
+    /// holding never keeps more than this many requests open.
+    pub tarpit_max_held: u32,
 }
 
 impl Default for FailureLimits {
@@ -60,6 +67,8 @@ impl Default for FailureLimits {
             global_per_second: 50.0,
             global_burst: 500,
             audit_window_secs: 60,
+            tarpit_ms: 1_000,
+            tarpit_max_held: 1_024,
         }
     }
 }
@@ -84,6 +93,12 @@ impl FailureLimits {
         }
         if !(1..=3600).contains(&self.audit_window_secs) {
             return Err("[auth_failures] audit_window_secs must be in [1, 3600]".into());
+        }
+        if self.tarpit_ms > 10_000 {
+            return Err("[auth_failures] tarpit_ms must be in [0, 10000]".into());
+        }
+        if !(1..=100_000).contains(&self.tarpit_max_held) {
+            return Err("[auth_failures] tarpit_max_held must be in [1, 100000]".into());
         }
         Ok(())
     }
@@ -229,6 +244,10 @@ pub struct FailureGuard {
     pub failures_total: AtomicU64,
     /// Aggregated audit events written, since start (metrics).
     pub audit_events_total: AtomicU64,
+    /// Refusals being held (see [`FailureLimits::tarpit_ms`]).
+    held: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Refusals that were held, since start (metrics).
+    pub held_total: AtomicU64,
 }
 
 /// The address a bucket is kept for: IPv6 clients by their /64 (one host
@@ -264,6 +283,8 @@ impl FailureGuard {
             refused_total: AtomicU64::new(0),
             failures_total: AtomicU64::new(0),
             audit_events_total: AtomicU64::new(0),
+            held: std::sync::Arc::new(tokio::sync::Semaphore::new(limits.tarpit_max_held as usize)),
+            held_total: AtomicU64::new(0),
         }
     }
 
@@ -292,6 +313,38 @@ impl FailureGuard {
             }
         }
         Ok(())
+    }
+
+    /// [`Self::admit`], with a refusal held for up to `tarpit_ms` (never
+    /// past its Retry-After) while fewer than `tarpit_max_held` are: a
+    /// flood of bad credentials that retries on every answer then costs a
+    /// timer per try instead of a core. Spends nothing either.
+    pub async fn admit_or_hold(
+        &self,
+        addr: Option<SocketAddr>,
+        key_id: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let Err(refusal) = self.admit(addr, key_id) else {
+            return Ok(());
+        };
+        let hold = match &refusal {
+            ApiError::RateLimited(secs) => {
+                Duration::from_millis(self.limits.tarpit_ms).min(Duration::from_secs(*secs))
+            }
+            _ => Duration::ZERO,
+        };
+        if !hold.is_zero() {
+            if let Ok(_permit) = self.held.clone().try_acquire_owned() {
+                self.held_total.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(hold).await;
+            }
+        }
+        Err(refusal)
+    }
+
+    /// Refusals being held now (metrics).
+    pub fn held_now(&self) -> usize {
+        self.limits.tarpit_max_held as usize - self.held.available_permits()
     }
 
     /// A key that verified: it stays admitted while the process is flooded.
@@ -417,6 +470,8 @@ mod tests {
             global_per_second: 0.001,
             global_burst,
             audit_window_secs: 60,
+            tarpit_ms: 0,
+            tarpit_max_held: 1,
         }
     }
 
@@ -447,6 +502,43 @@ mod tests {
         }
         assert!(g.admit(addr("[2001:db8:1:2::ffff]:9"), None).is_err());
         g.admit(addr("[2001:db8:1:3::1]:9"), None).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_refusal_is_held_up_to_the_tarpit_while_few_are_held_then_answered_at_once() {
+        let g = std::sync::Arc::new(FailureGuard::new(FailureLimits {
+            tarpit_ms: 1_000,
+            tarpit_max_held: 2,
+            ..limits(1, 1000)
+        }));
+        let a = addr("10.0.0.1:1000");
+        g.failed(a, None, Cause::UnknownKey, None, "anonymous");
+        let t0 = std::time::Instant::now();
+        let held: Vec<_> = (0..2)
+            .map(|_| {
+                let g = g.clone();
+                tokio::spawn(async move { g.admit_or_hold(a, None).await })
+            })
+            .collect();
+        while g.held_now() < 2 {
+            tokio::task::yield_now().await;
+        }
+        // A third refusal finds every hold taken: answered while the two
+        // are still held.
+        assert!(matches!(
+            g.admit_or_hold(a, None).await,
+            Err(ApiError::RateLimited(_))
+        ));
+        assert_eq!(g.held_now(), 2);
+        for h in held {
+            assert!(matches!(h.await.unwrap(), Err(ApiError::RateLimited(_))));
+        }
+        assert!(t0.elapsed() >= Duration::from_secs(1));
+        assert_eq!(g.held_now(), 0);
+        assert_eq!(g.held_total.load(Ordering::Relaxed), 2);
+        // An admitted request is never held.
+        g.admit_or_hold(addr("10.0.0.2:1"), None).await.unwrap();
+        assert_eq!(g.held_total.load(Ordering::Relaxed), 2);
     }
 
     #[test]

@@ -233,6 +233,11 @@ fn failure_families(f: &crate::failures::FailureGuard) -> Vec<prometheus::proto:
             f.refused_total.load(Relaxed),
         ),
         (
+            "enclave_auth_held_total",
+            "refusals held for up to [auth_failures] tarpit_ms before they were answered",
+            f.held_total.load(Relaxed),
+        ),
+        (
             "enclave_auth_audit_aggregates_total",
             "aggregated audit events written for failed credentials",
             f.audit_events_total.load(Relaxed),
