@@ -265,7 +265,21 @@ struct PgTenant {
 
 pub(crate) fn db_err(e: sqlx::Error) -> StoreError {
     match &e {
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
+        // The server going away or not yet back: connection exceptions
+        // (class 08), operator intervention (57P01 admin shutdown, 57P02
+        // crash shutdown, 57P03 cannot connect now: starting up or shutting
+        // down) and too many connections (53300). The transaction did not
+        // commit; the client may retry.
+        sqlx::Error::Database(d)
+            if d.code().is_some_and(|c| {
+                c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03" | "53300")
+            }) =>
+        {
             StoreError::Unavailable(e.to_string())
         }
         sqlx::Error::Database(d) if d.is_unique_violation() => {

@@ -61,6 +61,9 @@ pub const SUPERUSER_URL: &str = "<superuser url>";
 /// model (`ENCLAVE_MODEL_DIR`) instead of the hash embedder, for tests
 /// whose embedding must take real time.
 pub const REAL_MODEL: &str = "<real model>";
+/// An `env` name whose value [`spawn_app_with`] uses as the embedded
+/// store's data directory (instead of one in the app's temporary folder).
+pub const DATA_DIR: &str = "<data dir>";
 
 impl Drop for App {
     fn drop(&mut self) {
@@ -149,6 +152,14 @@ pub async fn spawn_app_with_keys(
     start(backend, dir, private, public, public_path, env).await
 }
 
+/// A server on a scratch database of the PostgreSQL server whose
+/// superuser URL is `admin_url` (a test's own cluster).
+pub async fn spawn_app_on_postgres(admin_url: &str, env: &[(&str, &str)]) -> App {
+    let dir = tempfile::tempdir().unwrap();
+    let (private, public, public_path) = rsa_pair(dir.path());
+    start_on(Some(admin_url), dir, private, public, public_path, env).await
+}
+
 async fn start(
     backend: Backend,
     dir: tempfile::TempDir,
@@ -157,27 +168,44 @@ async fn start(
     public_path: PathBuf,
     env: &[(&str, &str)],
 ) -> App {
+    let admin_url = (backend == Backend::Postgres).then(|| {
+        std::env::var("ENCLAVE_TEST_DATABASE_URL").expect(
+            "ENCLAVE_TEST_DATABASE_URL is not set: run the tests through scripts/test, which starts PostgreSQL",
+        )
+    });
+    start_on(admin_url.as_deref(), dir, private, public, public_path, env).await
+}
+
+async fn start_on(
+    admin_url: Option<&str>,
+    dir: tempfile::TempDir,
+    private: Vec<u8>,
+    public: Vec<u8>,
+    public_path: PathBuf,
+    env: &[(&str, &str)],
+) -> App {
     let real = env.iter().any(|(k, _)| *k == REAL_MODEL);
+    let data_dir = env
+        .iter()
+        .find(|(k, _)| *k == DATA_DIR)
+        .map_or_else(|| dir.path().join("data"), |(_, v)| PathBuf::from(v));
     let mut store_args = vec![
         "--embedder".to_owned(),
         if real { "local" } else { "hash" }.to_owned(),
         "--data-dir".to_owned(),
-        dir.path().join("data").display().to_string(),
+        data_dir.display().to_string(),
     ];
     let mut main_superuser = None;
     let mut substitutes: Vec<(&str, String)> = Vec::new();
-    if backend == Backend::Postgres {
-        let admin_url = std::env::var("ENCLAVE_TEST_DATABASE_URL").expect(
-            "ENCLAVE_TEST_DATABASE_URL is not set: run the tests through scripts/test, which starts PostgreSQL",
-        );
-        let (db, app_role) = enclave_postgres::scratch::ScratchDatabase::migrated(&admin_url)
+    if let Some(admin_url) = admin_url {
+        let (db, app_role) = enclave_postgres::scratch::ScratchDatabase::migrated(admin_url)
             .await
             .expect("scratch database");
         store_args.push("--database-url".to_owned());
         store_args.push(db.url_as(&app_role));
         main_superuser = Some(db.superuser.clone());
         substitutes.push((OWNER_URL, db.owner_url.clone()));
-        substitutes.push((SUPERUSER_URL, admin_url));
+        substitutes.push((SUPERUSER_URL, admin_url.to_owned()));
     }
     start_with_store(
         store_args,
@@ -243,7 +271,7 @@ async fn start_with_store(
         .stderr(Stdio::inherit());
     for (k, v) in env
         .iter()
-        .filter(|(k, _)| *k != EXTRA_SETTINGS && *k != REAL_MODEL)
+        .filter(|(k, _)| ![EXTRA_SETTINGS, REAL_MODEL, DATA_DIR].contains(k))
     {
         match substitutes.iter().find(|(name, _)| name == v) {
             Some((_, real)) => cmd.env(k, real),
