@@ -382,3 +382,40 @@ async fn on_a_redis_cluster_a_tenants_buckets_share_a_slot_and_are_decided_in_re
         "{metrics}"
     );
 }
+
+/// Three 700 KB bodies (three requests each) and one small request fill a
+/// burst of ten; the fourth large body is refused before it is read.
+async fn large_bodies_spend_the_rate_by_their_size(app: &App) {
+    let acme = app.tenant("acme").await;
+    limit(app, "acme", 0.001, 10).await;
+    let body = json!({"query": "x", "padding": "p".repeat(700_000)});
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let r = app.post("/v1/search", &acme, body.clone()).await;
+        statuses.push(r.status.as_u16());
+    }
+    assert_eq!(statuses[3], 429, "{statuses:?}");
+    assert!(statuses[..3].iter().all(|s| *s != 429), "{statuses:?}");
+    app.get("/v1/stats", &acme).await.ok(200);
+    app.get("/v1/stats", &acme)
+        .await
+        .problem(429, "rate_limited");
+}
+
+#[tokio::test]
+async fn a_large_body_spends_the_tenant_s_rate_by_its_size_locally() {
+    let app = spawn_app(Backend::Embedded).await;
+    large_bodies_spend_the_rate_by_their_size(&app).await;
+}
+
+#[tokio::test]
+async fn a_large_body_spends_the_tenant_s_rate_by_its_size_in_redis() {
+    let redis = Redis::start();
+    let app = spawn_app_with(Backend::Embedded, &[("ENCLAVE_REDIS_URL", &redis.url())]).await;
+    large_bodies_spend_the_rate_by_their_size(&app).await;
+    let metrics = app.get("/metrics", ADMIN).await.text;
+    assert!(
+        metrics.contains("enclave_rate_limit_redis_errors_total 0"),
+        "{metrics}"
+    );
+}

@@ -412,10 +412,11 @@ impl<R: Need> FromRequestParts<AppState> for Caller<R> {
             .options()
             .plans
             .rates(&ctx.tenant.plan, &ctx.tenant.limits);
+        let cost = crate::limits::request_cost(&parts.headers, state.options().max_body_bytes);
         let decision = state
             .inner
             .limiter
-            .check(ctx.tenant_id(), &ctx.actor, tenant_rate, key_rate)
+            .check(ctx.tenant_id(), &ctx.actor, tenant_rate, key_rate, cost)
             .await;
         if let Some(slot) = parts.extensions.get::<crate::limits::Slot>() {
             slot.set(decision);

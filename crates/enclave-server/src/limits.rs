@@ -293,14 +293,16 @@ impl LimiterMetrics {
 
 /// GCRA over two buckets in one atomic step. KEYS: tenant bucket,
 /// credential bucket. ARGV: per bucket its emission interval and burst in
-/// microseconds / cells. Returns {allowed, remaining, reset µs, retry µs}.
+/// microseconds / cells, then the request's cost in cells (at most each
+/// burst). Returns {allowed, remaining, reset µs, retry µs}.
 const GCRA: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local cost = tonumber(ARGV[5])
 local function look(key, interval, burst)
   local tat = tonumber(redis.call('GET', key) or now)
   if tat < now then tat = now end
-  local new_tat = tat + interval
+  local new_tat = tat + interval * math.min(cost, burst)
   local allow_at = new_tat - interval * burst
   local wait = allow_at - now
   if wait < 0 then wait = 0 end
@@ -361,28 +363,39 @@ impl RateLimiter {
         })
     }
 
-    /// Admits or refuses one request of `credential` in `tenant`.
+    /// Admits or refuses one request of `credential` in `tenant` that
+    /// costs `cost` requests of both buckets (see [`request_cost`]; at
+    /// most a bucket's burst, so any request can pass a full bucket).
     pub async fn check(
         &self,
         tenant: &TenantId,
         credential: &str,
         tenant_rate: Rate,
         key_rate: Rate,
+        cost: u32,
     ) -> Decision {
         let (tenant_key, cred_key) = bucket_keys(tenant, credential);
+        let cost = cost.max(1);
         let (decision, backend) = match &self.redis {
             Some(r) => match r
-                .check(&tenant_key, &cred_key, tenant_rate, key_rate, &self.metrics)
+                .check(
+                    &tenant_key,
+                    &cred_key,
+                    tenant_rate,
+                    key_rate,
+                    cost,
+                    &self.metrics,
+                )
                 .await
             {
                 Some(d) => (d, "redis"),
                 None => (
-                    self.check_local(&tenant_key, &cred_key, tenant_rate, key_rate),
+                    self.check_local(&tenant_key, &cred_key, tenant_rate, key_rate, cost),
                     "local",
                 ),
             },
             None => (
-                self.check_local(&tenant_key, &cred_key, tenant_rate, key_rate),
+                self.check_local(&tenant_key, &cred_key, tenant_rate, key_rate, cost),
                 "local",
             ),
         };
@@ -418,7 +431,14 @@ impl RateLimiter {
     /// The credential's bucket first, then the tenant's: a credential over
     /// its own limit does not spend the tenant's budget (a request the
     /// tenant's bucket refuses has spent a cell of the credential's).
-    fn check_local(&self, tenant_key: &str, cred_key: &str, t: Rate, k: Rate) -> Decision {
+    fn check_local(
+        &self,
+        tenant_key: &str,
+        cred_key: &str,
+        t: Rate,
+        k: Rate,
+        cost: u32,
+    ) -> Decision {
         let now = self.clock.now();
         let refused = |wait: Duration, rate: Rate| Decision {
             allowed: false,
@@ -427,13 +447,17 @@ impl RateLimiter {
             reset_secs: (rate.interval().as_secs_f64() * rate.burst as f64).ceil() as u64,
             retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
         };
-        let ks = match self.bucket(cred_key, k).check() {
-            Ok(s) => s,
-            Err(n) => return refused(n.wait_time_from(now), k),
+        let cells =
+            |rate: Rate| NonZeroU32::new(cost.min(rate.burst.max(1))).expect("at least one cell");
+        let ks = match self.bucket(cred_key, k).check_n(cells(k)) {
+            Ok(Ok(s)) => s,
+            Ok(Err(n)) => return refused(n.wait_time_from(now), k),
+            Err(_) => return refused(k.interval(), k),
         };
-        let ts = match self.bucket(tenant_key, t).check() {
-            Ok(s) => s,
-            Err(n) => return refused(n.wait_time_from(now), t),
+        let ts = match self.bucket(tenant_key, t).check_n(cells(t)) {
+            Ok(Ok(s)) => s,
+            Ok(Err(n)) => return refused(n.wait_time_from(now), t),
+            Err(_) => return refused(t.interval(), t),
         };
         let (tr, kr) = (ts.remaining_burst_capacity(), ks.remaining_burst_capacity());
         let refill = |rate: Rate, left: u32| {
@@ -458,6 +482,7 @@ impl RedisLimiter {
         cred_key: &str,
         t: Rate,
         k: Rate,
+        cost: u32,
         metrics: &LimiterMetrics,
     ) -> Option<Decision> {
         if self.retry_at.lock().is_some_and(|at| Instant::now() < at) {
@@ -485,6 +510,7 @@ impl RedisLimiter {
                 .arg(t.burst)
                 .arg(us(k))
                 .arg(k.burst)
+                .arg(cost)
                 .invoke_async::<Vec<i64>>(&mut conn)
                 .await
         };
@@ -522,6 +548,31 @@ impl RedisLimiter {
     }
 }
 
+/// Request bodies are charged by size: one request per started
+/// [`BODY_BYTES_PER_REQUEST`] beyond the first, so a plan's rate bounds
+/// the bytes a tenant can make the server parse and hash, not only its
+/// requests (ten 10 MiB uploads a second would keep two cores parsing).
+pub const BODY_BYTES_PER_REQUEST: u64 = 256 << 10;
+
+/// What a request costs in requests, from its `Content-Length` (before
+/// the body is read). A body of unknown length (chunked) is charged as the
+/// largest one allowed, `max_body_bytes`.
+pub fn request_cost(headers: &axum::http::HeaderMap, max_body_bytes: usize) -> u32 {
+    let chunked = headers
+        .get(axum::http::header::TRANSFER_ENCODING)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"chunked"));
+    let bytes = match headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+    {
+        Some(n) => n,
+        None if chunked => max_body_bytes as u64,
+        None => 0,
+    };
+    let extra = bytes.saturating_sub(1) / BODY_BYTES_PER_REQUEST;
+    u32::try_from(1 + extra).unwrap_or(u32::MAX)
+}
+
 /// The Redis (and local) keys of a tenant's bucket and of one credential's
 /// bucket in it. `{tenant}` is a hash tag: both keys hash to one cluster
 /// slot (tenant ids hold no braces).
@@ -548,7 +599,7 @@ mod tests {
         let mut admitted = 0;
         let mut last = None;
         for _ in 0..10 {
-            let d = l.check(&t, "key:a", rate(1.0, 5), rate(1.0, 5)).await;
+            let d = l.check(&t, "key:a", rate(1.0, 5), rate(1.0, 5), 1).await;
             if d.allowed {
                 admitted += 1;
             }
@@ -563,10 +614,52 @@ mod tests {
         // Another tenant has its own bucket.
         let other = TenantId::parse("globex").unwrap();
         assert!(
-            l.check(&other, "key:a", rate(1.0, 5), rate(1.0, 5))
+            l.check(&other, "key:a", rate(1.0, 5), rate(1.0, 5), 1)
                 .await
                 .allowed
         );
+    }
+
+    #[test]
+    fn a_body_costs_one_request_per_started_256_kib_and_an_unknown_length_the_largest() {
+        let h = |pairs: &[(&'static str, &str)]| {
+            let mut m = axum::http::HeaderMap::new();
+            for (k, v) in pairs {
+                m.insert(*k, v.parse().unwrap());
+            }
+            m
+        };
+        let max = 10 << 20;
+        assert_eq!(request_cost(&h(&[]), max), 1);
+        assert_eq!(request_cost(&h(&[("content-length", "0")]), max), 1);
+        assert_eq!(request_cost(&h(&[("content-length", "262144")]), max), 1);
+        assert_eq!(request_cost(&h(&[("content-length", "262145")]), max), 2);
+        assert_eq!(
+            request_cost(&h(&[("content-length", &(10u64 << 20).to_string())]), max),
+            40
+        );
+        assert_eq!(
+            request_cost(&h(&[("transfer-encoding", "chunked")]), max),
+            40
+        );
+    }
+
+    #[tokio::test]
+    async fn a_costly_request_spends_its_cells_and_one_over_the_burst_still_passes_a_full_bucket() {
+        let l = RateLimiter::new(None, Duration::from_millis(100), LimiterMetrics::new()).unwrap();
+        let t = TenantId::parse("acme").unwrap();
+        let r = rate(0.001, 40);
+        assert!(l.check(&t, "key:a", r, r, 30).await.allowed);
+        // 10 cells left: a request of 11 is refused, ten of 1 pass.
+        assert!(!l.check(&t, "key:a", r, r, 11).await.allowed);
+        for _ in 0..10 {
+            assert!(l.check(&t, "key:a", r, r, 1).await.allowed);
+        }
+        assert!(!l.check(&t, "key:a", r, r, 1).await.allowed);
+        // A cost above the burst is charged as the whole burst.
+        let u = TenantId::parse("globex").unwrap();
+        assert!(l.check(&u, "key:b", r, r, 1_000).await.allowed);
+        assert!(!l.check(&u, "key:b", r, r, 1).await.allowed);
     }
 
     #[tokio::test]
@@ -575,7 +668,7 @@ mod tests {
         let t = TenantId::parse("acme").unwrap();
         let mut a = 0;
         for _ in 0..6 {
-            if l.check(&t, "key:a", rate(1.0, 10), rate(1.0, 2))
+            if l.check(&t, "key:a", rate(1.0, 10), rate(1.0, 2), 1)
                 .await
                 .allowed
             {
@@ -586,7 +679,7 @@ mod tests {
         // A second key of the tenant still has the tenant's remaining cells.
         let mut b = 0;
         for _ in 0..10 {
-            if l.check(&t, "key:b", rate(1.0, 10), rate(1.0, 20))
+            if l.check(&t, "key:b", rate(1.0, 10), rate(1.0, 20), 1)
                 .await
                 .allowed
             {
