@@ -122,17 +122,48 @@ pub async fn openapi_json(
     axum::Json(api.as_ref().clone())
 }
 
+/// The Scalar release the docs page loads, and the SHA-384 of its
+/// `dist/browser/standalone.js` as npm publishes it (jsDelivr serves the
+/// package's files unchanged): the browser runs that exact file or none, so
+/// a changed or compromised CDN copy never sees keys typed into the page's
+/// console. To upgrade: `npm pack @scalar/api-reference@<version>`, then
+/// `openssl dgst -sha384 -binary package/dist/browser/standalone.js | base64`.
+pub const SCALAR_VERSION: &str = "1.76.0";
+pub const SCALAR_SRI: &str =
+    "sha384-oH1C0RwqcwbVXkC+r8A+4qRoyEUQdtxAzOwumkxZtQBBcsy61FOoPt7B50OVJYYQ";
+
 /// The docs page: the served `/openapi.json` rendered by Scalar (loaded by
-/// the reader's browser; the server itself fetches nothing).
+/// the reader's browser, pinned by version and integrity hash; the server
+/// itself fetches nothing).
 #[utoipa::path(get, path = "/docs", tag = "operations", responses((status = 200, description = "interactive API documentation", body = String, content_type = "text/html")))]
-pub async fn docs_page() -> Html<&'static str> {
-    Html(
+pub async fn docs_page() -> Html<String> {
+    Html(format!(
         r#"<!doctype html>
 <html><head><title>Enclave API</title><meta charset="utf-8"></head>
 <body>
 <script id="api-reference" data-url="/openapi.json"></script>
-<script src="https://cdn.jsdelivr.net/npm/@scalar/api-reference"></script>
+<script src="https://cdn.jsdelivr.net/npm/@scalar/api-reference@{SCALAR_VERSION}/dist/browser/standalone.js" integrity="{SCALAR_SRI}" crossorigin="anonymous" referrerpolicy="no-referrer"></script>
 <noscript>The API description is at <a href="/openapi.json">/openapi.json</a>.</noscript>
-</body></html>"#,
-    )
+</body></html>"#
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn the_docs_page_loads_one_pinned_script_and_only_with_its_integrity_hash() {
+        let page = super::docs_page().await.0;
+        let scripts: Vec<&str> = page.split("<script").skip(1).collect();
+        let external: Vec<&&str> = scripts.iter().filter(|s| s.contains("src=")).collect();
+        assert_eq!(external.len(), 1, "{page}");
+        let tag = external[0];
+        assert!(tag.contains(&format!(
+            "@scalar/api-reference@{}/dist/browser/standalone.js",
+            super::SCALAR_VERSION
+        )));
+        assert!(super::SCALAR_VERSION.split('.').all(|p| p.parse::<u32>().is_ok()));
+        assert!(tag.contains(&format!("integrity=\"{}\"", super::SCALAR_SRI)));
+        assert!(super::SCALAR_SRI.starts_with("sha384-") && super::SCALAR_SRI.len() == 71);
+        assert!(tag.contains("crossorigin=\"anonymous\""));
+    }
 }
