@@ -29,6 +29,7 @@ on_both_backends!(
     messages_precomputed_vectors_and_job_payloads_are_charged_and_job_queues_are_bounded,
     metrics_need_the_admin_credential_or_the_operator_address,
     a_tenant_holding_all_its_data_connections_gets_429_and_another_tenant_is_served,
+    a_tenant_runs_one_export_at_a_time_and_a_second_is_429_until_the_first_ends,
 );
 
 /// A client whose connections come from another loopback address, so the
@@ -987,4 +988,87 @@ async fn a_tenants_documents_in_preparation_are_bounded_and_an_abandoned_one_fre
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+async fn a_tenant_runs_one_export_at_a_time_and_a_second_is_429_until_the_first_ends(
+    backend: Backend,
+) {
+    let app = spawn_app(backend).await;
+    let acme = app.tenant("acme").await;
+    let globex = app.tenant("globex").await;
+    // An export of several MB (vectors as JSON), more than the socket
+    // buffers hold, so the first one is still streaming while it is held.
+    for d in 0..30 {
+        let text: Vec<String> = (0..150)
+            .map(|p| format!("document {d} paragraph {p} about shipments, invoices and refunds"))
+            .collect();
+        app.add(&acme, &format!("d{d}.txt"), &text.join("\n\n"), json!({}))
+            .await;
+    }
+    app.add(&globex, "g.txt", "globex's only document", json!({}))
+        .await;
+    let audit_before = audit(&app, Some("acme")).await.len();
+
+    let first = app
+        .client
+        .get(app.url("/v1/export"))
+        .bearer_auth(&acme)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    // A second export of acme's, while the first streams: 429 at once.
+    let (status, retry, body) = status_of(&app.client, &app, "/v1/export", &acme).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["code"], "rate_limited");
+    assert!(retry.is_some_and(|r| r >= 1));
+    // Another tenant's export is not held up.
+    let g = app.get("/v1/export", &globex).await;
+    assert_eq!(g.status, 200);
+    assert_eq!(g.text.lines().count(), 1);
+    // The first, read to its end, is whole; then the next one runs.
+    let all = first.text().await.unwrap();
+    assert_eq!(all.lines().count(), 30);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = app.get("/v1/export", &acme).await;
+        if r.status == 200 {
+            assert_eq!(r.text.lines().count(), 30);
+            break;
+        }
+        assert_eq!(r.status, 429);
+        assert!(
+            Instant::now() < deadline,
+            "the first export's turn was never given back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // An export whose client goes away gives its turn back too.
+    let abandoned = app
+        .client
+        .get(app.url("/v1/export"))
+        .bearer_auth(&acme)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(abandoned.status(), 200);
+    drop(abandoned);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = app.get("/v1/export", &acme).await;
+        if r.status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "an abandoned export kept its turn"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The refused one was not audited: one tenant.export per export run.
+    let exports = audit(&app, Some("acme")).await[audit_before..]
+        .iter()
+        .filter(|e| e["action"] == "tenant.export")
+        .count();
+    assert_eq!(exports, 4);
 }

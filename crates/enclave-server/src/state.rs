@@ -90,6 +90,21 @@ pub(crate) struct Inner {
     pub http: reqwest::Client,
     tenants: Mutex<LruCache<TenantId, (Arc<TenantRecord>, Instant)>>,
     touched: Mutex<LruCache<String, Instant>>,
+    /// Tenants with an export streaming from this process (one each).
+    exports: Arc<Mutex<std::collections::HashSet<TenantId>>>,
+}
+
+/// A tenant's one export of this process; ends it when dropped (the stream
+/// finished, failed, or its client went away).
+pub struct ExportTurn {
+    exports: Arc<Mutex<std::collections::HashSet<TenantId>>>,
+    tenant: TenantId,
+}
+
+impl Drop for ExportTurn {
+    fn drop(&mut self) {
+        self.exports.lock().remove(&self.tenant);
+    }
 }
 
 impl AppState {
@@ -126,6 +141,7 @@ impl AppState {
                 http: reqwest::Client::new(),
                 tenants: Mutex::new(LruCache::new(n)),
                 touched: Mutex::new(LruCache::new(n)),
+                exports: Arc::default(),
             }),
         }
     }
@@ -137,6 +153,20 @@ impl AppState {
             .expect("with_placer before the state is shared")
             .placer = Some(placer);
         self
+    }
+
+    /// The tenant's turn to export, or None while another export of it
+    /// streams from this process: an export reads the whole tenant, and
+    /// several at once only multiply that cost for everyone.
+    pub fn export_turn(&self, tenant: &TenantId) -> Option<ExportTurn> {
+        let mut running = self.inner.exports.lock();
+        if !running.insert(tenant.clone()) {
+            return None;
+        }
+        Some(ExportTurn {
+            exports: self.inner.exports.clone(),
+            tenant: tenant.clone(),
+        })
     }
 
     pub fn memory(&self) -> &Memory {

@@ -75,8 +75,11 @@ async fn stats(caller: Caller<Viewer>, Q(q): Q<StatsQuery>) -> ApiResult<impl In
     Ok(Json(body))
 }
 
+/// What a second concurrent export of a tenant is told to wait.
+const EXPORT_RETRY_SECS: u64 = 5;
+
 /// NDJSON, one document per line with its chunks and vectors, streamed
-/// page by page from the store.
+/// page by page from the store; one at a time per tenant.
 #[utoipa::path(
     get,
     path = "/v1/export",
@@ -89,6 +92,12 @@ async fn stats(caller: Caller<Viewer>, Q(q): Q<StatsQuery>) -> ApiResult<impl In
     )
 )]
 async fn export(caller: Caller<Admin>) -> ApiResult<Response> {
+    // One export per tenant at a time (per process): a second is 429 at
+    // once, before it is audited or reads anything.
+    let turn = caller
+        .state()
+        .export_turn(caller.ctx.tenant_id())
+        .ok_or(ApiError::RateLimited(EXPORT_RETRY_SECS))?;
     caller.audit("tenant.export", None, json!({})).await?;
     // One document per line, written as its pieces arrive: the record,
     // then its chunks a page at a time, then the line's end — memory is a
@@ -96,6 +105,7 @@ async fn export(caller: Caller<Admin>) -> ApiResult<Response> {
     // tens of MB).
     let mut first_chunk = true;
     let stream = caller.exporter().export_pieces().map(move |piece| {
+        let _turn = &turn;
         let mut out = Vec::new();
         piece
             .and_then(|p| p.write_ndjson(&mut first_chunk, &mut out))
