@@ -331,6 +331,12 @@ async fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // The soft open-file limit up to the hard one (often 1,024 of 500,000+):
+    // the file-per-tenant layout keeps a few descriptors per open tenant
+    // file and fits its cache to what is allowed here.
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::warn!(error = %e, "could not raise the open-file limit");
+    }
     match run(Cli::parse()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

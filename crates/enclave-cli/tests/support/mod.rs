@@ -64,6 +64,9 @@ pub const REAL_MODEL: &str = "<real model>";
 /// An `env` name whose value [`spawn_app_with`] uses as the embedded
 /// store's data directory (instead of one in the app's temporary folder).
 pub const DATA_DIR: &str = "<data dir>";
+/// An `env` name whose value [`spawn_app_with`] sets as the server's
+/// open-file limit (soft and hard), through util-linux `prlimit`.
+pub const OPEN_FILE_LIMIT: &str = "<open file limit>";
 
 impl Drop for App {
     fn drop(&mut self) {
@@ -250,7 +253,16 @@ async fn start_with_store(
         }
     }
     std::fs::write(&settings, toml).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_enclave"));
+    let mut cmd = match env.iter().find(|(k, _)| *k == OPEN_FILE_LIMIT) {
+        Some((_, n)) => {
+            let mut c = Command::new("prlimit");
+            c.arg(format!("--nofile={n}:{n}"))
+                .arg("--")
+                .arg(env!("CARGO_BIN_EXE_enclave"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_enclave")),
+    };
     cmd.args(&store_args)
         .args([
             "serve",
@@ -271,7 +283,7 @@ async fn start_with_store(
         .stderr(Stdio::inherit());
     for (k, v) in env
         .iter()
-        .filter(|(k, _)| ![EXTRA_SETTINGS, REAL_MODEL, DATA_DIR].contains(k))
+        .filter(|(k, _)| ![EXTRA_SETTINGS, REAL_MODEL, DATA_DIR, OPEN_FILE_LIMIT].contains(k))
     {
         match substitutes.iter().find(|(name, _)| name == v) {
             Some((_, real)) => cmd.env(k, real),

@@ -107,6 +107,9 @@ pub(crate) struct Db {
     durability: Durability,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
+    /// Reader connections kept open between reads (each holds three
+    /// descriptors: the file, its `-wal`, its `-shm`).
+    idle_readers: usize,
 }
 
 pub(crate) fn sql_err(e: rusqlite::Error) -> StoreError {
@@ -195,7 +198,14 @@ impl Db {
             durability,
             writer: Mutex::new(conn),
             readers: Mutex::new(Vec::new()),
+            idle_readers: 8,
         })
+    }
+
+    /// Keeps at most `n` reader connections open between reads.
+    pub fn with_idle_readers(mut self, n: usize) -> Self {
+        self.idle_readers = n;
+        self
     }
 
     /// A file of the file-per-tenant layout belongs to one tenant: the
@@ -273,7 +283,7 @@ impl Db {
             Ok(out)
         })();
         let mut pool = self.readers.lock();
-        if pool.len() < 8 {
+        if pool.len() < self.idle_readers {
             pool.push(conn);
         }
         out

@@ -78,16 +78,54 @@ pub(crate) struct Inner {
     tick: std::sync::atomic::AtomicU64,
 }
 
+/// Descriptors one open tenant file may use: its writer and up to
+/// [`PER_TENANT_IDLE_READERS`] readers, each a connection with the file,
+/// its `-wal` and its `-shm` open.
+const DESCRIPTORS_PER_FILE: u64 = 3 * (1 + PER_TENANT_IDLE_READERS as u64);
+/// Idle reader connections kept per tenant file (a tenant's store calls
+/// run at most `[store] max_concurrent_per_tenant`, 4 by default, at once).
+pub(crate) const PER_TENANT_IDLE_READERS: usize = 4;
+/// Descriptors left for everything else: client and operator sockets,
+/// the control file, the model, logs.
+const DESCRIPTORS_RESERVED: u64 = 256;
+
+/// How many tenant files fit in this process' open-file limit beside
+/// [`DESCRIPTORS_RESERVED`], at most `wanted` and at least 4: beyond the
+/// limit every tenant's next open would fail (EMFILE, 503 for everyone).
+fn files_within_descriptor_limit(wanted: usize, soft_limit: u64) -> usize {
+    let fit = soft_limit.saturating_sub(DESCRIPTORS_RESERVED) / DESCRIPTORS_PER_FILE;
+    wanted
+        .min(usize::try_from(fit).unwrap_or(usize::MAX))
+        .max(4)
+}
+
 impl SqliteStore {
-    pub fn open(opts: SqliteOptions) -> StoreResult<Self> {
+    pub fn open(mut opts: SqliteOptions) -> StoreResult<Self> {
+        if opts.layout == Layout::FilePerTenant {
+            let soft = rlimit::getrlimit(rlimit::Resource::NOFILE)
+                .map(|(soft, _)| soft)
+                .unwrap_or(1024);
+            let fit = files_within_descriptor_limit(opts.max_open_files, soft);
+            if fit < opts.max_open_files {
+                tracing::warn!(
+                    open_file_limit = soft,
+                    max_open_files = fit,
+                    "the open-file limit holds only this many tenant files at once; raise it (ulimit -n) for more"
+                );
+                opts.max_open_files = fit;
+            }
+        }
         std::fs::create_dir_all(&opts.dir)
             .map_err(|e| StoreError::Unavailable(format!("{}: {e}", opts.dir.display())))?;
         let shared = match opts.layout {
-            Layout::SharedFile => Some(Arc::new(Db::open(
-                &opts.dir.join("enclave.sqlite"),
-                opts.dimensions,
-                opts.durability,
-            )?)),
+            Layout::SharedFile => Some(Arc::new(
+                Db::open(
+                    &opts.dir.join("enclave.sqlite"),
+                    opts.dimensions,
+                    opts.durability,
+                )?
+                .with_idle_readers(8),
+            )),
             Layout::FilePerTenant => None,
         };
         Ok(Self {
@@ -166,7 +204,10 @@ impl Inner {
         }
         let path = SqliteStore::tenant_file(&self.opts.dir, tenant);
         SqliteStore::adopt_legacy_file(&self.opts.dir, tenant, &path)?;
-        let db = Arc::new(Db::open(&path, self.opts.dimensions, self.opts.durability)?);
+        let db = Arc::new(
+            Db::open(&path, self.opts.dimensions, self.opts.durability)?
+                .with_idle_readers(PER_TENANT_IDLE_READERS),
+        );
         db.claim_for(tenant)?;
         files.insert(tenant.clone(), db.clone());
         Ok(db)
@@ -234,6 +275,14 @@ mod tests {
     use super::*;
     use crate::{ChunkRecord, DocumentRecord};
     use enclave_core::{ChunkId, DocumentId, DocumentType};
+
+    #[test]
+    fn tenant_files_are_capped_by_the_open_file_limit() {
+        // 1,024 descriptors: (1024 - 256) / 15 = 51 files, not 256.
+        assert_eq!(files_within_descriptor_limit(256, 1024), 51);
+        assert_eq!(files_within_descriptor_limit(256, 1 << 20), 256);
+        assert_eq!(files_within_descriptor_limit(256, 100), 4);
+    }
 
     fn doc(v: Vec<f32>) -> DocumentRecord {
         DocumentRecord {
