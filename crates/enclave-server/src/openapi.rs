@@ -161,7 +161,9 @@ mod tests {
             "@scalar/api-reference@{}/dist/browser/standalone.js",
             super::SCALAR_VERSION
         )));
-        assert!(super::SCALAR_VERSION.split('.').all(|p| p.parse::<u32>().is_ok()));
+        assert!(super::SCALAR_VERSION
+            .split('.')
+            .all(|p| p.parse::<u32>().is_ok()));
         assert!(tag.contains(&format!("integrity=\"{}\"", super::SCALAR_SRI)));
         assert!(super::SCALAR_SRI.starts_with("sha384-") && super::SCALAR_SRI.len() == 71);
         assert!(tag.contains("crossorigin=\"anonymous\""));
