@@ -30,6 +30,28 @@ struct Seen {
     acknowledged: Vec<(String, String)>,
 }
 
+/// Sends `body` with `key`: (status, Retry-After, parsed body). The server
+/// always answers: a dropped request fails the test.
+async fn answer(
+    request: reqwest::RequestBuilder,
+    key: &str,
+    body: &Value,
+) -> (u16, Option<String>, Value) {
+    let r = request
+        .bearer_auth(key)
+        .json(body)
+        .send()
+        .await
+        .expect("the server answers (it never drops a request)");
+    let status = r.status().as_u16();
+    let retry = r
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    (status, retry, r.json().await.unwrap_or(Value::Null))
+}
+
 /// Writers adding small documents and a searcher, until `stop`.
 fn load(
     app: &Arc<App>,
@@ -59,21 +81,8 @@ fn load(
                             json!({"query": "shipments invoices", "limit": 5}),
                         )
                     };
-                    let r = app
-                        .client
-                        .request(method, app.url(path))
-                        .bearer_auth(&key)
-                        .json(&body)
-                        .send()
-                        .await
-                        .expect("the server answers (it never drops a request)");
-                    let status = r.status().as_u16();
-                    let retry = r
-                        .headers()
-                        .get("retry-after")
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_owned);
-                    let body: Value = r.json().await.unwrap_or(Value::Null);
+                    let (status, retry, body) =
+                        answer(app.client.request(method, app.url(path)), &key, &body).await;
                     {
                         let mut s = seen.lock();
                         s.answers.push((
@@ -327,21 +336,12 @@ async fn a_full_disk_answers_503_corrupts_nothing_and_writes_resume_when_space_r
     let mut answers = Vec::new();
     let mut acknowledged = vec![(first, "zqfirst".to_owned())];
     for i in 0..400 {
-        let r = app
-            .client
-            .post(app.url("/v1/documents"))
-            .bearer_auth(&key)
-            .json(&json!({"name": format!("zqfull{i:04}.txt"), "content": format!("zqfull{i:04} {paragraph}")}))
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        let retry = r
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let body: Value = r.json().await.unwrap_or(Value::Null);
+        let (status, retry, body) = answer(
+            app.client.post(app.url("/v1/documents")),
+            &key,
+            &json!({"name": format!("zqfull{i:04}.txt"), "content": format!("zqfull{i:04} {paragraph}")}),
+        )
+        .await;
         answers.push((
             status,
             body["code"].as_str().unwrap_or("").to_owned(),
