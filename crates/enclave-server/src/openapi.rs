@@ -63,7 +63,7 @@ pub(crate) fn add_common_responses(api: &mut utoipa::openapi::OpenApi) {
         ("400", "invalid_request"),
         ("401", "unauthenticated"),
         ("403", "forbidden, tenant_mismatch or tenant_suspended"),
-        ("429", "rate_limited (with Retry-After): over the tenant's request rate, a full queue of the tenant's, its data connections all busy, or too many failed credentials from this address; or quota_exceeded"),
+        ("429", "rate_limited (with Retry-After): over the tenant's request rate (a body spends one request per started 256 KiB), a full queue of the tenant's, its data connections all busy, another export of the tenant's still streaming, or too many failed credentials from this address; or quota_exceeded"),
         ("503", "unavailable (with Retry-After): a backing store cannot be reached; nothing was changed"),
     ];
     for (path, item) in api.paths.paths.iter_mut() {
