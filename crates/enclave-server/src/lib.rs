@@ -11,6 +11,7 @@
 //! - [`limits`]: rate limits (in-process or Redis), plans and prices;
 //!   `usage`: the per-tenant, per-day counters;
 //! - [`jobs`]: the ingestion job runner (leased claims, resumes after a crash);
+//! - `unread`: `Connection: close` on answers that left a body unread;
 //! - [`alerts`]: budget alerts at 80 % / 100 % (stored once, signed webhook);
 //! - `routes`: one module per resource, each exposing `router()`, merged in
 //!   [`app`] (API.md's routes plus docs/API-EXTENSIONS.md's).
@@ -30,6 +31,7 @@ mod metrics;
 pub mod openapi;
 mod routes;
 pub mod state;
+mod unread;
 mod usage;
 
 use std::future::Future;
@@ -78,6 +80,7 @@ pub fn app(state: AppState) -> Router {
         }))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(middleware::from_fn(unread::close_if_unread))
         .with_state(state)
 }
 
