@@ -5,7 +5,7 @@
 //! RFC 3339 text SQLite stores, which sorts by time only with four-digit
 //! years).
 
-use chrono::{DateTime, Datelike, Utc};
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::error::InvalidInput;
@@ -41,20 +41,70 @@ pub fn json(field: &str, v: &Value) -> Result<(), InvalidInput> {
     Ok(())
 }
 
-/// Refuses a timestamp outside years 1–9999.
-pub fn timestamp(field: &str, t: &DateTime<Utc>) -> Result<(), InvalidInput> {
-    if !(1..=9999).contains(&t.year()) {
+/// Longest name of an API key or a tenant, in characters.
+pub const MAX_LABEL_CHARS: usize = 200;
+
+/// Refuses a name (of a document, key or tenant) that is only white space,
+/// longer than `max` characters, or holds a control character.
+pub fn name(field: &str, s: &str, max: usize) -> Result<(), InvalidInput> {
+    if s.trim().is_empty() {
+        return Err(InvalidInput::new(field, "must not be empty"));
+    }
+    if s.chars().count() > max {
         return Err(InvalidInput::new(
             field,
-            "must be a timestamp in years 1-9999",
+            format!("must be at most {max} characters"),
+        ));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(InvalidInput::new(
+            field,
+            "must not contain control characters",
         ));
     }
     Ok(())
 }
 
+/// The first and last instants both stores hold (years 1–9999 in UTC).
+pub fn timestamp_range() -> (DateTime<Utc>, DateTime<Utc>) {
+    let first = chrono::NaiveDate::from_ymd_opt(1, 1, 1)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
+    let last = chrono::NaiveDate::from_ymd_opt(9999, 12, 31)
+        .and_then(|d| d.and_hms_nano_opt(23, 59, 59, 999_999_999))
+        .map(|t| t.and_utc())
+        .unwrap_or(DateTime::<Utc>::MAX_UTC);
+    (first, last)
+}
+
+/// Keeps a timestamp to years 1–9999 as written: one within a day outside
+/// them in UTC (`0001-01-01T00:00:00+05:00`, whose UTC year is 0 — a UTC
+/// offset is less than a day) is moved to the range's nearest end; one
+/// further out is refused.
+pub fn timestamp(field: &str, t: DateTime<Utc>) -> Result<DateTime<Utc>, InvalidInput> {
+    let (first, last) = timestamp_range();
+    let day = chrono::Duration::days(1);
+    if t >= first && t <= last {
+        Ok(t)
+    } else if t < first && t > first - day {
+        Ok(first)
+    } else if t > last && t < last + day {
+        Ok(last)
+    } else {
+        Err(InvalidInput::new(
+            field,
+            "must be a timestamp in years 1-9999",
+        ))
+    }
+}
+
 /// [`timestamp`] for an optional one.
-pub fn maybe_timestamp(field: &str, t: Option<&DateTime<Utc>>) -> Result<(), InvalidInput> {
-    t.map_or(Ok(()), |t| timestamp(field, t))
+pub fn maybe_timestamp(
+    field: &str,
+    t: Option<DateTime<Utc>>,
+) -> Result<Option<DateTime<Utc>>, InvalidInput> {
+    t.map(|t| timestamp(field, t)).transpose()
 }
 
 #[cfg(test)]
@@ -77,16 +127,30 @@ mod tests {
     }
 
     #[test]
-    fn timestamps_are_kept_to_years_1_to_9999() {
+    fn names_are_non_blank_bounded_and_free_of_control_characters() {
+        assert!(name("name", "Quarterly report", 200).is_ok());
+        for bad in ["", " \u{3000} ", "a\u{9b}b", "tab\there", &"x".repeat(201)] {
+            assert_eq!(name("name", bad, 200).unwrap_err().field, "name", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn timestamps_are_kept_to_years_1_to_9999_as_written() {
         let ok: DateTime<Utc> = "0001-01-01T00:00:00Z".parse().unwrap();
-        assert!(timestamp("t", &ok).is_ok());
+        assert_eq!(timestamp("t", ok).unwrap(), ok);
         let ok: DateTime<Utc> = "9999-12-31T23:59:59Z".parse().unwrap();
-        assert!(timestamp("t", &ok).is_ok());
+        assert_eq!(timestamp("t", ok).unwrap(), ok);
+        let (first, last) = timestamp_range();
+        let early: DateTime<Utc> = "0001-01-01T00:00:00+23:59".parse().unwrap();
+        assert_eq!(timestamp("t", early).unwrap(), first);
+        let late: DateTime<Utc> = "9999-12-31T23:00:00-23:59".parse().unwrap();
+        assert_eq!(timestamp("t", late).unwrap(), last);
         let far = DateTime::<Utc>::MIN_UTC;
         assert_eq!(
-            timestamp("created_after", &far).unwrap_err().field,
+            timestamp("created_after", far).unwrap_err().field,
             "created_after"
         );
-        assert!(timestamp("t", &DateTime::<Utc>::MAX_UTC).is_err());
+        assert!(timestamp("t", DateTime::<Utc>::MAX_UTC).is_err());
+        assert!(timestamp("t", first - chrono::Duration::days(2)).is_err());
     }
 }

@@ -77,21 +77,21 @@ pub const MIN_CHUNK_TOKENS: u32 = 16;
 
 impl ChunkingOptions {
     /// Checks the options against the model's input size (in tokens, without
-    /// its special tokens).
-    pub fn validate(&self, model_max_tokens: u32) -> Result<(), InvalidInput> {
+    /// its special tokens) and returns the ones the chunker uses: an
+    /// `overlap_tokens` above half of `max_tokens` (say the default 32 with
+    /// `max_tokens: 32`) is used as half, so a caller who only shrinks the
+    /// chunks is never refused for the default it did not set.
+    pub fn validated(self, model_max_tokens: u32) -> Result<Self, InvalidInput> {
         if self.max_tokens < MIN_CHUNK_TOKENS || self.max_tokens > model_max_tokens {
             return Err(InvalidInput::new(
                 "chunking.max_tokens",
                 format!("must be between {MIN_CHUNK_TOKENS} and {model_max_tokens} (the model's input size)"),
             ));
         }
-        if self.overlap_tokens > self.max_tokens / 2 {
-            return Err(InvalidInput::new(
-                "chunking.overlap_tokens",
-                "must be at most half of max_tokens",
-            ));
-        }
-        Ok(())
+        Ok(Self {
+            overlap_tokens: self.overlap_tokens.min(self.max_tokens / 2),
+            ..self
+        })
     }
 }
 
@@ -974,21 +974,24 @@ Count the documents in the export and compare them with the stats endpoint. A pu
     }
 
     #[test]
-    fn options_are_validated_against_the_model() {
-        assert!(ChunkingOptions::default().validate(510).is_ok());
+    fn options_are_validated_against_the_model_and_overlap_is_capped_at_half() {
+        let d = ChunkingOptions::default();
+        assert_eq!(d.validated(510).unwrap(), d);
         let bad = ChunkingOptions {
             max_tokens: 600,
             ..Default::default()
         };
-        assert_eq!(bad.validate(510).unwrap_err().field, "chunking.max_tokens");
-        let bad = ChunkingOptions {
+        assert_eq!(bad.validated(510).unwrap_err().field, "chunking.max_tokens");
+        let small = ChunkingOptions {
             max_tokens: 64,
             overlap_tokens: 40,
             ..Default::default()
         };
-        assert_eq!(
-            bad.validate(510).unwrap_err().field,
-            "chunking.overlap_tokens"
-        );
+        assert_eq!(small.validated(510).unwrap().overlap_tokens, 32);
+        let tiny = ChunkingOptions {
+            max_tokens: 17,
+            ..Default::default()
+        };
+        assert_eq!(tiny.validated(510).unwrap().overlap_tokens, 8);
     }
 }

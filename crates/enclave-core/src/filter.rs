@@ -20,7 +20,7 @@ pub const MAX_CONDITIONS: usize = 32;
 pub const MAX_IN_VALUES: usize = 256;
 /// Deepest key path.
 pub const MAX_PATH_DEPTH: usize = 8;
-/// Longest key segment.
+/// Longest key segment, in characters.
 pub const MAX_KEY_LEN: usize = 128;
 
 /// A value a condition compares with.
@@ -158,7 +158,7 @@ fn lookup<'a>(metadata: &'a Map<String, Value>, path: &[String]) -> Option<&'a V
 }
 
 fn check_key(field: &str, key: &str) -> Result<(), InvalidInput> {
-    if key.is_empty() || key.len() > MAX_KEY_LEN {
+    if key.is_empty() || key.chars().count() > MAX_KEY_LEN {
         return Err(InvalidInput::new(
             field,
             format!("metadata keys must be 1-{MAX_KEY_LEN} characters"),

@@ -212,8 +212,9 @@ impl Search {
                 return Err(InvalidInput::new("min_score", "must be a finite number"));
             }
         }
-        check_range("created", p.created_after, p.created_before)?;
-        check_range(
+        let (created_after, created_before) =
+            check_range("created", p.created_after, p.created_before)?;
+        let (document_date_after, document_date_before) = check_range(
             "document_date",
             p.document_date_after,
             p.document_date_before,
@@ -228,10 +229,10 @@ impl Search {
                 origins,
                 types,
                 metadata: MetadataFilter::parse(&p.metadata)?,
-                created_after: p.created_after,
-                created_before: p.created_before,
-                document_date_after: p.document_date_after,
-                document_date_before: p.document_date_before,
+                created_after,
+                created_before,
+                document_date_after,
+                document_date_before,
             },
             include_documents: p.include_documents,
             min_score: p.min_score,
@@ -240,22 +241,20 @@ impl Search {
     }
 }
 
+/// The bounds of a date range, kept to the stores' years; an empty range
+/// (`after` not before `before`) is no error: it matches nothing, as the
+/// same filter would in SQL.
+type Range = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
 fn check_range(
     name: &str,
     after: Option<DateTime<Utc>>,
     before: Option<DateTime<Utc>>,
-) -> Result<(), InvalidInput> {
-    crate::check::maybe_timestamp(&format!("{name}_after"), after.as_ref())?;
-    crate::check::maybe_timestamp(&format!("{name}_before"), before.as_ref())?;
-    if let (Some(a), Some(b)) = (after, before) {
-        if a >= b {
-            return Err(InvalidInput::new(
-                format!("{name}_after"),
-                format!("must be earlier than {name}_before"),
-            ));
-        }
-    }
-    Ok(())
+) -> Result<Range, InvalidInput> {
+    Ok((
+        crate::check::maybe_timestamp(&format!("{name}_after"), after)?,
+        crate::check::maybe_timestamp(&format!("{name}_before"), before)?,
+    ))
 }
 
 /// One search result (API.md §5).

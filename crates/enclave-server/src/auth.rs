@@ -578,6 +578,12 @@ async fn read_body<T: DeserializeOwned>(
     };
     let mut value: Value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::invalid(format!("the body is not valid JSON: {e}")))?;
+    // Every body of the API is an object (serde would also read a struct
+    // from an array of its fields' values).
+    if !value.is_object() {
+        return Err(ApiError::invalid("the body must be a JSON object"));
+    }
+    whole_numbers_as_integers(&mut value);
     if let (Some(obj), Some(ctx)) = (value.as_object_mut(), ctx) {
         for field in ["tenant_id", "owner_id"] {
             if let Some(v) = obj.remove(field) {
@@ -597,6 +603,31 @@ async fn read_body<T: DeserializeOwned>(
     let value = serde_json::from_value(value)
         .map_err(|e| ApiError::invalid(format!("the body does not match the schema: {e}")))?;
     Ok((value, sha256))
+}
+
+/// Spells each whole number written with a fraction (`5.0`, `1e2`) as the
+/// integer it is, as JSON Schema counts it (`"type": "integer"` admits
+/// `5.0`), so integer fields take it. Metadata is the caller's data and
+/// stays as written.
+fn whole_numbers_as_integers(v: &mut Value) {
+    match v {
+        Value::Number(n) if !n.is_i64() && !n.is_u64() => {
+            if let Some(f) = n.as_f64() {
+                if f.fract() == 0.0 && f.abs() < 9.007_199_254_740_992e15 {
+                    *v = Value::from(f as i64);
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(whole_numbers_as_integers),
+        Value::Object(m) => {
+            for (k, v) in m.iter_mut() {
+                if k != "metadata" {
+                    whole_numbers_as_integers(v);
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 /// A query string, parsed into `T`; a malformed or unknown parameter is 400

@@ -30,6 +30,7 @@ pub mod limits;
 mod metrics;
 pub mod openapi;
 mod routes;
+mod schema_rules;
 pub mod state;
 mod unread;
 mod usage;
@@ -57,8 +58,8 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The whole HTTP surface.
 pub fn app(state: AppState) -> Router {
     let max_body = state.options().max_body_bytes;
-    let (router, mut api) = api_router().split_for_parts();
-    openapi::add_common_responses(&mut api);
+    let (router, api) = api_router().split_for_parts();
+    let api = document(api, &schema_facts(&state));
     router
         .layer(axum::Extension(std::sync::Arc::new(api)))
         .fallback(|| async { ApiError::NotFound })
@@ -117,11 +118,36 @@ fn api_router() -> utoipa_axum::router::OpenApiRouter<AppState> {
         .routes(utoipa_axum::routes!(openapi::openapi_json))
 }
 
-/// The OpenAPI document the server serves at `/openapi.json`.
-pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    let mut api = api_router().into_openapi();
+/// The OpenAPI document a server with the default limits and `dimensions`
+/// and `model_max_tokens` of its embedding model serves at `/openapi.json`.
+pub fn openapi_document(dimensions: usize, model_max_tokens: u32) -> serde_json::Value {
+    let limits = enclave::Limits::default();
+    document(
+        api_router().into_openapi(),
+        &schema_rules::Facts::new(&limits, dimensions, model_max_tokens),
+    )
+}
+
+fn schema_facts(state: &AppState) -> schema_rules::Facts {
+    let e = state.memory().embedder();
+    schema_rules::Facts {
+        places_tenants: state.inner.placer.is_some(),
+        ..schema_rules::Facts::new(
+            state.memory().limits(),
+            e.dimensions(),
+            e.max_input_tokens(),
+        )
+    }
+}
+
+/// The generated document with the common answers and the server's rules.
+fn document(mut api: utoipa::openapi::OpenApi, facts: &schema_rules::Facts) -> serde_json::Value {
     openapi::add_common_responses(&mut api);
-    api
+    let mut doc = serde_json::to_value(&api).unwrap_or_default();
+    for missed in schema_rules::apply(&mut doc, facts) {
+        tracing::error!(rule = %missed, "an OpenAPI rule names nothing in the document");
+    }
+    doc
 }
 
 /// Answers 503 `unavailable` when a request runs past the configured limit.

@@ -66,7 +66,7 @@ fn documented_routes(md: &str) -> BTreeSet<(String, String)> {
 
 #[test]
 fn the_openapi_document_lists_exactly_the_routes_of_api_md() {
-    let doc = serde_json::to_value(enclave_server::openapi_document()).unwrap();
+    let doc = serde_json::to_value(enclave_server::openapi_document(384, 256)).unwrap();
     // Well formed: an independent OpenAPI 3.1 parser reads it, and every
     // $ref names a component schema.
     let parsed = oas3::from_json(doc.to_string()).expect("a valid OpenAPI 3.1 document");
@@ -116,7 +116,7 @@ fn the_openapi_document_lists_exactly_the_routes_of_api_md() {
 
 #[test]
 fn each_operation_documents_the_status_api_md_gives_it() {
-    let doc = serde_json::to_value(enclave_server::openapi_document()).unwrap();
+    let doc = serde_json::to_value(enclave_server::openapi_document(384, 256)).unwrap();
     // The success statuses API.md states (§4–§8).
     for (method, path, status) in [
         ("post", "/v1/documents", "201"),

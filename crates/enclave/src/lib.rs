@@ -40,5 +40,5 @@ pub use memory::Memory;
 pub use slots::{StoreConcurrency, StoreSlotStats};
 pub use tenant::{
     AddOutcome, AddResult, DocumentList, ExportPiece, ListParams, PurgeCounts, Tenant, WriteBudget,
-    EXPORT_CHUNK_PAGE,
+    EXPORT_CHUNK_PAGE, MAX_OFFSET,
 };

@@ -153,7 +153,7 @@ pub struct DocumentList {
 
 const CURSOR_PREFIX: &str = "c1.";
 /// Largest listing `offset` (llmemory parity; deep pages use the cursor).
-const MAX_OFFSET: u64 = 1_000_000_000;
+pub const MAX_OFFSET: u64 = 1_000_000_000;
 const EXPORT_PAGE: u32 = 64;
 
 impl Tenant {
@@ -312,13 +312,12 @@ impl Tenant {
     /// (or settles it: unchanged content only refreshes name and metadata).
     /// Validates, chunks and embeds one document whose dedupe key is `key`
     /// (`existing`: the stored document with that key, if any).
-    async fn prepare(
-        &self,
-        doc: NewDocument,
-        key: String,
-        existing: Option<enclave_store::ExistingDocument>,
-        budget: &mut WriteBudget,
-    ) -> Result<Prepared> {
+    /// Every check of a document that needs no store and no model pass
+    /// (names, ids, metadata, dates, sizes, chunking options, the text or
+    /// the given chunks and their vectors); returns it as it will be added
+    /// (dates kept to the stores' years, overlap capped at half a chunk).
+    /// An ingestion job runs it on each document when it is submitted.
+    pub fn check_document(&self, mut doc: NewDocument) -> Result<NewDocument> {
         let limits = self.shared.limits;
         validate_name(&doc.name, limits.max_name_chars)?;
         if let Some(x) = &doc.external_id {
@@ -330,7 +329,8 @@ impl Tenant {
             }
         }
         validate_metadata(&doc.metadata, &limits)?;
-        enclave_core::check::maybe_timestamp("document_date", doc.document_date.as_ref())?;
+        doc.document_date =
+            enclave_core::check::maybe_timestamp("document_date", doc.document_date)?;
         let bytes = doc.content_bytes();
         if bytes > limits.max_document_bytes {
             return Err(Error::TooLarge {
@@ -339,9 +339,66 @@ impl Tenant {
                 limit: limits.max_document_bytes,
             });
         }
+        let embedder = &self.shared.embedder;
+        let dims = embedder.dimensions();
+        doc.chunking = doc.chunking.validated(embedder.max_input_tokens())?;
+        match &doc.body {
+            DocumentBody::Text(text) => {
+                if text.trim().is_empty() {
+                    return Err(Error::invalid("content", "must not be empty"));
+                }
+                enclave_core::check::text("content", text)?;
+            }
+            DocumentBody::Chunks(provided) => {
+                if provided.is_empty() {
+                    return Err(Error::invalid("chunks", "must hold at least one chunk"));
+                }
+                if provided.len() > limits.max_chunks_per_document {
+                    return Err(Error::invalid(
+                        "chunks",
+                        format!("at most {} chunks", limits.max_chunks_per_document),
+                    ));
+                }
+                for (i, p) in provided.iter().enumerate() {
+                    if p.content.trim().is_empty() {
+                        return Err(Error::invalid(
+                            &format!("chunks[{i}].content"),
+                            "must not be empty",
+                        ));
+                    }
+                    enclave_core::check::text(&format!("chunks[{i}].content"), &p.content)?;
+                    if p.embedding.len() != dims {
+                        return Err(Error::invalid(
+                            &format!("chunks[{i}].embedding"),
+                            format!("has {} dimensions; expected {dims}", p.embedding.len()),
+                        ));
+                    }
+                    if p.embedding.iter().any(|x| !x.is_finite())
+                        || p.embedding.iter().all(|x| *x == 0.0)
+                    {
+                        return Err(Error::invalid(
+                            &format!("chunks[{i}].embedding"),
+                            "must be finite and non-zero",
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(doc)
+    }
+
+    async fn prepare(
+        &self,
+        doc: NewDocument,
+        key: String,
+        existing: Option<enclave_store::ExistingDocument>,
+        budget: &mut WriteBudget,
+    ) -> Result<Prepared> {
+        let doc = self.check_document(doc)?;
+        let limits = self.shared.limits;
+        let bytes = doc.content_bytes();
         let embedder = self.shared.embedder.clone();
         let dims = embedder.dimensions();
-        doc.chunking.validate(embedder.max_input_tokens())?;
         let now = Utc::now();
         let hash = content_hash(&doc);
         let new_document = existing.is_none();
@@ -374,10 +431,6 @@ impl Tenant {
         };
         let (chunks, sections, tokens_embedded, charged) = match doc.body {
             DocumentBody::Text(text) => {
-                if text.trim().is_empty() {
-                    return Err(Error::invalid("content", "must not be empty"));
-                }
-                enclave_core::check::text("content", &text)?;
                 let counter = embedder.token_counter();
                 let opts = doc.chunking;
                 let doc_type = doc.doc_type;
@@ -477,43 +530,13 @@ impl Tenant {
                 (chunks, sections, tokens, charged)
             }
             DocumentBody::Chunks(provided) => {
-                if provided.is_empty() {
-                    return Err(Error::invalid("chunks", "must hold at least one chunk"));
-                }
                 // Charged: the content, the metadata and the vectors given
                 // (stored as 4-byte floats).
                 let charged = (bytes + metadata_bytes + provided.len() * dims * 4) as u64;
                 budget.spend(new_document, charged, 0)?;
-                if provided.len() > limits.max_chunks_per_document {
-                    return Err(Error::invalid(
-                        "chunks",
-                        format!("at most {} chunks", limits.max_chunks_per_document),
-                    ));
-                }
                 let counter = embedder.token_counter();
                 let mut chunks = Vec::with_capacity(provided.len());
                 for (i, p) in provided.into_iter().enumerate() {
-                    if p.content.trim().is_empty() {
-                        return Err(Error::invalid(
-                            &format!("chunks[{i}].content"),
-                            "must not be empty",
-                        ));
-                    }
-                    enclave_core::check::text(&format!("chunks[{i}].content"), &p.content)?;
-                    if p.embedding.len() != dims {
-                        return Err(Error::invalid(
-                            &format!("chunks[{i}].embedding"),
-                            format!("has {} dimensions; expected {dims}", p.embedding.len()),
-                        ));
-                    }
-                    if p.embedding.iter().any(|x| !x.is_finite())
-                        || p.embedding.iter().all(|x| *x == 0.0)
-                    {
-                        return Err(Error::invalid(
-                            &format!("chunks[{i}].embedding"),
-                            "must be finite and non-zero",
-                        ));
-                    }
                     let mut embedding = p.embedding;
                     enclave_embed::l2_normalize(&mut embedding);
                     chunks.push(ChunkRecord {
@@ -683,8 +706,10 @@ impl Tenant {
                 format!("must be at most {MAX_OFFSET}; page with the cursor instead"),
             ));
         }
-        enclave_core::check::maybe_timestamp("created_after", params.created_after.as_ref())?;
-        enclave_core::check::maybe_timestamp("created_before", params.created_before.as_ref())?;
+        let created_after =
+            enclave_core::check::maybe_timestamp("created_after", params.created_after)?;
+        let created_before =
+            enclave_core::check::maybe_timestamp("created_before", params.created_before)?;
         let after = match params.cursor.as_deref() {
             None | Some("") => None,
             Some(c) => Some(
@@ -702,8 +727,8 @@ impl Tenant {
             origins,
             types,
             metadata: MetadataFilter::parse(params.metadata.as_ref().unwrap_or(&Value::Null))?,
-            created_after: params.created_after,
-            created_before: params.created_before,
+            created_after,
+            created_before,
             ..Default::default()
         };
         let page = self
@@ -1014,22 +1039,7 @@ pub const EXPORT_CHUNK_PAGE: u32 = 256;
 use futures::{StreamExt, TryStreamExt};
 
 fn validate_name(name: &str, max: usize) -> Result<()> {
-    if name.trim().is_empty() {
-        return Err(Error::invalid("name", "must not be empty"));
-    }
-    if name.chars().count() > max {
-        return Err(Error::invalid(
-            "name",
-            format!("must be at most {max} characters"),
-        ));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(Error::invalid(
-            "name",
-            "must not contain control characters",
-        ));
-    }
-    Ok(())
+    Ok(enclave_core::check::name("name", name, max)?)
 }
 
 fn validate_metadata(m: &Map<String, Value>, limits: &crate::Limits) -> Result<()> {

@@ -34,6 +34,9 @@ const LIMIT_FIELDS: [&str; 6] = [
     "monthly_budget_usd",
 ];
 
+/// Largest value of any limit: 2^53, the integers a JSON number holds exactly.
+pub(crate) const MAX_LIMIT_VALUE: f64 = 9_007_199_254_740_992.0;
+
 fn check_limits(v: Option<Value>) -> ApiResult<Option<Map<String, Value>>> {
     let m = match v {
         None | Some(Value::Null) => return Ok(None),
@@ -47,9 +50,14 @@ fn check_limits(v: Option<Value>) -> ApiResult<Option<Map<String, Value>>> {
                 LIMIT_FIELDS.join(", ")
             )));
         }
-        if !(v.is_null() || v.as_f64().is_some_and(|x| x >= 0.0)) {
+        // Bounded so every store reads back the number it was given
+        // (PostgreSQL's jsonb spells 1e308 out in 309 digits).
+        if !(v.is_null()
+            || v.as_f64()
+                .is_some_and(|x| (0.0..=MAX_LIMIT_VALUE).contains(&x)))
+        {
             return Err(ApiError::invalid(format!(
-                "limits.{k}: must be a non-negative number or null"
+                "limits.{k}: must be a number from 0 to 2^53, or null"
             )));
         }
         // The rate buckets cannot be empty (suspend a tenant to stop it).
@@ -80,7 +88,9 @@ fn check_limits(v: Option<Value>) -> ApiResult<Option<Map<String, Value>>> {
         .into_iter()
         .map(|(k, v)| {
             let v = match v.as_f64() {
-                Some(x) if x.fract() == 0.0 && x.abs() < 9.0e15 => Value::from(x.abs() as u64),
+                Some(x) if x.fract() == 0.0 && x.abs() <= MAX_LIMIT_VALUE => {
+                    Value::from(x.abs() as u64)
+                }
                 Some(x) => Value::from(x),
                 None => v,
             };
@@ -140,9 +150,7 @@ async fn create(
 ) -> ApiResult<impl IntoResponse> {
     let id = TenantId::parse(&b.id)?;
     let slug = Slug::parse(&b.slug)?;
-    if b.name.trim().is_empty() || b.name.chars().count() > 200 {
-        return Err(ApiError::invalid("name: must be 1 to 200 characters"));
-    }
+    enclave_core::check::name("name", &b.name, enclave_core::check::MAX_LABEL_CHARS)?;
     let isolation = b.isolation.unwrap_or_default();
     let placer = match (isolation, &state.inner.placer) {
         (Isolation::Shared, _) => None,

@@ -449,6 +449,7 @@ struct PatchBody {
     responses(
         (status = 200, description = "the updated document", body = serde_json::Value),
         (status = 400, description = "invalid_request", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "conflict: another document of the same origin has that name", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 401, description = "unauthenticated", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 403, description = "forbidden, tenant_mismatch or tenant_suspended", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 404, description = "not_found (also another tenant's id)", body = crate::openapi::Problem, content_type = "application/problem+json")

@@ -196,12 +196,10 @@ impl PendingKey {
 
 /// Validates a key request and mints its secret (nothing stored).
 pub fn new_key(tenant: &TenantId, b: NewKeyBody, created_by: &str) -> ApiResult<PendingKey> {
-    if b.name.trim().is_empty() || b.name.chars().count() > 200 {
-        return Err(ApiError::invalid("name: must be 1 to 200 characters"));
-    }
-    if b.expires_at.is_some_and(|e| e <= Utc::now()) {
-        return Err(ApiError::invalid("expires_at: must be in the future"));
-    }
+    enclave_core::check::name("name", &b.name, enclave_core::check::MAX_LABEL_CHARS)?;
+    // An `expires_at` already past is no error: the key is created expired
+    // and authenticates nothing (JSON Schema cannot say "in the future").
+    let expires_at = enclave_core::check::maybe_timestamp("expires_at", b.expires_at)?;
     let m = keys::mint();
     Ok(PendingKey {
         record: KeyRecord {
@@ -213,7 +211,7 @@ pub fn new_key(tenant: &TenantId, b: NewKeyBody, created_by: &str) -> ApiResult<
             secret_hash: m.secret_hash,
             created_by: created_by.to_owned(),
             created_at: Utc::now(),
-            expires_at: b.expires_at,
+            expires_at,
             revoked_at: None,
             last_used_at: None,
         },
@@ -222,7 +220,7 @@ pub fn new_key(tenant: &TenantId, b: NewKeyBody, created_by: &str) -> ApiResult<
             key: m.key,
             name: b.name,
             role: b.role,
-            expires_at: b.expires_at,
+            expires_at,
         },
     })
 }

@@ -76,19 +76,23 @@ pub(crate) async fn budget_left_usd(
     Ok(Some(left))
 }
 
-/// A day (`2026-12-01`) or an RFC 3339 timestamp (its UTC day).
+/// A day (`2026-12-01`) or an RFC 3339 timestamp (its UTC day), in years
+/// 1–9999 as written (a timestamp whose UTC day falls just outside them
+/// counts as their first or last day).
 fn day(v: &str, field: &str) -> ApiResult<NaiveDate> {
-    v.parse::<NaiveDate>()
-        .or_else(|_| {
-            chrono::DateTime::parse_from_rfc3339(v).map(|t| t.with_timezone(&Utc).date_naive())
-        })
-        .ok()
-        .filter(|d| (1..=9999).contains(&d.year()))
-        .ok_or_else(|| {
-            ApiError::invalid(format!(
-                "{field}: must be a date (YYYY-MM-DD, years 1-9999) or an RFC 3339 timestamp"
-            ))
-        })
+    let invalid = || {
+        ApiError::invalid(format!(
+            "{field}: must be a date (YYYY-MM-DD, years 1-9999) or an RFC 3339 timestamp"
+        ))
+    };
+    if let Ok(d) = v.parse::<NaiveDate>() {
+        return Some(d)
+            .filter(|d| (1..=9999).contains(&d.year()))
+            .ok_or_else(invalid);
+    }
+    let t = chrono::DateTime::parse_from_rfc3339(v).map_err(|_| invalid())?;
+    let t = enclave_core::check::timestamp(field, t.with_timezone(&Utc))?;
+    Ok(t.date_naive())
 }
 
 #[utoipa::path(
@@ -129,7 +133,8 @@ async fn usage(caller: Caller<Viewer>, Q(q): Q<UsageQuery>) -> ApiResult<Json<se
     Ok(Json(body))
 }
 
-/// `from`/`to` of a usage query: days, by default the last 30.
+/// `from`/`to` of a usage query: days, by default the last 30, at most
+/// [`crate::schema_rules::MAX_USAGE_DAYS`] of them.
 fn period(from: Option<&str>, to: Option<&str>) -> ApiResult<(NaiveDate, NaiveDate)> {
     let today = Utc::now().date_naive();
     let to = to.map(|v| day(v, "to")).transpose()?.unwrap_or(today);
@@ -142,11 +147,14 @@ fn period(from: Option<&str>, to: Option<&str>) -> ApiResult<(NaiveDate, NaiveDa
                 .or(NaiveDate::from_ymd_opt(1, 1, 1))
                 .unwrap_or(to)
         });
-    if from > to || (to - from).num_days() > 366 {
-        return Err(ApiError::invalid(
-            "from/to: from must not be after to, and at most 366 days apart",
-        ));
-    }
+    // A longer period starts MAX_USAGE_DAYS before its end (the answer's
+    // `from` says where); `from` after `to` is an empty period, all zeros.
+    let longest = crate::schema_rules::MAX_USAGE_DAYS - 1;
+    let from = if (to - from).num_days() > longest {
+        to - chrono::Duration::days(longest)
+    } else {
+        from
+    };
     Ok((from, to))
 }
 
