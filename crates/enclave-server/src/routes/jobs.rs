@@ -123,9 +123,8 @@ async fn create(caller: Caller<Member>, Body(mut body): Body<JobBody>) -> ApiRes
             }
         }
     }
-    // Every document is checked now as far as it can be without the store
-    // or the model (the same checks `POST /v1/documents` makes first); what
-    // only adding can tell (chunking, quotas) is each document's result.
+    // The shape of every document is checked now; what only adding can
+    // tell (content, chunking, quotas) is each document's result.
     for (i, d) in body.documents.iter().enumerate() {
         serde_json::from_value::<CreateBody>(d.clone())
             .map_err(|e| ApiError::invalid(format!("documents[{i}]: {e}")))
