@@ -14,14 +14,22 @@ use support::{spawn_app_with, spawn_replica, App, Backend, ADMIN, EXTRA_SETTINGS
 
 const FAST_LEASES: &str = "[jobs]\nlease_secs = 2\npoll_ms = 50\n";
 
-fn documents(prefix: &str, n: usize, empty_at: Option<usize>) -> Vec<Value> {
+/// `n` small documents; the one at `too_long_at` passes every check made
+/// at submission but is cut into more chunks than a document may have, so
+/// only adding it fails it.
+fn documents(prefix: &str, n: usize, too_long_at: Option<usize>) -> Vec<Value> {
     (0..n)
         .map(|i| {
-            let content = if Some(i) == empty_at {
-                "   ".to_owned()
-            } else {
-                format!("Note {i} of {prefix}: the {prefix} ledger entry number {i} for review.")
-            };
+            if Some(i) == too_long_at {
+                return json!({
+                    "name": format!("{prefix}-{i}.md"),
+                    "type": "markdown",
+                    "content": "w ".repeat(16 * 20_001),
+                    "chunking": {"max_tokens": 16, "overlap_tokens": 0}
+                });
+            }
+            let content =
+                format!("Note {i} of {prefix}: the {prefix} ledger entry number {i} for review.");
             json!({"name": format!("{prefix}-{i}.md"), "type": "markdown", "content": content})
         })
         .collect()
@@ -256,6 +264,24 @@ async fn another_tenants_job_is_404_and_usage_equals_what_the_job_did() {
                 .contains("documents[1]"),
             "{}",
             bad.text
+        );
+        // So is everything that needs no store and no model: blank content
+        // is refused at submission, not accepted and failed later.
+        let blank = app
+            .post(
+                "/v1/jobs/documents",
+                &a,
+                json!({"documents": [{"name": "ok.md", "content": "fine"}, {"name": "e.md", "content": "   "}]}),
+            )
+            .await;
+        blank.problem(400, "invalid_request");
+        assert!(
+            blank.body["detail"]
+                .as_str()
+                .unwrap()
+                .contains("documents[1].content"),
+            "{}",
+            blank.text
         );
         app.post("/v1/jobs/documents", &a, json!({"documents": []}))
             .await

@@ -123,12 +123,15 @@ async fn create(caller: Caller<Member>, Body(mut body): Body<JobBody>) -> ApiRes
             }
         }
     }
-    // The shape of every document is checked now; what only adding can
-    // tell (content, chunking, quotas) is each document's result.
+    // Every document gets the checks that need no store and no model now
+    // (shape, names, metadata, content, chunking options); what only
+    // adding can tell (the chunk count, quotas, the budget) is each
+    // document's result.
     for (i, d) in body.documents.iter().enumerate() {
         serde_json::from_value::<CreateBody>(d.clone())
             .map_err(|e| ApiError::invalid(format!("documents[{i}]: {e}")))
             .and_then(new_document)
+            .and_then(|doc| Ok(caller.writer().check_document(doc)?))
             .map_err(|e| match e {
                 ApiError::Invalid(m) if !m.starts_with("documents[") => {
                     ApiError::Invalid(format!("documents[{i}].{m}"))
