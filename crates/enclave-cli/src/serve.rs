@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use enclave_server::jwt::JwtVerifier;
+use enclave_server::jwt::{JwtKeys, JwtVerifier};
 use enclave_server::{AppState, ServerOptions};
 use enclave_store::control::ControlStore;
 use enclave_store::sqlite::SqliteControl;
@@ -70,6 +70,8 @@ struct FileSettings {
     request_timeout_secs: Option<u64>,
     jwt_issuer: Option<String>,
     jwt_audience: Option<String>,
+    jwt_admin_issuer: Option<String>,
+    jwt_admin_audience: Option<String>,
     placement_owner_url: Option<String>,
     tenant_database_admin_url: Option<String>,
     redis_url: Option<String>,
@@ -315,24 +317,38 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-fn jwt_verifier(file: &FileSettings) -> Result<JwtVerifier> {
-    let mut v = JwtVerifier::new(
-        env("ENCLAVE_JWT_ISSUER").or_else(|| file.jwt_issuer.clone()),
-        env("ENCLAVE_JWT_AUDIENCE").or_else(|| file.jwt_audience.clone()),
+/// One plane's keys from `ENCLAVE_JWT{prefix}_*` (`prefix` is `""` for
+/// tenant users, `"_ADMIN"` for platform admins).
+fn jwt_keys(prefix: &str, issuer: Option<String>, audience: Option<String>) -> Result<JwtKeys> {
+    let var = |what: &str| format!("ENCLAVE_JWT{prefix}_{what}");
+    let mut keys = JwtKeys::new(
+        env(&var("ISSUER")).or(issuer),
+        env(&var("AUDIENCE")).or(audience),
     );
-    if let Some(secret) = env("ENCLAVE_JWT_SECRET") {
-        v.add_hs256(secret.as_bytes())
-            .context("ENCLAVE_JWT_SECRET")?;
+    if let Some(secret) = env(&var("SECRET")) {
+        keys.add_hs256(secret.as_bytes())
+            .with_context(|| var("SECRET"))?;
     }
-    if let Some(path) = env("ENCLAVE_JWT_PUBLIC_KEY") {
+    if let Some(path) = env(&var("PUBLIC_KEY")) {
         let pem = std::fs::read(&path).with_context(|| format!("reading {path}"))?;
-        v.add_public_pem(&pem).context("ENCLAVE_JWT_PUBLIC_KEY")?;
+        keys.add_public_pem(&pem)
+            .with_context(|| var("PUBLIC_KEY"))?;
     }
-    if let Some(path) = env("ENCLAVE_JWT_JWKS") {
+    if let Some(path) = env(&var("JWKS")) {
         let json = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-        v.add_jwks(&json).context("ENCLAVE_JWT_JWKS")?;
+        keys.add_jwks(&json).with_context(|| var("JWKS"))?;
     }
-    Ok(v)
+    Ok(keys)
+}
+
+fn jwt_verifier(file: &FileSettings) -> Result<JwtVerifier> {
+    let tenant = jwt_keys("", file.jwt_issuer.clone(), file.jwt_audience.clone())?;
+    let admin = jwt_keys(
+        "_ADMIN",
+        file.jwt_admin_issuer.clone(),
+        file.jwt_admin_audience.clone(),
+    )?;
+    Ok(JwtVerifier::new(tenant, admin)?)
 }
 
 pub async fn run(mut store: StoreArgs, args: ServeArgs) -> Result<()> {

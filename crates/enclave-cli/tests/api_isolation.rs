@@ -21,8 +21,9 @@ on_both_backends!(
     valid_jwts_hs256_and_rs256_select_the_claimed_tenant,
     alg_none_and_unsigned_tokens_are_401,
     hs256_signed_with_the_rsa_public_key_is_401,
-    jwts_with_a_wrong_secret_expired_or_without_exp_are_401,
+    jwts_with_a_wrong_secret_expired_not_yet_valid_or_without_exp_are_401,
     jwts_with_a_wrong_issuer_audience_role_or_tenant_are_401,
+    only_an_admin_plane_key_can_sign_a_platform_admin,
     an_x_tenant_id_header_naming_another_tenant_is_403_and_audited,
     a_host_of_another_tenants_subdomain_is_403,
     a_body_tenant_id_or_owner_id_never_selects_a_tenant,
@@ -240,7 +241,7 @@ async fn hs256_signed_with_the_rsa_public_key_is_401(backend: Backend) {
         .problem(401, "unauthenticated");
 }
 
-async fn jwts_with_a_wrong_secret_expired_or_without_exp_are_401(backend: Backend) {
+async fn jwts_with_a_wrong_secret_expired_not_yet_valid_or_without_exp_are_401(backend: Backend) {
     let w = World::new(backend).await;
     let wrong = hs256(
         &claims("acme", "owner"),
@@ -260,6 +261,71 @@ async fn jwts_with_a_wrong_secret_expired_or_without_exp_are_401(backend: Backen
     c.as_object_mut().unwrap().remove("exp");
     w.app
         .get("/v1/stats", &hs256(&c, JWT_SECRET.as_bytes()))
+        .await
+        .problem(401, "unauthenticated");
+    // `nbf` an hour ahead: not valid yet (a minute ahead is clock skew).
+    let mut c = claims("acme", "owner");
+    c["nbf"] = json!(now() + 3600);
+    w.app
+        .get("/v1/stats", &hs256(&c, JWT_SECRET.as_bytes()))
+        .await
+        .problem(401, "unauthenticated");
+    c["nbf"] = json!(now() + 30);
+    w.app
+        .get("/v1/stats", &hs256(&c, JWT_SECRET.as_bytes()))
+        .await
+        .ok(200);
+}
+
+/// The identity provider that signs tenant users in cannot make a platform
+/// admin: `platform_admin` tokens verify only under the admin plane's own
+/// keys and issuer, and an admin key's token is nobody on a tenant's plane.
+async fn only_an_admin_plane_key_can_sign_a_platform_admin(backend: Backend) {
+    let w = World::new(backend).await;
+    let admin_claims = || {
+        let mut c = claims("acme", "platform_admin");
+        c.as_object_mut().unwrap().remove("tenant_id");
+        c["iss"] = json!(ADMIN_JWT_ISSUER);
+        c
+    };
+    // Signed by the tenant plane's keys (HS256 secret, RS256 key), with
+    // either issuer: no valid credential on either plane.
+    for iss in ["https://issuer.test", ADMIN_JWT_ISSUER] {
+        let mut c = admin_claims();
+        c["iss"] = json!(iss);
+        for token in [hs256(&c, JWT_SECRET.as_bytes()), rs256(&w.app, &c)] {
+            let r = w.app.get("/admin/v1/tenants", &token).await;
+            r.problem(401, "unauthenticated");
+            w.nothing_foreign(&r);
+            w.app
+                .get("/v1/stats", &token)
+                .await
+                .problem(401, "unauthenticated");
+        }
+    }
+    // The admin key with the admin issuer is the platform admin ...
+    let admin = hs256(&admin_claims(), ADMIN_JWT_SECRET.as_bytes());
+    w.app.get("/admin/v1/tenants", &admin).await.ok(200);
+    w.app
+        .get("/v1/stats", &admin)
+        .await
+        .problem(403, "forbidden");
+    // ... but not with another issuer, and its key signs no tenant user.
+    let mut c = admin_claims();
+    c["iss"] = json!("https://issuer.test");
+    w.app
+        .get("/admin/v1/tenants", &hs256(&c, ADMIN_JWT_SECRET.as_bytes()))
+        .await
+        .problem(401, "unauthenticated");
+    let mut user = claims("acme", "owner");
+    user["iss"] = json!(ADMIN_JWT_ISSUER);
+    let user = hs256(&user, ADMIN_JWT_SECRET.as_bytes());
+    w.app
+        .get("/v1/stats", &user)
+        .await
+        .problem(401, "unauthenticated");
+    w.app
+        .get("/admin/v1/tenants", &user)
         .await
         .problem(401, "unauthenticated");
 }
@@ -715,7 +781,8 @@ async fn tenant_credentials_are_forbidden_on_the_admin_plane(backend: Backend) {
     // A platform_admin JWT is the other way in; it has no tenant on /v1.
     let mut c = claims("acme", "platform_admin");
     c.as_object_mut().unwrap().remove("tenant_id");
-    let admin_jwt = hs256(&c, JWT_SECRET.as_bytes());
+    c["iss"] = json!(ADMIN_JWT_ISSUER);
+    let admin_jwt = hs256(&c, ADMIN_JWT_SECRET.as_bytes());
     w.app.get("/admin/v1/tenants", &admin_jwt).await.ok(200);
     w.app
         .get("/v1/stats", &admin_jwt)

@@ -154,3 +154,21 @@ fn cli_ingests_searches_and_manages_documents_per_tenant() {
     );
     assert!(!ok && err.contains("metadata.y"), "{err}");
 }
+
+#[test]
+fn serve_refuses_one_jwt_key_for_tenant_users_and_platform_admins() {
+    let data = tempfile::tempdir().unwrap();
+    let secret = "one-secret-for-both-planes-of-at-least-32-bytes";
+    let out = Command::new(env!("CARGO_BIN_EXE_enclave"))
+        .args(["--embedder", "hash", "--data-dir"])
+        .arg(data.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("ENCLAVE_ADMIN_TOKEN", "test-admin-token-0123456789")
+        .env("ENCLAVE_JWT_SECRET", secret)
+        .env("ENCLAVE_JWT_ADMIN_SECRET", secret)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the server started: {err}");
+    assert!(err.contains("admin plane needs keys of its own"), "{err}");
+}

@@ -12,7 +12,8 @@
 //! operation its declared role does not allow.
 //!
 //! [`PlatformAdmin`] guards `/admin/v1`: the configured admin token or a JWT
-//! with role `platform_admin`; a valid tenant credential there is 403.
+//! with role `platform_admin` signed by an admin-plane key; a valid tenant
+//! credential there (a tenant key's token whatever its role) is 403.
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use crate::failures::Cause;
+use crate::jwt::Verified;
 use crate::keys;
 use crate::{ApiError, AppState};
 
@@ -283,14 +285,15 @@ async fn authenticate(state: &AppState, cred: &str) -> Result<(TenantId, Role, S
         state.touch_key(&key.key_id).await;
         return Ok((key.tenant_id, key.role, actor));
     }
-    let Some(claims) = state.inner.jwt.verify(cred) else {
-        return Err(failed(Cause::InvalidToken, None, "anonymous"));
+    let claims = match state.inner.jwt.verify(cred) {
+        None => return Err(failed(Cause::InvalidToken, None, "anonymous")),
+        Some(Verified::Admin(_)) => {
+            return Err(AuthError::Other(ApiError::forbidden(
+                "a platform admin credential has no tenant; use /admin/v1",
+            )))
+        }
+        Some(Verified::Tenant(claims)) => claims,
     };
-    if claims.role == "platform_admin" {
-        return Err(AuthError::Other(ApiError::forbidden(
-            "a platform admin credential has no tenant; use /admin/v1",
-        )));
-    }
     let actor = format!("user:{}", claims.sub);
     let tenant = claims
         .tenant_id
@@ -480,15 +483,18 @@ impl FromRequestParts<AppState> for PlatformAdmin {
             });
         }
         if !keys::looks_like_key(cred) {
-            if let Some(claims) = state.inner.jwt.verify(cred) {
-                if claims.role == "platform_admin" {
+            match state.inner.jwt.verify(cred) {
+                Some(Verified::Admin(claims)) => {
                     return Ok(PlatformAdmin {
                         actor: format!("admin:{}", claims.sub),
                     });
                 }
-                return Err(ApiError::forbidden(
-                    "tenant credentials cannot use the admin plane",
-                ));
+                Some(Verified::Tenant(_)) => {
+                    return Err(ApiError::forbidden(
+                        "tenant credentials cannot use the admin plane",
+                    ));
+                }
+                None => {}
             }
             guard.failed(addr, None, Cause::WrongAdminToken, None, "anonymous");
             return Err(ApiError::Unauthenticated(BAD_CREDENTIAL));

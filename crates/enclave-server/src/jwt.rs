@@ -2,14 +2,17 @@
 //! with a configured public key (PEM) or JWKS file. The algorithm in a
 //! token's header only selects among the *configured* keys of that
 //! algorithm: `alg: none`, an unconfigured algorithm, or an HS256 token
-//! "signed" with a public key find no key and are refused.
+//! "signed" with a public key find no key and are refused. Tenant users'
+//! tokens and `platform_admin` tokens are signed by different keys
+//! (`ENCLAVE_JWT_*` and `ENCLAVE_JWT_ADMIN_*`), each with its own issuer and
+//! audience; a key given for both is refused at start.
 
 use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
-/// Claims Enclave reads. `exp` is required; `iss`/`aud` are checked when
-/// configured.
+/// Claims Enclave reads. `exp` is required; `nbf` is checked when present,
+/// `iss`/`aud` when configured.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Claims {
     pub sub: String,
@@ -23,19 +26,27 @@ struct KeyEntry {
     alg: Algorithm,
     kid: Option<String>,
     key: DecodingKey,
+    /// SHA-256 of the key material as configured: the same key may not
+    /// serve both planes.
+    fingerprint: [u8; 32],
 }
 
-/// The configured verification keys.
+fn fingerprint(material: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(material).into()
+}
+
+/// The keys of one plane and the `iss`/`aud` its tokens must carry.
 #[derive(Default)]
-pub struct JwtVerifier {
+pub struct JwtKeys {
     keys: Vec<KeyEntry>,
     issuer: Option<String>,
     audience: Option<String>,
 }
 
-impl std::fmt::Debug for JwtVerifier {
+impl std::fmt::Debug for JwtKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JwtVerifier")
+        f.debug_struct("JwtKeys")
             .field(
                 "algorithms",
                 &self.keys.iter().map(|k| k.alg).collect::<Vec<_>>(),
@@ -48,15 +59,19 @@ impl std::fmt::Debug for JwtVerifier {
 
 #[derive(Debug, thiserror::Error)]
 pub enum JwtConfigError {
-    #[error("ENCLAVE_JWT_PUBLIC_KEY is neither an RSA nor an EC public key in PEM")]
+    #[error("neither an RSA nor an EC public key in PEM")]
     BadPem,
     #[error("JWKS: {0}")]
     BadJwks(String),
     #[error("the HS256 secret must be at least 32 bytes")]
     ShortSecret,
+    #[error(
+        "a key configured for platform_admin tokens is also a tenant key: the admin plane needs keys of its own"
+    )]
+    SharedKey,
 }
 
-impl JwtVerifier {
+impl JwtKeys {
     pub fn new(issuer: Option<String>, audience: Option<String>) -> Self {
         Self {
             keys: Vec::new(),
@@ -65,8 +80,8 @@ impl JwtVerifier {
         }
     }
 
-    pub fn is_enabled(&self) -> bool {
-        !self.keys.is_empty()
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
     }
 
     pub fn add_hs256(&mut self, secret: &[u8]) -> Result<(), JwtConfigError> {
@@ -77,6 +92,7 @@ impl JwtVerifier {
             alg: Algorithm::HS256,
             kid: None,
             key: DecodingKey::from_secret(secret),
+            fingerprint: fingerprint(secret),
         });
         Ok(())
     }
@@ -90,10 +106,17 @@ impl JwtVerifier {
         } else {
             return Err(JwtConfigError::BadPem);
         };
+        // The base64 body, so line endings and labels do not disguise a key.
+        let body: Vec<u8> = String::from_utf8_lossy(pem)
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .flat_map(|l| l.trim().bytes().collect::<Vec<_>>())
+            .collect();
         self.keys.push(KeyEntry {
             alg,
             kid: None,
             key,
+            fingerprint: fingerprint(&body),
         });
         Ok(())
     }
@@ -102,10 +125,13 @@ impl JwtVerifier {
     pub fn add_jwks(&mut self, json: &str) -> Result<(), JwtConfigError> {
         let set: JwkSet =
             serde_json::from_str(json).map_err(|e| JwtConfigError::BadJwks(e.to_string()))?;
+        let before = self.keys.len();
         for jwk in &set.keys {
-            let alg = match &jwk.algorithm {
-                AlgorithmParameters::RSA(_) => Algorithm::RS256,
-                AlgorithmParameters::EllipticCurve(_) => Algorithm::ES256,
+            let (alg, material) = match &jwk.algorithm {
+                AlgorithmParameters::RSA(p) => (Algorithm::RS256, format!("{}.{}", p.n, p.e)),
+                AlgorithmParameters::EllipticCurve(p) => {
+                    (Algorithm::ES256, format!("{}.{}", p.x, p.y))
+                }
                 _ => continue,
             };
             let key =
@@ -114,21 +140,25 @@ impl JwtVerifier {
                 alg,
                 kid: jwk.common.key_id.clone(),
                 key,
+                fingerprint: fingerprint(material.as_bytes()),
             });
         }
-        if self.keys.is_empty() {
+        if self.keys.len() == before {
             return Err(JwtConfigError::BadJwks("no RSA or EC key".into()));
         }
         Ok(())
     }
 
-    /// Verifies signature, `exp` (60 s leeway), and `iss`/`aud` when
-    /// configured. The error is deliberately one kind: the client is told
-    /// only that the credential is not valid.
-    pub fn verify(&self, token: &str) -> Option<Claims> {
+    /// Verifies signature, `exp` and `nbf` (60 s leeway), and `iss`/`aud`
+    /// when configured.
+    fn verify(&self, token: &str) -> Option<Claims> {
+        if self.keys.is_empty() {
+            return None;
+        }
         let header = decode_header(token).ok()?;
         let mut validation = Validation::new(header.alg);
         validation.set_required_spec_claims(&["exp"]);
+        validation.validate_nbf = true;
         if let Some(iss) = &self.issuer {
             validation.set_issuer(&[iss]);
             validation.required_spec_claims.insert("iss".into());
@@ -149,5 +179,112 @@ impl JwtVerifier {
             })
             .find_map(|k| decode::<Claims>(token, &k.key, &validation).ok())
             .map(|d| d.claims)
+    }
+}
+
+/// A token and the plane whose key signed it.
+#[derive(Debug, Clone)]
+pub enum Verified {
+    /// Signed by a tenant-plane key: a tenant user (never `platform_admin`).
+    Tenant(Claims),
+    /// Signed by an admin-plane key with role `platform_admin`.
+    Admin(Claims),
+}
+
+/// The configured verification keys: the tenant plane's (whose tokens
+/// name a tenant and a tenant role) and the admin plane's (whose tokens
+/// carry role `platform_admin`). No key serves both, so an identity
+/// provider trusted to sign in tenant users cannot mint platform admins.
+#[derive(Debug, Default)]
+pub struct JwtVerifier {
+    tenant: JwtKeys,
+    admin: JwtKeys,
+}
+
+impl JwtVerifier {
+    pub fn new(tenant: JwtKeys, admin: JwtKeys) -> Result<Self, JwtConfigError> {
+        if tenant
+            .keys
+            .iter()
+            .any(|t| admin.keys.iter().any(|a| a.fingerprint == t.fingerprint))
+        {
+            return Err(JwtConfigError::SharedKey);
+        }
+        Ok(Self { tenant, admin })
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        !self.tenant.is_empty() || !self.admin.is_empty()
+    }
+
+    /// The error is deliberately one kind: the client is told only that the
+    /// credential is not valid. A tenant-plane token claiming
+    /// `platform_admin`, or an admin-plane token claiming anything else,
+    /// is not valid.
+    pub fn verify(&self, token: &str) -> Option<Verified> {
+        if let Some(c) = self.admin.verify(token) {
+            return (c.role == PLATFORM_ADMIN).then_some(Verified::Admin(c));
+        }
+        self.tenant
+            .verify(token)
+            .filter(|c| c.role != PLATFORM_ADMIN)
+            .map(Verified::Tenant)
+    }
+}
+
+/// The role claim of an admin-plane token.
+pub const PLATFORM_ADMIN: &str = "platform_admin";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{encode, EncodingKey, Header};
+
+    const TENANT: &[u8] = b"tenant-plane-secret-of-at-least-32-bytes";
+    const ADMIN: &[u8] = b"admin-plane-secret-of-at-least-32-bytes!";
+
+    fn keys(secret: &[u8]) -> JwtKeys {
+        let mut k = JwtKeys::new(None, None);
+        k.add_hs256(secret).unwrap();
+        k
+    }
+
+    fn token(secret: &[u8], role: &str) -> String {
+        let exp = chrono::Utc::now().timestamp() + 600;
+        let claims = serde_json::json!({"sub": "u", "tenant_id": "acme", "role": role, "exp": exp});
+        encode(
+            &Header::default(),
+            &claims,
+            &EncodingKey::from_secret(secret),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn one_key_for_both_planes_is_refused() {
+        assert!(matches!(
+            JwtVerifier::new(keys(TENANT), keys(TENANT)),
+            Err(JwtConfigError::SharedKey)
+        ));
+        assert!(JwtVerifier::new(keys(TENANT), keys(ADMIN)).is_ok());
+    }
+
+    #[test]
+    fn each_plane_signs_only_its_own_roles() {
+        let v = JwtVerifier::new(keys(TENANT), keys(ADMIN)).unwrap();
+        assert!(matches!(
+            v.verify(&token(TENANT, "owner")),
+            Some(Verified::Tenant(_))
+        ));
+        assert!(v.verify(&token(TENANT, PLATFORM_ADMIN)).is_none());
+        assert!(matches!(
+            v.verify(&token(ADMIN, PLATFORM_ADMIN)),
+            Some(Verified::Admin(_))
+        ));
+        assert!(v.verify(&token(ADMIN, "owner")).is_none());
+        // Without admin keys nobody is a platform admin by JWT.
+        let tenant_only = JwtVerifier::new(keys(TENANT), JwtKeys::default()).unwrap();
+        assert!(tenant_only.verify(&token(TENANT, PLATFORM_ADMIN)).is_none());
+        assert!(tenant_only.verify(&token(ADMIN, PLATFORM_ADMIN)).is_none());
     }
 }

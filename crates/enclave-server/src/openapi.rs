@@ -31,7 +31,7 @@ impl Modify for Bearer {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .description(Some(
-                        "An API key `ek_<public-id>_<secret>` or a JWT (tenant routes); the platform admin token or a `platform_admin` JWT (/admin/v1).",
+                        "An API key `ek_<public-id>_<secret>` or a JWT (tenant routes); the platform admin token or a `platform_admin` JWT signed by an admin-plane key (/admin/v1).",
                     ))
                     .build(),
             ),

@@ -26,6 +26,9 @@ use serde_json::{json, Value};
 
 pub const ADMIN: &str = "test-admin-token-0123456789";
 pub const JWT_SECRET: &str = "test-jwt-secret-that-is-at-least-32-bytes-long";
+/// The admin plane's own HS256 key and issuer (`platform_admin` tokens).
+pub const ADMIN_JWT_SECRET: &str = "test-admin-jwt-secret-of-at-least-32-bytes";
+pub const ADMIN_JWT_ISSUER: &str = "https://admin.issuer.test";
 pub const BASE_DOMAIN: &str = "enclave.test";
 
 /// Which store the server runs on.
@@ -278,6 +281,8 @@ async fn start_with_store(
         .env("ENCLAVE_JWT_PUBLIC_KEY", &public_path)
         .env("ENCLAVE_JWT_ISSUER", "https://issuer.test")
         .env("ENCLAVE_JWT_AUDIENCE", "enclave")
+        .env("ENCLAVE_JWT_ADMIN_SECRET", ADMIN_JWT_SECRET)
+        .env("ENCLAVE_JWT_ADMIN_ISSUER", ADMIN_JWT_ISSUER)
         .env("ENCLAVE_MAX_BODY_BYTES", "1048576")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
