@@ -76,6 +76,9 @@ struct FileSettings {
     tenant_database_admin_url: Option<String>,
     redis_url: Option<String>,
     redis_timeout_ms: Option<u64>,
+    /// Proxies (addresses or CIDR networks) whose `X-Forwarded-For` names
+    /// the client the failed-credential buckets charge.
+    trusted_proxies: Option<Vec<String>>,
     /// `[plans.<name>]`: request limits per plan (added to or replacing the
     /// built-in free, pro and enterprise).
     #[serde(default)]
@@ -401,6 +404,18 @@ pub async fn run(mut store: StoreArgs, args: ServeArgs) -> Result<()> {
         auth_failures: {
             file.auth_failures.validate().map_err(anyhow::Error::msg)?;
             file.auth_failures
+        },
+        trusted_proxies: {
+            let list = match env("ENCLAVE_TRUSTED_PROXIES") {
+                Some(v) => v
+                    .split(',')
+                    .filter(|s| !s.trim().is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+                None => file.trusted_proxies.clone().unwrap_or_default(),
+            };
+            enclave_server::client::TrustedProxies::parse(&list)
+                .map_err(|e| anyhow::anyhow!("trusted_proxies: {e}"))?
         },
         ..ServerOptions::default()
     };

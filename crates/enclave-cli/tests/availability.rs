@@ -224,6 +224,63 @@ async fn failed_credentials_from_one_address_are_refused_before_any_store_access
     app.verify_audit();
 }
 
+/// Behind a load balancer every request comes from its address: with the
+/// balancer configured as a trusted proxy, each forwarded client has its
+/// own failure bucket (one guesser does not lock out everyone behind the
+/// balancer), the client cannot pick its address by prepending hops, and
+/// from anywhere else `X-Forwarded-For` is ignored. The buckets are the
+/// process's, not the store's, so one store shows it.
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_failure_bucket() {
+    let app = spawn_app_with(
+        Backend::Embedded,
+        &[
+            (EXTRA_SETTINGS, STRICT),
+            ("ENCLAVE_TRUSTED_PROXIES", "127.0.0.5, 10.0.0.0/8"),
+        ],
+    )
+    .await;
+    let acme = app.tenant("acme").await;
+    let (viewer, _) = app.key(&acme, "viewer").await;
+    let proxy = client_from("127.0.0.5");
+    let via = |forwarded: &str, cred: &str| {
+        let r = proxy
+            .get(app.url("/v1/stats"))
+            .bearer_auth(cred)
+            .header("x-forwarded-for", forwarded);
+        async move { r.send().await.unwrap().status().as_u16() }
+    };
+    // The guesser (the proxy appended its address after what it sent).
+    let mut seen = Vec::new();
+    for i in 0..8 {
+        seen.push(via(&format!("198.51.100.{i}, 203.0.113.66"), &random_key()).await);
+    }
+    assert_eq!(&seen[..5], &[401; 5]);
+    assert!(seen[5..].iter().all(|s| *s == 429), "{seen:?}");
+    assert_eq!(via("203.0.113.66", &viewer).await, 429);
+    // Another user behind the same proxy, one behind a second proxy hop,
+    // and the proxy's own address are not charged for the guesser.
+    assert_eq!(via("198.51.100.20", &viewer).await, 200);
+    assert_eq!(via("198.51.100.21, 10.1.2.3", &viewer).await, 200);
+    let direct = proxy.get(app.url("/v1/stats")).bearer_auth(&viewer);
+    assert_eq!(direct.send().await.unwrap().status(), 200);
+    // Not a proxy: the header changes nothing, every guess is its own.
+    let other = client_from("127.0.0.6");
+    let mut seen = Vec::new();
+    for i in 0..8 {
+        let r = other
+            .get(app.url("/v1/stats"))
+            .bearer_auth(random_key())
+            .header("x-forwarded-for", format!("192.0.2.{i}"))
+            .send()
+            .await
+            .unwrap();
+        seen.push(r.status().as_u16());
+    }
+    assert_eq!(&seen[..5], &[401; 5]);
+    assert!(seen[5..].iter().all(|s| *s == 429), "{seen:?}");
+}
+
 async fn a_wrong_admin_token_is_refused_per_address_so_guessing_is_as_slow_as_the_bucket(
     backend: Backend,
 ) {

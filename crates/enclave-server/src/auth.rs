@@ -226,10 +226,13 @@ fn failed(cause: Cause, scope: Option<TenantId>, actor: &str) -> AuthError {
     })
 }
 
-/// The client address of a request (when the server was started with
-/// connection info; in-process tests have none).
+/// The client address of a request: the peer, or the client a trusted
+/// proxy names (when the server was started with connection info;
+/// in-process tests have none).
 pub(crate) fn client_addr(ext: &axum::http::Extensions) -> Option<std::net::SocketAddr> {
-    ext.get::<ConnectInfo<std::net::SocketAddr>>().map(|c| c.0)
+    ext.get::<crate::client::ClientAddr>()
+        .map(|c| c.0)
+        .or_else(|| ext.get::<ConnectInfo<std::net::SocketAddr>>().map(|c| c.0))
 }
 
 /// Checks the failure buckets (before any store access), then

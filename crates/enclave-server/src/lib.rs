@@ -21,6 +21,7 @@
 
 pub mod alerts;
 pub mod auth;
+pub mod client;
 pub mod error;
 pub mod failures;
 pub mod jobs;
@@ -82,6 +83,10 @@ pub fn app(state: AppState) -> Router {
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(middleware::from_fn(unread::close_if_unread))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            client::resolve_client,
+        ))
         .with_state(state)
 }
 

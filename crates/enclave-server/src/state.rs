@@ -47,6 +47,8 @@ pub struct ServerOptions {
     pub alerts: crate::alerts::AlertOptions,
     /// What failed authentications may cost (`[auth_failures]`).
     pub auth_failures: crate::failures::FailureLimits,
+    /// Proxies whose `X-Forwarded-For` names the client (`trusted_proxies`).
+    pub trusted_proxies: crate::client::TrustedProxies,
 }
 
 impl Default for ServerOptions {
@@ -65,6 +67,7 @@ impl Default for ServerOptions {
             metrics_top_tenants: 0,
             alerts: crate::alerts::AlertOptions::default(),
             auth_failures: crate::failures::FailureLimits::default(),
+            trusted_proxies: crate::client::TrustedProxies::default(),
         }
     }
 }
