@@ -231,32 +231,46 @@ impl Inner {
         cache
     }
 
-    /// Unloads the least recently searched tenants' vectors (never `keep`'s)
-    /// until the caches fit `vector_cache_bytes`.
-    pub(crate) fn enforce_vector_budget(&self, keep: &TenantId) {
+    /// Brings the caches within `vector_cache_bytes`, unloading only
+    /// tenants that hold more than an equal share of it (the budget over
+    /// the tenants with vectors loaded), the largest first. So
+    /// a tenant within its share is never unloaded because another tenant
+    /// searched: a large tenant's searches cannot slow a small one's, nor
+    /// tell it that they happened. Returns whether `keep` (being searched
+    /// now, never unloaded here) is over its share and must let its vectors
+    /// go after this search.
+    pub(crate) fn enforce_vector_budget(&self, keep: &TenantId) -> bool {
         use std::sync::atomic::Ordering::Relaxed;
-        let caches: Vec<(u64, TenantId, Arc<VectorCache>)> = self
+        let caches: Vec<(u64, TenantId, Arc<VectorCache>, usize)> = self
             .vectors
             .read()
             .iter()
-            .map(|(t, c)| (c.last_used.load(Relaxed), t.clone(), c.clone()))
+            .map(|(t, c)| (c.last_used.load(Relaxed), t.clone(), c.clone(), c.bytes()))
             .collect();
-        let mut total: usize = caches.iter().map(|(_, _, c)| c.bytes()).sum();
-        if total <= self.opts.vector_cache_bytes {
-            return;
+        let budget = self.opts.vector_cache_bytes;
+        let mut total: usize = caches.iter().map(|c| c.3).sum();
+        if total <= budget {
+            return false;
         }
-        let mut by_age = caches;
-        by_age.sort_by_key(|(used, _, _)| *used);
-        for (_, tenant, cache) in by_age {
-            if total <= self.opts.vector_cache_bytes {
+        let loaded = caches.iter().filter(|c| c.3 > 0).count().max(1);
+        let share = budget / loaded;
+        let mut over: Vec<_> = caches.into_iter().filter(|c| c.3 > share).collect();
+        // The largest first (it frees the most and is the one crowding
+        // the others out), then the least recently searched.
+        over.sort_by_key(|c| (std::cmp::Reverse(c.3), c.0));
+        let mut unload_keep = false;
+        for (_, tenant, cache, bytes) in over {
+            if total <= budget {
                 break;
             }
+            total -= bytes;
             if &tenant == keep {
-                continue;
+                unload_keep = true;
+            } else {
+                cache.unload();
             }
-            total -= cache.bytes();
-            cache.unload();
         }
+        unload_keep
     }
 }
 
@@ -347,6 +361,57 @@ mod tests {
                 0,
                 "a was evicted to make room for b"
             );
+        }
+    }
+
+    /// The review's vector-cache timing channel: a large tenant's searches
+    /// used to unload a small tenant's vectors (its next search slower, and
+    /// a sign that someone else searched). Now only caches over an equal
+    /// share are unloaded, a tenant larger than the budget included.
+    #[tokio::test]
+    async fn a_larger_tenants_searches_never_unload_a_tenant_within_its_share() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = SqliteOptions::new(dir.path(), Layout::SharedFile, 4);
+        opts.vector_cache_bytes = 100; // 24 bytes a vector
+        let store = SqliteStore::open(opts).unwrap();
+        let small = TenantId::parse("small").unwrap();
+        let big = TenantId::parse("big").unwrap();
+        let mid = TenantId::parse("mid").unwrap();
+        store
+            .tenant(&small)
+            .put_document(doc(vec![1.0, 0.0, 0.0, 0.0]))
+            .await
+            .unwrap();
+        for i in 0..5 {
+            let v = vec![0.0, 1.0, i as f32, 0.0];
+            store.tenant(&big).put_document(doc(v)).await.unwrap();
+        }
+        for i in 0..2 {
+            let v = vec![0.0, 0.0, 1.0, i as f32];
+            store.tenant(&mid).put_document(doc(v)).await.unwrap();
+        }
+        let q = [1.0, 1.0, 1.0, 1.0];
+        let bytes = |t: &TenantId| store.inner.vectors.read()[t].bytes();
+        let search = |t: &TenantId| {
+            let t = store.tenant(t);
+            async move {
+                t.vector_candidates(&q, &Default::default(), 10)
+                    .await
+                    .unwrap()
+            }
+        };
+        for _ in 0..3 {
+            assert_eq!(search(&small).await.len(), 1);
+            assert_eq!(bytes(&small), 24);
+            // 120 bytes: over the whole budget, so over any share.
+            assert_eq!(search(&big).await.len(), 5, "big sees all its vectors");
+            assert_eq!(bytes(&small), 24, "small kept its vectors");
+            assert_eq!(bytes(&big), 0, "big let its own go");
+            // Small and mid fit together: both stay, whoever searches.
+            assert_eq!(search(&mid).await.len(), 2);
+            assert_eq!((bytes(&small), bytes(&mid)), (24, 48));
+            assert_eq!(search(&big).await.len(), 5);
+            assert_eq!((bytes(&small), bytes(&mid), bytes(&big)), (24, 48, 0));
         }
     }
 

@@ -522,17 +522,25 @@ impl TenantStore for SqliteTenant {
         self.read(move |tx, tenant, inner| {
             let cache = inner.vector_cache(tenant);
             cache.refresh(tx, tenant)?;
-            inner.enforce_vector_budget(tenant);
+            // Over its share, this tenant's vectors serve this search and
+            // are then let go: its size costs its own next search, not
+            // another tenant's cache.
+            let unload_after = inner.enforce_vector_budget(tenant);
             let allowed = if filter.is_empty() {
                 None
             } else {
                 Some(allowed_chunks(tx, tenant, &filter)?)
             };
-            let state = cache.state.read();
-            let hits = match &allowed {
-                None => state.set.top_k(&query, k, None),
-                Some(a) => state.set.top_k(&query, k, Some(&|key| a.contains(&key))),
+            let hits = {
+                let state = cache.state.read();
+                match &allowed {
+                    None => state.set.top_k(&query, k, None),
+                    Some(a) => state.set.top_k(&query, k, Some(&|key| a.contains(&key))),
+                }
             };
+            if unload_after {
+                cache.unload();
+            }
             Ok(hits
                 .into_iter()
                 .map(|(key, s)| Candidate {
