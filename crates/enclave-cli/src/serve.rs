@@ -405,6 +405,15 @@ pub async fn run(mut store: StoreArgs, args: ServeArgs) -> Result<()> {
             file.auth_failures.validate().map_err(anyhow::Error::msg)?;
             file.auth_failures
         },
+        tenant_cache_ttl: match env("ENCLAVE_TENANT_CACHE_SECS") {
+            Some(v) => Duration::from_secs(
+                v.parse::<u64>()
+                    .ok()
+                    .filter(|s| *s <= 86_400)
+                    .context("ENCLAVE_TENANT_CACHE_SECS must be 0 to 86400 seconds")?,
+            ),
+            None => Duration::from_secs(5),
+        },
         trusted_proxies: {
             let list = match env("ENCLAVE_TRUSTED_PROXIES") {
                 Some(v) => v
@@ -417,7 +426,6 @@ pub async fn run(mut store: StoreArgs, args: ServeArgs) -> Result<()> {
             enclave_server::client::TrustedProxies::parse(&list)
                 .map_err(|e| anyhow::anyhow!("trusted_proxies: {e}"))?
         },
-        ..ServerOptions::default()
     };
     if let Some(url) = &opts.redis_url {
         enclave_server::limits::check_redis_url(url).map_err(anyhow::Error::msg)?;

@@ -743,6 +743,65 @@ async fn a_purge_during_an_upload_on_another_replica_never_brings_the_tenant_bac
     purge_while_an_upload_is_embedding(Backend::Postgres, true).await;
 }
 
+/// The review's suspension lag: another replica's suspend, reactivation
+/// and purge apply here as they commit, for API keys and JWTs alike, not
+/// when this replica's cached directory entry expires (an hour here, so
+/// only the change feed can explain it).
+#[tokio::test]
+async fn another_replicas_suspend_reactivate_and_purge_apply_here_at_once() {
+    let env = [("ENCLAVE_TENANT_CACHE_SECS", "3600")];
+    let app = spawn_app_with(Backend::Postgres, &env).await;
+    let other = spawn_replica(&app, &env).await;
+    let key = app.tenant("acme").await;
+    let exp = chrono::Utc::now().timestamp() + 600;
+    let jwt = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"sub": "u-1", "tenant_id": "acme", "role": "viewer", "exp": exp,
+                "iss": "https://issuer.test", "aud": "enclave"}),
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .unwrap();
+    // The other replica caches acme's entry.
+    other.get("/v1/stats", &key).await.ok(200);
+    other.get("/v1/stats", &jwt).await.ok(200);
+    let until = |cred: &'static str, want: u16| {
+        let (other, cred) = (&other, if cred == "key" { &key } else { &jwt });
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let r = other.get("/v1/stats", cred).await;
+                if r.status == want {
+                    return r;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "still {} after 10 s: {}",
+                    r.status,
+                    r.text
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    app.patch(
+        "/admin/v1/tenants/acme",
+        ADMIN,
+        json!({"status": "suspended"}),
+    )
+    .await
+    .ok(200);
+    until("key", 403).await.problem(403, "tenant_suspended");
+    until("jwt", 403).await.problem(403, "tenant_suspended");
+    app.patch("/admin/v1/tenants/acme", ADMIN, json!({"status": "active"}))
+        .await
+        .ok(200);
+    until("key", 200).await;
+    until("jwt", 200).await;
+    app.delete("/admin/v1/tenants/acme", ADMIN).await.ok(200);
+    until("key", 401).await.problem(401, "unauthenticated");
+    until("jwt", 401).await.problem(401, "unauthenticated");
+}
+
 /// Finding 6: every write is charged — messages, precomputed vectors and
 /// job payloads count against `max_storage_bytes` (and a spent monthly
 /// budget refuses messages too), `/v1/stats` and `/v1/usage` show them, and

@@ -11,8 +11,8 @@ use enclave_core::{Isolation, Role, Slug, TenantId, TenantStatus};
 use enclave_store::control::{
     audit_hash, audit_time, idempotency_decision, AuditEvent, BudgetAlert, ControlPurge,
     ControlStore, IdempotencyState, JobBounds, JobItemResult, JobRecord, KeyRecord, NewAuditEvent,
-    NewJob, NewTenant, PendingJobs, TenantControl, TenantRecord, TenantUpdate, UsageCounts,
-    PLATFORM_SCOPE,
+    NewJob, NewTenant, PendingJobs, TenantChange, TenantControl, TenantRecord, TenantUpdate,
+    UsageCounts, PLATFORM_SCOPE,
 };
 use enclave_store::{StoreError, StoreResult};
 use serde_json::{Map, Value};
@@ -277,6 +277,9 @@ impl ControlStore for PgControl {
         .await
         .map_err(db_err)?;
         let rec = r.as_ref().map(tenant_row).transpose()?;
+        if rec.is_some() {
+            notify_tenant_change(&mut tx, id).await?;
+        }
         tx.commit().await.map_err(db_err)?;
         Ok(rec)
     }
@@ -300,6 +303,9 @@ impl ControlStore for PgControl {
         .await
         .map_err(db_err)?
         .rows_affected();
+        if n == 1 {
+            notify_tenant_change(&mut tx, id).await?;
+        }
         tx.commit().await.map_err(db_err)?;
         Ok(n == 1)
     }
@@ -340,6 +346,7 @@ impl ControlStore for PgControl {
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
+        notify_tenant_change(&mut tx, id).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(ControlPurge {
             keys_revoked: keys,
@@ -480,6 +487,64 @@ impl ControlStore for PgControl {
             tenant: id.clone(),
         })
     }
+
+    /// `LISTEN`s on [`TENANT_CHANGES`] on a connection of its own (not one
+    /// of the pool's); every change to `tenants` notifies it in the
+    /// changing transaction, so the notice arrives at commit. A lost
+    /// connection is reopened (every second while the server is away) and
+    /// reported as [`TenantChange::Restarted`] once listening again.
+    fn tenant_changes(&self) -> Option<tokio::sync::mpsc::Receiver<TenantChange>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        let options = (*self.pool.connect_options()).clone();
+        tokio::spawn(async move {
+            let pool = PgPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(std::time::Duration::from_secs(5))
+                .connect_lazy_with(options);
+            loop {
+                let listener = async {
+                    let mut l = sqlx::postgres::PgListener::connect_with(&pool).await?;
+                    l.listen(TENANT_CHANGES).await?;
+                    Ok::<_, sqlx::Error>(l)
+                };
+                let mut listener = match listener.await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "tenant change feed: reconnecting");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                        continue;
+                    }
+                };
+                if tx.send(TenantChange::Restarted).await.is_err() {
+                    return;
+                }
+                // `Ok(None)`: the connection was lost; start over.
+                while let Ok(Some(n)) = listener.try_recv().await {
+                    let Ok(id) = TenantId::parse(n.payload()) else {
+                        continue;
+                    };
+                    if tx.send(TenantChange::Changed(id)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Some(rx)
+    }
+}
+
+/// The channel `tenants` changes are announced on (payload: the tenant id).
+pub const TENANT_CHANGES: &str = "enclave_tenant_changes";
+
+/// Announces a change to `id`'s directory entry (delivered at commit).
+async fn notify_tenant_change(tx: &mut PgConnection, id: &TenantId) -> StoreResult<()> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(TENANT_CHANGES)
+        .bind(id.as_str())
+        .execute(tx)
+        .await
+        .map_err(db_err)?;
+    Ok(())
 }
 
 struct PgTenantControl {

@@ -45,6 +45,7 @@ use axum::http::HeaderName;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use enclave_store::control::TenantChange;
 use tokio::net::TcpListener;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -201,6 +202,20 @@ pub async fn run(
             }
         })
     };
+    // Another replica's suspend, purge or limits change drops this
+    // process's cached directory entry as soon as it commits (the cache's
+    // time limit is only the fallback when the feed is down).
+    let follower = state.control().tenant_changes().map(|mut changes| {
+        let state = state.clone();
+        tokio::spawn(async move {
+            while let Some(change) = changes.recv().await {
+                match change {
+                    TenantChange::Changed(id) => state.invalidate_tenant(&id),
+                    TenantChange::Restarted => state.forget_tenants(),
+                }
+            }
+        })
+    });
     let stop_jobs = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let jobs = tokio::spawn(jobs::run(state.clone(), stop_jobs.clone()));
     let served = axum::serve(
@@ -222,6 +237,9 @@ pub async fn run(
     }
     flusher.abort();
     failure_flusher.abort();
+    if let Some(f) = follower {
+        f.abort();
+    }
     state.inner.failures.flush(state.control().as_ref()).await;
     state
         .inner

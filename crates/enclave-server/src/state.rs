@@ -204,9 +204,16 @@ impl AppState {
         Ok(rec)
     }
 
-    /// Forgets a cached entry (after a change made by this process).
+    /// Forgets a cached entry (after a change made by this process, or
+    /// announced by another replica).
     pub fn invalidate_tenant(&self, id: &TenantId) {
         self.inner.tenants.lock().pop(id);
+    }
+
+    /// Forgets every cached entry (the change feed restarted, so changes
+    /// may have been missed).
+    pub fn forget_tenants(&self) {
+        self.inner.tenants.lock().clear();
     }
 
     /// Records a key's use at most once a minute.

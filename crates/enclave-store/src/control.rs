@@ -485,6 +485,23 @@ pub trait ControlStore: Send + Sync + 'static {
     ) -> StoreResult<()>;
     /// One tenant's keys and audit log.
     fn tenant(&self, id: &TenantId) -> Arc<dyn TenantControl>;
+    /// Where replicas share this store: a feed of directory entries changed
+    /// by any of them (updated, suspended, purging, purged), so each can
+    /// drop its cached copy at once. `None` where no other process writes
+    /// the directory. Call it once, from inside a Tokio runtime.
+    fn tenant_changes(&self) -> Option<tokio::sync::mpsc::Receiver<TenantChange>> {
+        None
+    }
+}
+
+/// One item of [`ControlStore::tenant_changes`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TenantChange {
+    /// This tenant's directory entry changed.
+    Changed(TenantId),
+    /// The feed (re)started: changes made before it may have been missed,
+    /// so every cached entry is suspect.
+    Restarted,
 }
 
 /// One tenant's keys and audit log. No method takes a tenant.
