@@ -60,6 +60,11 @@ pub struct BenchAbuseArgs {
     /// export); all when unset.
     #[arg(long)]
     phases: Option<String>,
+    /// Writes the server's log here (with `ENCLAVE_LOG`, e.g.
+    /// `enclave=debug` for each upload's phase timings); discarded when
+    /// unset.
+    #[arg(long)]
+    server_log: Option<std::path::PathBuf>,
 }
 
 const ADMIN: &str = "bench-abuse-admin-token-0123456789";
@@ -73,7 +78,7 @@ struct Server {
 }
 
 impl Server {
-    fn start(store: &StoreArgs) -> Result<Server> {
+    fn start(store: &StoreArgs, log: Option<&std::path::Path>) -> Result<Server> {
         let dir = tempfile::tempdir()?;
         let settings = dir.path().join("settings.toml");
         // B is measured, not limited; A keeps the free plan's limits
@@ -100,7 +105,10 @@ impl Server {
             .env_remove("ENCLAVE_METRICS_LISTEN")
             .env("RUST_LOG", "error")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+            .stderr(match log {
+                Some(path) => Stdio::from(std::fs::File::create(path)?),
+                None => Stdio::null(),
+            });
         let mut child = cmd.spawn().context("starting enclave serve")?;
         let mut line = String::new();
         BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
@@ -240,7 +248,7 @@ where
 }
 
 pub async fn run(store: StoreArgs, args: BenchAbuseArgs) -> Result<()> {
-    let server = Server::start(&store)?;
+    let server = Server::start(&store, args.server_log.as_deref())?;
     let base = server.base.clone();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(300))

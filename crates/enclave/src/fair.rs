@@ -20,7 +20,14 @@
 //!   *demand* is its recent embedding (a decaying count of tokens,
 //!   half-life [`Scheduling::heavy_half_life`]) plus its backlog; it is heavy
 //!   when its demand is over [`Scheduling::heavy_tokens`] and over 1.5× the
-//!   mean demand of the tenants active lately. Alone, nobody is heavy.
+//!   mean demand of the tenants active lately (with work queued or
+//!   computing, or a unit started within one half-life: a tenant whose
+//!   flood ended a while ago no longer counts, so the one tenant still
+//!   embedding is not made heavy beside it). Alone, nobody is heavy.
+//!
+//! Large documents are cut (tokenised) on a third pool, also at `nice 19`
+//! ([`Scheduler::cut_pool`]): a heavy tenant's or a job's units never wait
+//! in line behind another tenant's cut of a 10 MiB document.
 //!
 //! The kernel then preempts a flood in favour of a light tenant's upload or
 //! search; alone, a heavy tenant still gets every idle core.
@@ -208,6 +215,7 @@ pub(crate) struct Scheduler {
     config: Scheduling,
     state: Mutex<State>,
     background: OnceLock<Option<Arc<rayon::ThreadPool>>>,
+    cuts: OnceLock<Option<Arc<rayon::ThreadPool>>>,
     meter: OnceLock<Arc<dyn EmbeddingMeter>>,
     /// Woken when units finish or leave (background callers wait on it).
     freed: tokio::sync::Notify,
@@ -266,6 +274,7 @@ impl Scheduler {
                 ..State::default()
             }),
             background: OnceLock::new(),
+            cuts: OnceLock::new(),
             meter: OnceLock::new(),
             freed: tokio::sync::Notify::new(),
         })
@@ -459,12 +468,17 @@ impl Scheduler {
             let cfg = self.config;
             let mut s = self.state.lock();
             // The fair share: the mean demand (recent tokens plus backlog)
-            // of the tenants active lately.
+            // of the tenants active lately — with work, or a unit started
+            // within one half-life. (A decayed count alone would keep a
+            // flood that ended a minute ago in the mean, halving the share
+            // of the one tenant still embedding and making it heavy.)
             let (mut total, mut active) = (0.0, 0usize);
             for q in s.tenants.values() {
-                let d = q.demand(now, cfg.heavy_half_life);
-                if d >= 1.0 {
-                    total += d;
+                let lately = q
+                    .recent_at
+                    .is_some_and(|at| now.saturating_duration_since(at) < cfg.heavy_half_life);
+                if q.running > 0 || !q.units.is_empty() || lately {
+                    total += q.demand(now, cfg.heavy_half_life);
                     active += 1;
                 }
             }
@@ -561,16 +575,17 @@ impl Scheduler {
     /// (work runs on the ordinary pool) where the pool cannot be built.
     pub(crate) fn background_pool(&self) -> Option<Arc<rayon::ThreadPool>> {
         self.background
-            .get_or_init(|| {
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(rayon::current_num_threads())
-                    .thread_name(|i| format!("enclave-bg-{i}"))
-                    .start_handler(|_| lower_thread_priority())
-                    .build()
-                    .map(Arc::new)
-                    .map_err(|e| tracing::warn!(error = %e, "no background embedding pool"))
-                    .ok()
-            })
+            .get_or_init(|| low_priority_pool("enclave-bg"))
+            .clone()
+    }
+
+    /// Where large documents are cut: threads at the lowest OS priority,
+    /// apart from the background lane's, so queued units never wait for a
+    /// cut to finish (they share the cores with it instead). `None` where
+    /// the pool cannot be built.
+    pub(crate) fn cut_pool(&self) -> Option<Arc<rayon::ThreadPool>> {
+        self.cuts
+            .get_or_init(|| low_priority_pool("enclave-cut"))
             .clone()
     }
 }
@@ -598,6 +613,18 @@ async fn run(
         Some(r) => r,
         None => embedder.embed(texts).await,
     }
+}
+
+/// A pool of one thread per core at the lowest OS priority.
+fn low_priority_pool(name: &'static str) -> Option<Arc<rayon::ThreadPool>> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(rayon::current_num_threads())
+        .thread_name(move |i| format!("{name}-{i}"))
+        .start_handler(|_| lower_thread_priority())
+        .build()
+        .map(Arc::new)
+        .map_err(|e| tracing::warn!(error = %e, pool = name, "no low-priority pool"))
+        .ok()
 }
 
 /// `nice 19` for the calling thread (Linux: the nice value is per thread).
@@ -820,6 +847,39 @@ mod tests {
         assert_eq!(s.stats().units_total[1], st.units_total[1] + 1);
         s.embed_query("q".into()).await.unwrap();
         assert_eq!(s.stats().queries_total, 1);
+    }
+
+    /// bench-abuse's abandoned-upload outlier: a flood that ended a while
+    /// ago kept counting in the fair share (its decayed tokens stayed over
+    /// one for a minute), so the one tenant still embedding was made heavy
+    /// and its units waited in the background lane.
+    #[tokio::test]
+    async fn a_flood_that_ended_a_half_life_ago_makes_nobody_heavy() {
+        let config = Scheduling {
+            unit_tokens: 100,
+            heavy_tokens: 250.0,
+            heavy_half_life: Duration::from_millis(100),
+            ..Scheduling::default()
+        };
+        let hash = Arc::new(enclave_embed::HashEmbedder::new(16));
+        let (a, b) = (TenantId::parse("a").unwrap(), TenantId::parse("b").unwrap());
+        let s = Scheduler::new(hash, config);
+        s.embed(&a, vec!["x".into(); 8], &[100; 8], Priority::Normal)
+            .await
+            .unwrap();
+        // Three half-lives later A's decayed demand is 100 tokens: still
+        // over one, no longer active.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let before = s.stats().units_total;
+        s.embed(&b, vec!["y".into(); 4], &[100; 4], Priority::Normal)
+            .await
+            .unwrap();
+        let after = s.stats().units_total;
+        assert_eq!(
+            (after[0] - before[0], after[1] - before[1]),
+            (4, 0),
+            "b alone is foreground"
+        );
     }
 
     #[derive(Default)]

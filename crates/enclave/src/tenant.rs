@@ -240,6 +240,7 @@ impl Tenant {
         // The content's bytes are admitted before any of it is looked at;
         // jobs (background) wait for room, callers get 429.
         let bytes: usize = docs.iter().map(NewDocument::content_bytes).sum();
+        let started = std::time::Instant::now();
         let _admitted = self
             .shared
             .ingest
@@ -257,7 +258,9 @@ impl Tenant {
             .iter()
             .map(|d| dedupe_key(d.external_id.as_deref(), d.origin.as_ref(), &d.name))
             .collect();
+        let admitted_at = started.elapsed();
         let mut existing = self.store.find_by_keys(&keys).await?;
+        let looked_up_at = started.elapsed();
         for (i, (doc, key)) in docs.into_iter().zip(keys).enumerate() {
             let found = existing.remove(&key);
             let prepared =
@@ -283,10 +286,23 @@ impl Tenant {
                 }
             }
         }
-        let written = {
+        let prepared_at = started.elapsed();
+        let (written, gate_at) = {
             let _gate = self.write_gate().await?;
-            self.store.put_documents(records).await?
+            let gate_at = started.elapsed();
+            (self.store.put_documents(records).await?, gate_at)
         };
+        // Where an add's time went (cumulative; `ENCLAVE_LOG=enclave=debug`).
+        tracing::debug!(
+            tenant_id = %self.id,
+            bytes,
+            admitted_ms = admitted_at.as_secs_f64() * 1e3,
+            looked_up_ms = looked_up_at.as_secs_f64() * 1e3,
+            prepared_ms = prepared_at.as_secs_f64() * 1e3,
+            gate_ms = gate_at.as_secs_f64() * 1e3,
+            written_ms = started.elapsed().as_secs_f64() * 1e3,
+            "add phases"
+        );
         for ((i, now, chunks_created, tokens_embedded), (document_id, outcome)) in
             pending.into_iter().zip(written)
         {
@@ -451,8 +467,9 @@ impl Tenant {
                     (text, c)
                 };
                 let pool = (bytes >= crate::ingest::LARGE_DOCUMENT_BYTES)
-                    .then(|| self.shared.scheduler.background_pool())
+                    .then(|| self.shared.scheduler.cut_pool())
                     .flatten();
+                let cut_started = std::time::Instant::now();
                 let (text, chunked) = match pool {
                     Some(pool) => {
                         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -495,6 +512,8 @@ impl Tenant {
                     .collect();
                 drop(text);
                 let token_counts: Vec<u32> = pieces.iter().map(|p| p.1.token_count).collect();
+                let cut_ms = cut_started.elapsed().as_secs_f64() * 1e3;
+                let embed_started = std::time::Instant::now();
                 let vectors = self
                     .shared
                     .scheduler
@@ -505,6 +524,13 @@ impl Tenant {
                         self.priority,
                     )
                     .await?;
+                tracing::debug!(
+                    tenant_id = %self.id,
+                    chunks = pieces.len(),
+                    cut_ms,
+                    embed_ms = embed_started.elapsed().as_secs_f64() * 1e3,
+                    "prepare phases"
+                );
                 let chunks = pieces
                     .into_iter()
                     .zip(vectors)
