@@ -119,6 +119,24 @@ impl ApiError {
         }
     }
 
+    /// The problem object (API.md §3) the client is sent.
+    fn problem(&self) -> Problem<'static> {
+        Problem {
+            kind: format!("urn:enclave:problem:{}", self.code()),
+            title: self.title(),
+            status: self.status().as_u16(),
+            code: self.code(),
+            detail: self.public_detail(),
+        }
+    }
+
+    /// The problem as a job stores a failed document's result: `status`,
+    /// `code` and `detail` of the same object.
+    pub fn brief_problem(&self) -> serde_json::Value {
+        let p = self.problem();
+        serde_json::json!({"status": p.status, "code": p.code, "detail": p.detail})
+    }
+
     pub fn invalid(msg: impl Into<String>) -> Self {
         ApiError::Invalid(msg.into())
     }
@@ -136,14 +154,7 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         let status = self.status();
-        let body = Problem {
-            kind: format!("urn:enclave:problem:{}", self.code()),
-            title: self.title(),
-            status: status.as_u16(),
-            code: self.code(),
-            detail: self.public_detail(),
-        };
-        let mut resp = (status, axum::Json(body)).into_response();
+        let mut resp = (status, axum::Json(self.problem())).into_response();
         let h = resp.headers_mut();
         h.insert(
             header::CONTENT_TYPE,

@@ -10,21 +10,24 @@
 //! - [`state`]: what handlers share;
 //! - [`limits`]: rate limits (in-process or Redis), plans and prices;
 //!   `usage`: the per-tenant, per-day counters;
-//! - [`jobs`]: the ingestion job runner (leased claims, resumes after a crash);
 //! - `unread`: `Connection: close` on answers that left a body unread;
-//! - [`alerts`]: budget alerts at 80 % / 100 % (stored once, signed webhook);
-//! - `routes`: one module per resource, each exposing `router()`, merged in
-//!   [`app`] (API.md's routes plus docs/API-EXTENSIONS.md's).
+//! - [`service`]: the application layer (ingest, quotas, keys, tenants,
+//!   purge, audit) that routes and background loops call;
+//! - `background`: the loops beside the requests: usage flush with budget
+//!   [`alerts`] (stored once, signed webhook), failed-credential audit
+//!   flush, the tenant change follower, the ingestion [`jobs`] runner;
+//! - `routes`: HTTP only, one module per resource, each exposing
+//!   `router()`, merged in [`app`] (API.md's routes plus
+//!   docs/API-EXTENSIONS.md's); a route calls services, never the reverse.
 //!
 //! [`run`] takes a bound listener and a shutdown future (tests bind port 0);
 //! in-flight requests finish before it returns.
 
-pub mod alerts;
 pub mod auth;
+mod background;
 pub mod client;
 pub mod error;
 pub mod failures;
-pub mod jobs;
 pub mod jwt;
 pub mod keys;
 pub mod limits;
@@ -32,12 +35,12 @@ mod metrics;
 pub mod openapi;
 mod routes;
 mod schema_rules;
+pub mod service;
 pub mod state;
 mod unread;
 mod usage;
 
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -45,14 +48,14 @@ use axum::http::HeaderName;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use enclave_store::control::TenantChange;
 use tokio::net::TcpListener;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+pub use background::{alerts, jobs};
 pub use error::{ApiError, ApiResult};
-pub use routes::admin::verify_all as verify_audit;
-pub use routes::tenant::{mint_key, CreatedKey, NewKeyBody};
+pub use service::audit::verify_all as verify_audit;
+pub use service::keys::{mint_key, CreatedKey, NewKeyBody};
 pub use state::{AppState, ServerOptions};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -165,86 +168,20 @@ async fn time_limit(State(state): State<AppState>, req: Request, next: Next) -> 
     }
 }
 
-/// Serves until `shutdown` resolves, then lets in-flight requests finish.
+/// Serves until `shutdown` resolves, then lets in-flight requests finish
+/// and stops the background loops.
 pub async fn run(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    // Usage counts reach the control store every two seconds, and once
-    // more after the last request.
-    let flusher = {
-        let state = state.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(2));
-            loop {
-                tick.tick().await;
-                state
-                    .inner
-                    .usage
-                    .flush(state.control().as_ref(), None)
-                    .await;
-                alerts::check(&state).await;
-                alerts::sweep(&state).await;
-            }
-        })
-    };
-    // Failed credentials reach the audit log as one aggregate per chain,
-    // action and cause each window.
-    let failure_flusher = {
-        let state = state.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(state.inner.failures.window());
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                state.inner.failures.flush(state.control().as_ref()).await;
-            }
-        })
-    };
-    // Another replica's suspend, purge or limits change drops this
-    // process's cached directory entry as soon as it commits (the cache's
-    // time limit is only the fallback when the feed is down).
-    let follower = state.control().tenant_changes().map(|mut changes| {
-        let state = state.clone();
-        tokio::spawn(async move {
-            while let Some(change) = changes.recv().await {
-                match change {
-                    TenantChange::Changed(id) => state.invalidate_tenant(&id),
-                    TenantChange::Restarted => state.forget_tenants(),
-                }
-            }
-        })
-    });
-    let stop_jobs = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let jobs = tokio::spawn(jobs::run(state.clone(), stop_jobs.clone()));
+    let background = background::start(&state);
     let served = axum::serve(
         listener,
         app(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
     .await;
-    // Running jobs record their progress after their current document and
-    // release their leases; what does not stop in time resumes elsewhere
-    // once its lease lapses.
-    stop_jobs.store(true, std::sync::atomic::Ordering::Relaxed);
-    state.inner.jobs.wake.notify_one();
-    if tokio::time::timeout(Duration::from_secs(10), jobs)
-        .await
-        .is_err()
-    {
-        tracing::warn!("jobs still running at shutdown; their leases will lapse");
-    }
-    flusher.abort();
-    failure_flusher.abort();
-    if let Some(f) = follower {
-        f.abort();
-    }
-    state.inner.failures.flush(state.control().as_ref()).await;
-    state
-        .inner
-        .usage
-        .flush(state.control().as_ref(), None)
-        .await;
+    background.stop(&state).await;
     served
 }

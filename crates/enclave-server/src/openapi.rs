@@ -86,8 +86,17 @@ pub(crate) fn add_common_responses(api: &mut utoipa::openapi::OpenApi) {
                 .flatten()
                 .any(|p| matches!(p, utoipa::openapi::RefOr::T(p) if p.parameter_in == ParameterIn::Path));
             let mut add = always.to_vec();
+            if path.starts_with("/admin/") {
+                add[2] = (
+                    "403",
+                    "forbidden: a tenant credential on the platform plane",
+                );
+            }
             if has_path_param {
-                add.push(("404", "not_found: no such resource in this tenant"));
+                add.push((
+                    "404",
+                    "not_found: no such resource in this tenant (another tenant's id is the same 404)",
+                ));
             }
             if op.request_body.is_some() {
                 add.push(("413", "payload_too_large"));

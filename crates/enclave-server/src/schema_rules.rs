@@ -42,7 +42,7 @@ impl Facts {
             max_metadata_depth: limits.max_metadata_depth,
             max_metadata_bytes: limits.max_metadata_bytes,
             max_chunks_per_document: limits.max_chunks_per_document,
-            max_documents_per_job: crate::routes::jobs::MAX_JOB_DOCUMENTS,
+            max_documents_per_job: crate::service::ingest::MAX_JOB_DOCUMENTS,
             dimensions,
             model_max_tokens,
             places_tenants: false,
@@ -306,7 +306,7 @@ fn create_body(f: &Facts) -> Value {
 
 fn limits_schema() -> Value {
     let amount = json!({"type": ["number", "null"], "minimum": 0,
-                        "maximum": crate::routes::admin::MAX_LIMIT_VALUE});
+                        "maximum": crate::service::tenants::MAX_LIMIT_VALUE});
     json!({
         "type": ["object", "null"],
         "additionalProperties": false,

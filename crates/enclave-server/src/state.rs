@@ -8,13 +8,12 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use enclave::Memory;
 use enclave_core::TenantId;
-use enclave_store::control::{ControlStore, NewAuditEvent, TenantRecord};
+use enclave_store::control::{ControlStore, TenantRecord};
 use lru::LruCache;
 use parking_lot::Mutex;
-use serde_json::Value;
 
 use crate::jwt::JwtVerifier;
-use crate::{ApiError, ApiResult};
+use crate::ApiResult;
 
 /// Server options the binary builds from its layered settings.
 #[derive(Debug, Clone)]
@@ -229,46 +228,6 @@ impl AppState {
         }
         if let Err(e) = self.inner.control.touch_key(key_id, Utc::now()).await {
             tracing::warn!(error = %e, "could not record a key's last use");
-        }
-    }
-
-    /// Appends to a tenant's audit log (or the platform's when `tenant` is
-    /// None). A failure is an error: an action that must be audited does
-    /// not proceed unaudited.
-    pub async fn audit(
-        &self,
-        tenant: Option<&TenantId>,
-        actor: &str,
-        action: &str,
-        target: Option<String>,
-        detail: Value,
-    ) -> ApiResult<()> {
-        let ev = NewAuditEvent {
-            actor: actor.to_owned(),
-            action: action.to_owned(),
-            target,
-            detail,
-            at: Utc::now(),
-        };
-        let r = match tenant {
-            Some(t) => self.inner.control.tenant(t).append_audit(ev).await,
-            None => self.inner.control.append_platform_audit(ev).await,
-        };
-        r.map(|_| ()).map_err(ApiError::from)
-    }
-
-    /// As [`Self::audit`], for events recorded on the way to refusing a
-    /// request: the refusal stands whether or not the write succeeds.
-    pub async fn audit_refusal(
-        &self,
-        tenant: Option<&TenantId>,
-        actor: &str,
-        action: &str,
-        detail: Value,
-    ) {
-        if let Err(e) = self.audit(tenant, actor, action, None, detail).await {
-            self.inner.metrics.audit_failures.inc();
-            tracing::warn!(error = %e, action, "could not write an audit event");
         }
     }
 }

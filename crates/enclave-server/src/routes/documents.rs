@@ -7,18 +7,17 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
-use enclave::{AddOutcome, ListParams};
-use enclave_core::{
-    ChunkingOptions, DocumentBody, DocumentId, DocumentPatch, DocumentType, NewDocument, Origin,
-    ProvidedChunk, SearchParams,
-};
+use enclave::ListParams;
+use enclave_core::{DocumentId, DocumentPatch, SearchParams};
 use enclave_store::control::{IdempotencyState, UsageCounts};
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
+use serde::Deserialize;
+use serde_json::{json, Value};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::{Body, Caller, HashedBody, Member, Viewer, Q};
+use crate::service::ingest::{self, Created, NewDocumentBody};
+use crate::service::quota;
 use crate::{ApiError, ApiResult, AppState};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -27,47 +26,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(delete_many))
         .routes(routes!(get_one, update, delete_one))
         .routes(routes!(search))
-}
-
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct CreateBody {
-    name: String,
-    #[serde(rename = "type", default = "default_type")]
-    doc_type: String,
-    #[serde(default)]
-    content: Option<String>,
-    #[serde(default)]
-    origin: Option<String>,
-    #[serde(default)]
-    external_id: Option<String>,
-    #[serde(default)]
-    metadata: Option<Value>,
-    #[serde(default)]
-    #[schema(value_type = Option<Object>)]
-    chunking: Option<ChunkingOptions>,
-    #[serde(default)]
-    document_date: Option<DateTime<Utc>>,
-    /// Precomputed vectors: explicit chunks with embeddings instead of `content`.
-    #[serde(default)]
-    #[schema(value_type = Option<Vec<Object>>)]
-    chunks: Option<Vec<ProvidedChunk>>,
-    /// Accepted for API.md's shape; the vectors travel inside `chunks`.
-    #[serde(default)]
-    embeddings: Option<Value>,
-}
-
-fn default_type() -> String {
-    "text".into()
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub(crate) struct Created {
-    #[schema(value_type = String)]
-    pub(crate) document_id: DocumentId,
-    chunks_created: u64,
-    tokens_embedded: u64,
-    created_at: DateTime<Utc>,
 }
 
 fn parse_id(s: &str) -> ApiResult<DocumentId> {
@@ -99,23 +57,18 @@ const IDEMPOTENCY_TTL: chrono::Duration = chrono::Duration::hours(24);
     post,
     path = "/v1/documents",
     tag = "documents",
-    request_body = CreateBody,
+    request_body = NewDocumentBody,
     params(("Idempotency-Key" = Option<String>, Header, description = "retries with the same key and body replay the first result")),
     security(("bearer" = [])),
     responses(
         (status = 201, description = "the document, its chunks and vectors, stored atomically", body = Created),
-        (status = 400, description = "invalid_request", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "unauthenticated", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "forbidden, tenant_mismatch or tenant_suspended", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "conflict", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "payload_too_large", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "unavailable", body = crate::openapi::Problem, content_type = "application/problem+json")
+        (status = 409, description = "conflict", body = crate::openapi::Problem, content_type = "application/problem+json")
     )
 )]
 async fn create(
     caller: Caller<Member>,
     headers: HeaderMap,
-    body: HashedBody<CreateBody>,
+    body: HashedBody<NewDocumentBody>,
 ) -> ApiResult<Response> {
     let Some(key) = idempotency_key(&headers)? else {
         let created = add(&caller, body.value).await?;
@@ -164,186 +117,14 @@ async fn create(
     }
 }
 
-/// What the tenant's quotas (API.md §8 `limits`: `max_documents`,
-/// `max_storage_bytes`, `embedding_tokens_per_day`) leave for this write:
-/// documents and bytes from the store's statistics, today's (UTC) embedded
-/// tokens from the usage counters (flushed and pending).
-pub(crate) async fn budget(
-    state: &AppState,
-    tenant: &enclave_store::control::TenantRecord,
-    handle: &enclave::Tenant,
-) -> ApiResult<enclave::WriteBudget> {
-    let limits = &tenant.limits;
-    let get = |k: &str| limits.get(k).and_then(Value::as_f64).map(|x| x as u64);
-    let (max_docs, max_bytes, max_tokens) = (
-        get("max_documents"),
-        get("max_storage_bytes"),
-        get("embedding_tokens_per_day"),
-    );
-    let mut budget = enclave::WriteBudget::default();
-    if max_docs.is_some() || max_bytes.is_some() {
-        let stats = handle.statistics().await?;
-        budget.documents = max_docs.map(|m| m.saturating_sub(stats.document_count));
-        if let Some(m) = max_bytes {
-            let used = storage_used(state, &tenant.id, handle, stats.total_size_bytes).await?;
-            budget.bytes = Some(m.saturating_sub(used.total()));
-        }
-    }
-    // A monthly budget also caps the tokens this write may embed (what the
-    // dollars left buy at the model's price).
-    if let Some(left) = super::usage::budget_left_usd(state, &tenant.id, limits).await? {
-        let per_million = state
-            .options()
-            .prices
-            .embedding_usd_per_million_tokens
-            .get(state.memory().embedding_model())
-            .copied()
-            .unwrap_or(0.0);
-        if per_million > 0.0 {
-            let affordable = (left / per_million * 1e6).floor() as u64;
-            budget.embedding_tokens = Some(affordable);
-        }
-    }
-    if let Some(max) = max_tokens {
-        let today = Utc::now().date_naive();
-        let used = super::usage::counts_since(state, &tenant.id, today)
-            .await?
-            .tokens_embedded;
-        let today_left = max.saturating_sub(used);
-        budget.embedding_tokens = Some(
-            budget
-                .embedding_tokens
-                .map_or(today_left, |t| t.min(today_left)),
-        );
-    }
-    Ok(budget)
-}
-
-/// What a tenant's data holds, as charged against `max_storage_bytes`:
-/// documents (content, metadata, chunk labels, sections, precomputed
-/// vectors), conversation messages, and the payloads of unfinished jobs.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct StorageUsed {
-    pub documents: u64,
-    pub messages: u64,
-    pub message_count: u64,
-    pub pending_jobs: u64,
-}
-
-impl StorageUsed {
-    pub fn total(&self) -> u64 {
-        self.documents + self.messages + self.pending_jobs
-    }
-}
-
-pub(crate) async fn storage_used(
-    state: &AppState,
-    tenant: &enclave_core::TenantId,
-    handle: &enclave::Tenant,
-    document_bytes: u64,
-) -> ApiResult<StorageUsed> {
-    let messages = handle.message_usage().await?;
-    let jobs = state.control().tenant(tenant).pending_jobs().await?;
-    Ok(StorageUsed {
-        documents: document_bytes,
-        messages: messages.bytes,
-        message_count: messages.count,
-        pending_jobs: jobs.bytes,
-    })
-}
-
-/// Bytes the tenant may still store (`None`: no `max_storage_bytes`).
-pub(crate) async fn storage_left(
-    state: &AppState,
-    tenant: &enclave_store::control::TenantRecord,
-    handle: &enclave::Tenant,
-) -> ApiResult<Option<u64>> {
-    let Some(max) = tenant
-        .limits
-        .get("max_storage_bytes")
-        .and_then(Value::as_f64)
-        .map(|x| x as u64)
-    else {
-        return Ok(None);
-    };
-    let stats = handle.statistics().await?;
-    let used = storage_used(state, &tenant.id, handle, stats.total_size_bytes).await?;
-    Ok(Some(max.saturating_sub(used.total())))
-}
-
-/// A request body as the library's document (shape checks only; the
-/// library validates the rest when it adds it).
-pub(crate) fn new_document(b: CreateBody) -> ApiResult<NewDocument> {
-    let doc_type: DocumentType = b.doc_type.parse()?;
-    let body = match (b.content, b.chunks) {
-        (Some(c), None) => DocumentBody::Text(c),
-        (None, Some(ch)) => DocumentBody::Chunks(ch),
-        (Some(_), Some(_)) => {
-            return Err(ApiError::invalid(
-                "give either content or chunks (with embeddings), not both",
-            ))
-        }
-        (None, None) => return Err(ApiError::invalid("content: is required")),
-    };
-    if !matches!(b.embeddings, None | Some(Value::Null)) && matches!(body, DocumentBody::Text(_)) {
-        return Err(ApiError::invalid(
-            "embeddings: precomputed vectors go with explicit chunks: [{content, embedding}]",
-        ));
-    }
-    let metadata = match b.metadata {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(m)) => m,
-        Some(_) => return Err(ApiError::invalid("metadata: must be a JSON object")),
-    };
-    Ok(NewDocument {
-        name: b.name,
-        doc_type,
-        body,
-        origin: b.origin.as_deref().map(Origin::parse).transpose()?,
-        external_id: b.external_id,
-        metadata,
-        document_date: b.document_date,
-        chunking: b.chunking.unwrap_or_default(),
-    })
-}
-
-async fn add(caller: &Caller<Member>, b: CreateBody) -> ApiResult<Created> {
-    store_document(
+async fn add(caller: &Caller<Member>, b: NewDocumentBody) -> ApiResult<Created> {
+    ingest::store_document(
         caller.state(),
         &caller.ctx.tenant,
         caller.writer(),
-        new_document(b)?,
+        b.into_document()?,
     )
     .await
-}
-
-/// Adds one document within the tenant's quotas and meters it.
-pub(crate) async fn store_document(
-    state: &AppState,
-    tenant: &enclave_store::control::TenantRecord,
-    handle: &enclave::Tenant,
-    doc: NewDocument,
-) -> ApiResult<Created> {
-    let budget = budget(state, tenant, handle).await?;
-    let r = handle
-        .add_documents_within(vec![doc], budget)
-        .await?
-        .pop()
-        .ok_or_else(|| ApiError::Internal("no result for the document".into()))?;
-    // Its tokens were metered as they were embedded.
-    state.inner.usage.record(
-        &tenant.id,
-        UsageCounts {
-            documents_added: u64::from(r.outcome != AddOutcome::Unchanged),
-            ..Default::default()
-        },
-    );
-    Ok(Created {
-        document_id: r.document_id,
-        chunks_created: r.chunks_created,
-        tokens_embedded: r.tokens_embedded,
-        created_at: r.created_at,
-    })
 }
 
 #[utoipa::path(
@@ -353,10 +134,7 @@ pub(crate) async fn store_document(
     params(("limit" = Option<u32>, Query, description = "1-100, default 20"), ("cursor" = Option<String>, Query), ("offset" = Option<u64>, Query), ("origin" = Option<String>, Query), ("type" = Option<String>, Query), ("created_after" = Option<String>, Query), ("created_before" = Option<String>, Query)),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "a page of documents, newest first", body = serde_json::Value),
-        (status = 400, description = "invalid_request", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "unauthenticated", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "forbidden, tenant_mismatch or tenant_suspended", body = crate::openapi::Problem, content_type = "application/problem+json")
+        (status = 200, description = "a page of documents, newest first", body = serde_json::Value)
     )
 )]
 async fn list(
@@ -412,10 +190,7 @@ struct GetQuery {
     params(("id" = String, Path), ("include_chunks" = Option<bool>, Query)),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "the document", body = serde_json::Value),
-        (status = 401, description = "unauthenticated", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "forbidden, tenant_mismatch or tenant_suspended", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "not_found (also another tenant's id)", body = crate::openapi::Problem, content_type = "application/problem+json")
+        (status = 200, description = "the document", body = serde_json::Value)
     )
 )]
 async fn get_one(
@@ -448,11 +223,7 @@ struct PatchBody {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "the updated document", body = serde_json::Value),
-        (status = 400, description = "invalid_request", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "conflict: another document of the same origin has that name", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "unauthenticated", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "forbidden, tenant_mismatch or tenant_suspended", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "not_found (also another tenant's id)", body = crate::openapi::Problem, content_type = "application/problem+json")
+        (status = 409, description = "conflict: another document of the same origin has that name", body = crate::openapi::Problem, content_type = "application/problem+json")
     )
 )]
 async fn update(
@@ -486,10 +257,7 @@ async fn update(
     params(("id" = String, Path)),
     security(("bearer" = [])),
     responses(
-        (status = 204, description = "deleted with its chunks and vectors"),
-        (status = 401, description = "unauthenticated", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "forbidden, tenant_mismatch or tenant_suspended", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "not_found (also another tenant's id)", body = crate::openapi::Problem, content_type = "application/problem+json")
+        (status = 204, description = "deleted with its chunks and vectors")
     )
 )]
 async fn delete_one(caller: Caller<Member>, Path(id): Path<String>) -> ApiResult<StatusCode> {
@@ -516,10 +284,7 @@ struct DeleteMany {
     request_body = DeleteMany,
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "the number deleted; other tenants' ids are not counted", body = serde_json::Value),
-        (status = 400, description = "invalid_request", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "unauthenticated", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "forbidden, tenant_mismatch or tenant_suspended", body = crate::openapi::Problem, content_type = "application/problem+json")
+        (status = 200, description = "the number deleted; other tenants' ids are not counted", body = serde_json::Value)
     )
 )]
 async fn delete_many(
@@ -554,11 +319,7 @@ async fn delete_many(
     request_body = serde_json::Value,
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "results from the credential's tenant only", body = serde_json::Value),
-        (status = 400, description = "invalid_request", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "unauthenticated", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "forbidden, tenant_mismatch or tenant_suspended", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "unavailable", body = crate::openapi::Problem, content_type = "application/problem+json")
+        (status = 200, description = "results from the credential's tenant only", body = serde_json::Value)
     )
 )]
 async fn search(
@@ -567,7 +328,7 @@ async fn search(
     Body(p): Body<SearchParams>,
 ) -> ApiResult<impl IntoResponse> {
     let started = Instant::now();
-    super::usage::budget_left_usd(
+    quota::budget_left_usd(
         caller.state(),
         caller.ctx.tenant_id(),
         &caller.ctx.tenant.limits,

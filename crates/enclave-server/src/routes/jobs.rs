@@ -7,19 +7,16 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
-use enclave_store::control::{JobItemResult, JobRecord, NewJob};
+use enclave_store::control::{JobItemResult, JobRecord};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::documents::{new_document, CreateBody};
 use crate::auth::{Body, Caller, Member, Viewer};
 use crate::failures::Cause;
+use crate::service::ingest::{self, NewDocumentBody};
 use crate::{ApiError, ApiResult, AppState};
-
-/// Most documents one job may carry.
-pub const MAX_JOB_DOCUMENTS: usize = 10_000;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -31,7 +28,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 struct JobBody {
     /// Document bodies, each as `POST /v1/documents` takes it.
-    #[schema(value_type = Vec<CreateBody>)]
+    #[schema(value_type = Vec<NewDocumentBody>)]
     documents: Vec<Value>,
 }
 
@@ -81,19 +78,11 @@ impl JobView {
     responses(
         (status = 202, description = "accepted: stored, processed in the background; poll the Location", body = JobView),
         (status = 400, description = "invalid_request (a document's shape, named documents[i])", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "unauthenticated", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "forbidden, tenant_mismatch (also a document's tenant_id/owner_id) or tenant_suspended", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "payload_too_large", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "unavailable", body = crate::openapi::Problem, content_type = "application/problem+json")
+        (status = 403, description = "forbidden, tenant_mismatch (also a document's tenant_id/owner_id) or tenant_suspended", body = crate::openapi::Problem, content_type = "application/problem+json")
     )
 )]
 async fn create(caller: Caller<Member>, Body(mut body): Body<JobBody>) -> ApiResult<Response> {
-    let n = body.documents.len();
-    if n == 0 || n > MAX_JOB_DOCUMENTS {
-        return Err(ApiError::invalid(format!(
-            "documents: give 1 to {MAX_JOB_DOCUMENTS} documents"
-        )));
-    }
+    ingest::check_job_size(body.documents.len())?;
     // A tenant hint inside a document is checked as at the top of a body.
     for (i, d) in body.documents.iter_mut().enumerate() {
         let Some(obj) = d.as_object_mut() else {
@@ -123,51 +112,14 @@ async fn create(caller: Caller<Member>, Body(mut body): Body<JobBody>) -> ApiRes
             }
         }
     }
-    // Every document gets the checks that need no store and no model now
-    // (shape, names, metadata, content, chunking options); what only
-    // adding can tell (the chunk count, quotas, the budget) is each
-    // document's result.
-    for (i, d) in body.documents.iter().enumerate() {
-        serde_json::from_value::<CreateBody>(d.clone())
-            .map_err(|e| ApiError::invalid(format!("documents[{i}]: {e}")))
-            .and_then(new_document)
-            .and_then(|doc| Ok(caller.writer().check_document(doc)?))
-            .map_err(|e| match e {
-                ApiError::Invalid(m) if !m.starts_with("documents[") => {
-                    ApiError::Invalid(format!("documents[{i}].{m}"))
-                }
-                e => e,
-            })?;
-    }
-    let state = caller.state();
-    let tenant = &caller.ctx.tenant;
-    // A spent monthly budget refuses the job (budget_left_usd errs).
-    super::usage::budget_left_usd(state, &tenant.id, &tenant.limits).await?;
-    let payload = Value::Array(body.documents);
-    // The payload is stored until the job finishes: it counts against the
-    // tenant's storage like what it will become.
-    let payload_bytes = payload.to_string().len() as u64;
-    if let Some(left) = super::documents::storage_left(state, tenant, caller.writer()).await? {
-        if payload_bytes > left {
-            return Err(ApiError::QuotaExceeded(format!(
-                "max_storage_bytes: the job's documents hold {payload_bytes} bytes and {left} are left"
-            )));
-        }
-    }
-    let job = NewJob {
-        job_id: uuid::Uuid::now_v7().to_string(),
-        kind: "documents".into(),
-        payload,
-        total: n as u64,
-        created_by: caller.ctx.actor.clone(),
-        created_at: Utc::now(),
-    };
-    let rec = state
-        .control()
-        .tenant(&tenant.id)
-        .create_job(job, state.options().jobs.bounds)
-        .await?;
-    state.inner.jobs.wake.notify_one();
+    let rec = ingest::submit_job(
+        caller.state(),
+        &caller.ctx.tenant,
+        caller.writer(),
+        &caller.ctx.actor,
+        body.documents,
+    )
+    .await?;
     let location = format!("/v1/jobs/{}", rec.job_id);
     Ok((
         StatusCode::ACCEPTED,
@@ -184,10 +136,7 @@ async fn create(caller: Caller<Member>, Body(mut body): Body<JobBody>) -> ApiRes
     params(("job_id" = String, Path)),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "the job, with each processed document's result", body = JobView),
-        (status = 401, description = "unauthenticated", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "forbidden, tenant_mismatch or tenant_suspended", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "not_found (also another tenant's job)", body = crate::openapi::Problem, content_type = "application/problem+json")
+        (status = 200, description = "the job, with each processed document's result", body = JobView)
     )
 )]
 async fn get_one(caller: Caller<Viewer>, Path(job_id): Path<String>) -> ApiResult<Json<JobView>> {

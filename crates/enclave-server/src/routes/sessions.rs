@@ -13,6 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::{Body, Caller, Member, Viewer, Q};
+use crate::service::quota;
 use crate::{ApiError, ApiResult, AppState};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -41,11 +42,7 @@ struct NewMessageBody {
     params(("session_id" = String, Path)),
     security(("bearer" = [])),
     responses(
-        (status = 201, description = "the message id and its sequence number", body = serde_json::Value),
-        (status = 400, description = "invalid_request", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "unauthenticated", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "forbidden, tenant_mismatch or tenant_suspended", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "payload_too_large", body = crate::openapi::Problem, content_type = "application/problem+json")
+        (status = 201, description = "the message id and its sequence number", body = serde_json::Value)
     )
 )]
 async fn append(
@@ -63,15 +60,9 @@ async fn append(
     // refuses it (budget_left_usd errs), and it counts against storage.
     let state = caller.state();
     let tenant = &caller.ctx.tenant;
-    super::usage::budget_left_usd(state, &tenant.id, &tenant.limits).await?;
-    if let Some(left) = super::documents::storage_left(state, tenant, caller.writer()).await? {
-        let bytes = (b.content.len() + Value::Object(metadata.clone()).to_string().len()) as u64;
-        if bytes > left {
-            return Err(ApiError::QuotaExceeded(format!(
-                "max_storage_bytes: the message needs {bytes} bytes and {left} are left"
-            )));
-        }
-    }
+    quota::budget_left_usd(state, &tenant.id, &tenant.limits).await?;
+    let bytes = (b.content.len() + Value::Object(metadata.clone()).to_string().len()) as u64;
+    quota::check_storage_for(state, tenant, caller.writer(), "the message needs", bytes).await?;
     let m = caller
         .writer()
         .add_message(
@@ -110,10 +101,7 @@ struct ListQuery {
     params(("session_id" = String, Path), ("limit" = Option<u32>, Query), ("before_seq" = Option<i64>, Query)),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "messages in order", body = serde_json::Value),
-        (status = 400, description = "invalid_request", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "unauthenticated", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "forbidden, tenant_mismatch or tenant_suspended", body = crate::openapi::Problem, content_type = "application/problem+json")
+        (status = 200, description = "messages in order", body = serde_json::Value)
     )
 )]
 async fn list(
@@ -137,10 +125,7 @@ async fn list(
     params(("session_id" = String, Path)),
     security(("bearer" = [])),
     responses(
-        (status = 204, description = "the session's messages are deleted"),
-        (status = 401, description = "unauthenticated", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "forbidden, tenant_mismatch or tenant_suspended", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "not_found (also another tenant's id)", body = crate::openapi::Problem, content_type = "application/problem+json")
+        (status = 204, description = "the session's messages are deleted")
     )
 )]
 async fn remove(caller: Caller<Member>, Path(session): Path<String>) -> ApiResult<StatusCode> {

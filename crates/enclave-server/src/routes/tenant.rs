@@ -5,17 +5,16 @@ use axum::extract::Path;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::{DateTime, Utc};
-use enclave_core::{Role, TenantId};
-use enclave_store::control::{KeyRecord, TenantControl};
+use chrono::Utc;
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::{Admin, Body, Caller, Viewer, Q};
-use crate::keys;
+use crate::service::keys::{new_key, store_key, CreatedKey, KeyView, NewKeyBody};
+use crate::service::quota;
 use crate::{ApiError, ApiResult, AppState};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -44,15 +43,13 @@ struct StatsQuery {
     params(("breakdown" = Option<bool>, Query)),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "counts of the credential's tenant", body = serde_json::Value),
-        (status = 401, description = "unauthenticated", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "forbidden, tenant_mismatch or tenant_suspended", body = crate::openapi::Problem, content_type = "application/problem+json")
+        (status = 200, description = "counts of the credential's tenant", body = serde_json::Value)
     )
 )]
 async fn stats(caller: Caller<Viewer>, Q(q): Q<StatsQuery>) -> ApiResult<impl IntoResponse> {
     let _ = (q.tenant_id, q.owner_id);
     let s = caller.reader().statistics().await?;
-    let used = super::documents::storage_used(
+    let used = quota::storage_used(
         caller.state(),
         caller.ctx.tenant_id(),
         caller.tenant_handle(),
@@ -86,9 +83,7 @@ const EXPORT_RETRY_SECS: u64 = 5;
     tag = "tenant",
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "one document per line with its chunks and vectors", body = String, content_type = "application/x-ndjson"),
-        (status = 401, description = "unauthenticated", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "forbidden, tenant_mismatch or tenant_suspended", body = crate::openapi::Problem, content_type = "application/problem+json")
+        (status = 200, description = "one document per line with its chunks and vectors", body = String, content_type = "application/x-ndjson")
     )
 )]
 async fn export(caller: Caller<Admin>) -> ApiResult<Response> {
@@ -122,115 +117,6 @@ async fn export(caller: Caller<Admin>) -> ApiResult<Response> {
         .into_response())
 }
 
-/// A key as listed: never its secret or hash.
-#[derive(Serialize)]
-pub struct KeyView {
-    pub key_id: String,
-    pub name: String,
-    pub role: Role,
-    pub created_by: String,
-    pub created_at: DateTime<Utc>,
-    pub expires_at: Option<DateTime<Utc>>,
-    pub revoked_at: Option<DateTime<Utc>>,
-    pub last_used_at: Option<DateTime<Utc>>,
-}
-
-impl From<KeyRecord> for KeyView {
-    fn from(k: KeyRecord) -> Self {
-        KeyView {
-            key_id: k.key_id,
-            name: k.name,
-            role: k.role,
-            created_by: k.created_by,
-            created_at: k.created_at,
-            expires_at: k.expires_at,
-            revoked_at: k.revoked_at,
-            last_used_at: k.last_used_at,
-        }
-    }
-}
-
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewKeyBody {
-    pub name: String,
-    #[schema(value_type = String)]
-    pub role: Role,
-    #[serde(default)]
-    pub expires_at: Option<DateTime<Utc>>,
-}
-
-/// The 201 body: the only time `key` is shown.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct CreatedKey {
-    pub key_id: String,
-    pub key: String,
-    pub name: String,
-    #[schema(value_type = String)]
-    pub role: Role,
-    pub expires_at: Option<DateTime<Utc>>,
-}
-
-/// Mints a key for `tenant` and stores its hash.
-pub async fn mint_key(
-    control: &dyn TenantControl,
-    tenant: &TenantId,
-    b: NewKeyBody,
-    created_by: &str,
-) -> ApiResult<CreatedKey> {
-    store_key(control, new_key(tenant, b, created_by)?).await
-}
-
-/// A key minted and not yet stored: its id can be audited before the key
-/// exists (fail closed).
-pub struct PendingKey {
-    record: KeyRecord,
-    created: CreatedKey,
-}
-
-impl PendingKey {
-    pub fn key_id(&self) -> &str {
-        &self.created.key_id
-    }
-}
-
-/// Validates a key request and mints its secret (nothing stored).
-pub fn new_key(tenant: &TenantId, b: NewKeyBody, created_by: &str) -> ApiResult<PendingKey> {
-    enclave_core::check::name("name", &b.name, enclave_core::check::MAX_LABEL_CHARS)?;
-    // An `expires_at` already past is no error: the key is created expired
-    // and authenticates nothing (JSON Schema cannot say "in the future").
-    let expires_at = enclave_core::check::maybe_timestamp("expires_at", b.expires_at)?;
-    let m = keys::mint();
-    Ok(PendingKey {
-        record: KeyRecord {
-            key_id: m.key_id.clone(),
-            tenant_id: tenant.clone(),
-            name: b.name.clone(),
-            role: b.role,
-            salt: m.salt,
-            secret_hash: m.secret_hash,
-            created_by: created_by.to_owned(),
-            created_at: Utc::now(),
-            expires_at,
-            revoked_at: None,
-            last_used_at: None,
-        },
-        created: CreatedKey {
-            key_id: m.key_id,
-            key: m.key,
-            name: b.name,
-            role: b.role,
-            expires_at,
-        },
-    })
-}
-
-/// Stores a minted key; it works from the next request.
-pub async fn store_key(control: &dyn TenantControl, p: PendingKey) -> ApiResult<CreatedKey> {
-    control.insert_key(p.record).await?;
-    Ok(p.created)
-}
-
 #[utoipa::path(
     post,
     path = "/v1/keys",
@@ -238,10 +124,7 @@ pub async fn store_key(control: &dyn TenantControl, p: PendingKey) -> ApiResult<
     request_body = NewKeyBody,
     security(("bearer" = [])),
     responses(
-        (status = 201, description = "the key, shown only here", body = CreatedKey),
-        (status = 400, description = "invalid_request", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "unauthenticated", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "forbidden, tenant_mismatch or tenant_suspended", body = crate::openapi::Problem, content_type = "application/problem+json")
+        (status = 201, description = "the key, shown only here", body = CreatedKey)
     )
 )]
 async fn create_key(
@@ -281,9 +164,7 @@ async fn create_key(
     tag = "keys",
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "keys without secrets", body = serde_json::Value),
-        (status = 401, description = "unauthenticated", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "forbidden, tenant_mismatch or tenant_suspended", body = crate::openapi::Problem, content_type = "application/problem+json")
+        (status = 200, description = "keys without secrets", body = serde_json::Value)
     )
 )]
 async fn list_keys(caller: Caller<Admin>) -> ApiResult<impl IntoResponse> {
@@ -304,10 +185,7 @@ async fn list_keys(caller: Caller<Admin>) -> ApiResult<impl IntoResponse> {
     params(("key_id" = String, Path)),
     security(("bearer" = [])),
     responses(
-        (status = 204, description = "revoked, effective on the next request"),
-        (status = 401, description = "unauthenticated", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "forbidden, tenant_mismatch or tenant_suspended", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "not_found (also another tenant's id)", body = crate::openapi::Problem, content_type = "application/problem+json")
+        (status = 204, description = "revoked, effective on the next request")
     )
 )]
 async fn revoke_key(caller: Caller<Admin>, Path(key_id): Path<String>) -> ApiResult<StatusCode> {

@@ -9,6 +9,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::{Caller, Viewer, Q};
+use crate::service::quota;
 use crate::{ApiError, ApiResult, AppState};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -28,52 +29,6 @@ struct UsageQuery {
     tenant_id: Option<String>,
     #[serde(default)]
     owner_id: Option<String>,
-}
-
-/// The tenant's counters from `first` to today (UTC): the stored ones and
-/// today's not yet flushed.
-pub(crate) async fn counts_since(
-    state: &AppState,
-    tenant: &TenantId,
-    first: NaiveDate,
-) -> ApiResult<enclave_store::control::UsageCounts> {
-    let today = Utc::now().date_naive();
-    let mut total = enclave_store::control::UsageCounts::default();
-    for (_, c) in state.control().tenant(tenant).usage(first, today).await? {
-        total.add(&c);
-    }
-    total.add(&state.inner.usage.pending(tenant, today));
-    Ok(total)
-}
-
-/// What the tenant has spent this (UTC) month, at the configured prices:
-/// the stored counters and the ones not yet flushed.
-pub(crate) async fn month_to_date_usd(state: &AppState, tenant: &TenantId) -> ApiResult<f64> {
-    let today = Utc::now().date_naive();
-    let total = counts_since(state, tenant, today.with_day(1).unwrap_or(today)).await?;
-    Ok(state
-        .options()
-        .prices
-        .cost(&total, state.memory().embedding_model()))
-}
-
-/// The tenant's `monthly_budget_usd` minus this month's spend, if it has a
-/// budget; 429 `quota_exceeded` when nothing is left.
-pub(crate) async fn budget_left_usd(
-    state: &AppState,
-    tenant: &TenantId,
-    limits: &serde_json::Map<String, serde_json::Value>,
-) -> ApiResult<Option<f64>> {
-    let Some(budget) = limits.get("monthly_budget_usd").and_then(|v| v.as_f64()) else {
-        return Ok(None);
-    };
-    let left = budget - month_to_date_usd(state, tenant).await?;
-    if left <= 0.0 {
-        return Err(ApiError::QuotaExceeded(format!(
-            "monthly_budget_usd: this month's {budget} USD are spent"
-        )));
-    }
-    Ok(Some(left))
 }
 
 /// A day (`2026-12-01`) or an RFC 3339 timestamp (its UTC day), in years
@@ -102,10 +57,7 @@ fn day(v: &str, field: &str) -> ApiResult<NaiveDate> {
     params(("from" = Option<String>, Query, description = "first day (default: 30 days ago)"), ("to" = Option<String>, Query, description = "last day (default: today)")),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "the tenant's usage, totals and by day", body = serde_json::Value),
-        (status = 400, description = "invalid_request", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "unauthenticated", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "forbidden, tenant_mismatch or tenant_suspended", body = crate::openapi::Problem, content_type = "application/problem+json")
+        (status = 200, description = "the tenant's usage, totals and by day", body = serde_json::Value)
     )
 )]
 async fn usage(caller: Caller<Viewer>, Q(q): Q<UsageQuery>) -> ApiResult<Json<serde_json::Value>> {
@@ -119,7 +71,7 @@ async fn usage(caller: Caller<Viewer>, Q(q): Q<UsageQuery>) -> ApiResult<Json<se
         .flush(state.control().as_ref(), Some(tenant))
         .await;
     let stats = caller.reader().statistics().await?;
-    let used = super::documents::storage_used(
+    let used = quota::storage_used(
         state,
         tenant,
         caller.tenant_handle(),
@@ -208,10 +160,7 @@ struct AdminUsageQuery {
     params(("from" = Option<String>, Query, description = "first day (default: 30 days ago)"), ("to" = Option<String>, Query, description = "last day (default: today)"), ("limit" = Option<u32>, Query, description = "tenants per page, 1-100 (default 20)"), ("cursor" = Option<String>, Query)),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "usage and cost of every tenant, in tenant id order", body = serde_json::Value),
-        (status = 400, description = "invalid_request", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "unauthenticated", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "forbidden (a tenant credential)", body = crate::openapi::Problem, content_type = "application/problem+json")
+        (status = 200, description = "usage and cost of every tenant, in tenant id order", body = serde_json::Value)
     )
 )]
 async fn admin_usage(
@@ -220,7 +169,7 @@ async fn admin_usage(
     Q(q): Q<AdminUsageQuery>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let (from, to) = period(q.from.as_deref(), q.to.as_deref())?;
-    let (limit, after) = super::admin::tenant_page(q.limit, q.cursor.as_deref())?;
+    let (limit, after) = super::paging::tenant_page(q.limit, q.cursor.as_deref())?;
     state
         .inner
         .usage
@@ -234,16 +183,15 @@ async fn admin_usage(
         let mut row = tenant_usage(&state, &t.id, from, to).await?;
         let handle = state.memory().tenant(&t.id);
         let stats = handle.statistics().await?;
-        let used =
-            super::documents::storage_used(&state, &t.id, &handle, stats.total_size_bytes).await?;
+        let used = quota::storage_used(&state, &t.id, &handle, stats.total_size_bytes).await?;
         row["tenant_id"] = json!(t.id);
         row["plan"] = json!(t.plan);
         row["status"] = json!(t.status);
         row["storage_bytes"] = json!(used.total());
         row["document_count"] = json!(stats.document_count);
-        if let Some(budget) = t.limits.get("monthly_budget_usd").and_then(|v| v.as_f64()) {
+        if let Some(budget) = quota::monthly_budget(&t.limits) {
             row["monthly_budget_usd"] = json!(budget);
-            row["month_to_date_usd"] = json!(month_to_date_usd(&state, &t.id).await?);
+            row["month_to_date_usd"] = json!(quota::month_to_date_usd(&state, &t.id).await?);
         }
         rows.push(row);
     }

@@ -18,6 +18,7 @@ use enclave_store::control::BudgetAlert;
 use hmac::{Hmac, Mac};
 use serde_json::json;
 
+use crate::service::quota;
 use crate::AppState;
 
 /// Where and how alerts are sent (`[alerts]`).
@@ -58,15 +59,10 @@ pub(crate) async fn check(state: &AppState) {
         let Ok(Some(record)) = state.tenant_record(&tenant).await else {
             continue;
         };
-        let Some(budget) = record
-            .limits
-            .get("monthly_budget_usd")
-            .and_then(|v| v.as_f64())
-            .filter(|b| *b > 0.0)
-        else {
+        let Some(budget) = quota::monthly_budget(&record.limits).filter(|b| *b > 0.0) else {
             continue;
         };
-        let spent = match crate::routes::usage::month_to_date_usd(state, &tenant).await {
+        let spent = match quota::month_to_date_usd(state, &tenant).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot check a budget; rechecked with the next usage");

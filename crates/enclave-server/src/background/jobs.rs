@@ -22,11 +22,11 @@ use std::time::{Duration, Instant};
 
 use enclave_core::TenantId;
 use enclave_store::control::JobItemResult;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
-use crate::routes::documents::{new_document, store_document, CreateBody};
+use crate::service::ingest;
 use crate::{ApiError, AppState};
 
 /// How a replica runs jobs.
@@ -217,11 +217,8 @@ async fn process_documents(
                 .await?;
             return Err(ApiError::TenantSuspended);
         }
-        let outcome = match serde_json::from_value::<CreateBody>(body)
-            .map_err(|e| ApiError::invalid(e.to_string()))
-            .and_then(new_document)
-        {
-            Ok(doc) => store_document(state, &record, &handle, doc).await,
+        let outcome = match ingest::parse_document(body) {
+            Ok(doc) => ingest::store_document(state, &record, &handle, doc).await,
             Err(e) => Err(e),
         };
         let result = match outcome {
@@ -243,9 +240,7 @@ async fn process_documents(
                 JobItemResult {
                     index,
                     document_id: None,
-                    error: Some(
-                        json!({"status": e.status().as_u16(), "code": e.code(), "detail": e.public_detail()}),
-                    ),
+                    error: Some(e.brief_problem()),
                 }
             }
         };
