@@ -464,7 +464,7 @@ impl ControlStore for PgControl {
         retry: std::time::Duration,
     ) -> StoreResult<Vec<BudgetAlert>> {
         let mut tx = self.begin(Scope::Platform).await?;
-        let due = crate::jobs::due_alerts(&mut tx, limit, retry).await?;
+        let due = crate::alerts::due_alerts(&mut tx, limit, retry).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(due)
     }
@@ -477,7 +477,7 @@ impl ControlStore for PgControl {
     ) -> StoreResult<()> {
         let t = tenant.as_str();
         let mut tx = self.begin(Scope::Tenant(t)).await?;
-        crate::jobs::alert_delivered(&mut tx, t, month, threshold_percent).await?;
+        crate::alerts::alert_delivered(&mut tx, t, month, threshold_percent).await?;
         tx.commit().await.map_err(db_err)
     }
 
@@ -488,63 +488,21 @@ impl ControlStore for PgControl {
         })
     }
 
-    /// `LISTEN`s on [`TENANT_CHANGES`] on a connection of its own (not one
+    /// `LISTEN`s on [`crate::changes::TENANT_CHANGES`] on a connection of its own (not one
     /// of the pool's); every change to `tenants` notifies it in the
     /// changing transaction, so the notice arrives at commit. A lost
     /// connection is reopened (every second while the server is away) and
     /// reported as [`TenantChange::Restarted`] once listening again.
     fn tenant_changes(&self) -> Option<tokio::sync::mpsc::Receiver<TenantChange>> {
-        let (tx, rx) = tokio::sync::mpsc::channel(1024);
-        let options = (*self.pool.connect_options()).clone();
-        tokio::spawn(async move {
-            let pool = PgPoolOptions::new()
-                .max_connections(1)
-                .acquire_timeout(std::time::Duration::from_secs(5))
-                .connect_lazy_with(options);
-            loop {
-                let listener = async {
-                    let mut l = sqlx::postgres::PgListener::connect_with(&pool).await?;
-                    l.listen(TENANT_CHANGES).await?;
-                    Ok::<_, sqlx::Error>(l)
-                };
-                let mut listener = match listener.await {
-                    Ok(l) => l,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "tenant change feed: reconnecting");
-                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                        continue;
-                    }
-                };
-                if tx.send(TenantChange::Restarted).await.is_err() {
-                    return;
-                }
-                // `Ok(None)`: the connection was lost; start over.
-                while let Ok(Some(n)) = listener.try_recv().await {
-                    let Ok(id) = TenantId::parse(n.payload()) else {
-                        continue;
-                    };
-                    if tx.send(TenantChange::Changed(id)).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-        Some(rx)
+        Some(crate::changes::follow(
+            (*self.pool.connect_options()).clone(),
+        ))
     }
 }
 
-/// The channel `tenants` changes are announced on (payload: the tenant id).
-pub const TENANT_CHANGES: &str = "enclave_tenant_changes";
-
 /// Announces a change to `id`'s directory entry (delivered at commit).
 async fn notify_tenant_change(tx: &mut PgConnection, id: &TenantId) -> StoreResult<()> {
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(TENANT_CHANGES)
-        .bind(id.as_str())
-        .execute(tx)
-        .await
-        .map_err(db_err)?;
-    Ok(())
+    crate::changes::notify(tx, id).await.map_err(db_err)
 }
 
 struct PgTenantControl {
@@ -754,7 +712,7 @@ impl TenantControl for PgTenantControl {
     ) -> StoreResult<bool> {
         let t = self.tenant.as_str();
         let mut tx = self.control.begin(Scope::Tenant(t)).await?;
-        let stored = crate::jobs::record_alert(&mut tx, t, alert, retry).await?;
+        let stored = crate::alerts::record_alert(&mut tx, t, alert, retry).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(stored)
     }

@@ -12,6 +12,8 @@
 //! isolation modes of [`Placement`]; [`move_tenant`] moves a tenant between
 //! them and [`ensure_vector_indexes`] gives large tenants their own HNSW index.
 
+mod alerts;
+mod changes;
 mod control;
 mod jobs;
 mod maintain;

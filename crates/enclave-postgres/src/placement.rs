@@ -501,11 +501,7 @@ pub async fn move_tenant(
     .bind(to.location())
     .execute(&mut *mtx)
     .await?;
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(crate::control::TENANT_CHANGES)
-        .bind(tenant.as_str())
-        .execute(&mut *mtx)
-        .await?;
+    crate::changes::notify(&mut mtx, tenant).await?;
     mtx.commit().await?;
 
     // The old copy goes in a later transaction, after a grace period: a

@@ -8,8 +8,8 @@ use chrono::Utc;
 use enclave_core::TenantId;
 use rusqlite::{params, Connection, TransactionBehavior};
 
-use super::control::{parse_ts, ts};
 use super::db::sql_err;
+use super::sql::{row_ts, ts};
 use crate::control::{alert_backoff, BudgetAlert, MAX_ALERT_ATTEMPTS};
 use crate::{StoreError, StoreResult};
 
@@ -111,7 +111,7 @@ pub(crate) fn due(
             threshold_percent: threshold,
             budget_usd: budget,
             spent_usd: spent,
-            created_at: parse_ts(&created).map_err(sql_err)?,
+            created_at: row_ts(&created).map_err(sql_err)?,
             attempts,
         });
     }

@@ -12,6 +12,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use serde_json::{Map, Value};
 
 use super::db::sql_err;
+use super::sql::{opt_row_ts, row_ts, ts};
 use crate::control::{
     audit_hash, audit_time, idempotency_decision, AuditEvent, BudgetAlert, ControlPurge,
     ControlStore, IdempotencyState, JobBounds, JobItemResult, JobRecord, KeyRecord, NewAuditEvent,
@@ -90,22 +91,6 @@ pub struct SqliteControl {
     conn: Arc<Mutex<Connection>>,
 }
 
-pub(crate) fn ts(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-}
-
-pub(crate) fn parse_ts(s: &str) -> rusqlite::Result<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
-        })
-}
-
-pub(crate) fn opt_ts(s: Option<String>) -> rusqlite::Result<Option<DateTime<Utc>>> {
-    s.as_deref().map(parse_ts).transpose()
-}
-
 fn bad<E: std::error::Error + Send + Sync + 'static>(e: E) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
 }
@@ -123,8 +108,8 @@ fn tenant_row(r: &Row<'_>) -> rusqlite::Result<TenantRecord> {
             .map_err(bad)?,
         isolation: r.get::<_, String>(5)?.parse::<Isolation>().map_err(bad)?,
         limits: serde_json::from_str::<Map<String, Value>>(&limits).map_err(bad)?,
-        created_at: parse_ts(&r.get::<_, String>(7)?)?,
-        updated_at: parse_ts(&r.get::<_, String>(8)?)?,
+        created_at: row_ts(&r.get::<_, String>(7)?)?,
+        updated_at: row_ts(&r.get::<_, String>(8)?)?,
     })
 }
 
@@ -142,10 +127,10 @@ fn key_row(r: &Row<'_>) -> rusqlite::Result<KeyRecord> {
         salt: r.get(4)?,
         secret_hash: r.get(5)?,
         created_by: r.get(6)?,
-        created_at: parse_ts(&r.get::<_, String>(7)?)?,
-        expires_at: opt_ts(r.get(8)?)?,
-        revoked_at: opt_ts(r.get(9)?)?,
-        last_used_at: opt_ts(r.get(10)?)?,
+        created_at: row_ts(&r.get::<_, String>(7)?)?,
+        expires_at: opt_row_ts(r.get(8)?)?,
+        revoked_at: opt_row_ts(r.get(9)?)?,
+        last_used_at: opt_row_ts(r.get(10)?)?,
     })
 }
 
@@ -154,7 +139,7 @@ fn audit_row(r: &Row<'_>) -> rusqlite::Result<AuditEvent> {
         scope: r.get(0)?,
         seq: r.get(1)?,
         event_id: r.get(2)?,
-        at: parse_ts(&r.get::<_, String>(3)?)?,
+        at: row_ts(&r.get::<_, String>(3)?)?,
         actor: r.get(4)?,
         action: r.get(5)?,
         target: r.get(6)?,
@@ -623,7 +608,7 @@ impl TenantControl for SqliteTenantControl {
                             Ok((
                                 r.get::<_, Vec<u8>>(0)?,
                                 status.zip(body.and_then(|b| serde_json::from_str(&b).ok())),
-                                parse_ts(&r.get::<_, String>(3)?)?,
+                                row_ts(&r.get::<_, String>(3)?)?,
                             ))
                         },
                     )

@@ -131,8 +131,6 @@ pub(crate) fn sql_err(e: rusqlite::Error) -> StoreError {
     }
 }
 
-pub(crate) use self::sql_err as to_store_err;
-
 /// Runs `open` (connect, switch to WAL, create the schema) again while it
 /// fails on a lock, for up to ten seconds. The busy handler does not cover
 /// every lock a first open takes: beside another process opening the same

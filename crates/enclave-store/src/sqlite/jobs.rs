@@ -12,8 +12,8 @@ use enclave_core::TenantId;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde_json::Value;
 
-use super::control::{opt_ts, parse_ts, ts};
 use super::db::sql_err;
+use super::sql::{opt_row_ts, row_ts, ts};
 use crate::control::{JobBounds, JobItemResult, JobRecord, JobStatus, NewJob, PendingJobs};
 use crate::StoreResult;
 
@@ -168,9 +168,9 @@ pub(crate) fn get(
                     status: JobStatus::parse(&status).unwrap_or(JobStatus::Queued),
                     total: r.get::<_, i64>(3)? as u64,
                     created_by: r.get(4)?,
-                    created_at: parse_ts(&r.get::<_, String>(5)?)?,
-                    started_at: opt_ts(r.get(6)?)?,
-                    finished_at: opt_ts(r.get(7)?)?,
+                    created_at: row_ts(&r.get::<_, String>(5)?)?,
+                    started_at: opt_row_ts(r.get(6)?)?,
+                    finished_at: opt_row_ts(r.get(7)?)?,
                     done: r.get::<_, i64>(8)? as u64,
                     failed: r.get::<_, i64>(9)? as u64,
                 })

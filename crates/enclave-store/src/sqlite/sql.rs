@@ -18,6 +18,20 @@ pub fn parse_ts(s: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
+/// A stored timestamp read from a row (a malformed one is a conversion error).
+pub(crate) fn row_ts(s: &str) -> rusqlite::Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+        })
+}
+
+/// An optional stored timestamp read from a row.
+pub(crate) fn opt_row_ts(s: Option<String>) -> rusqlite::Result<Option<DateTime<Utc>>> {
+    s.as_deref().map(row_ts).transpose()
+}
+
 /// Appends ` AND column IN (?, …)` for a non-empty list of values.
 fn in_list<'a>(
     sql: &mut String,

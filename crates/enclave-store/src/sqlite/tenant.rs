@@ -16,7 +16,7 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, OptionalExtension, Row, Transaction};
 use serde_json::{Map, Value};
 
-use super::db::{to_store_err as sql_err, Db};
+use super::db::{sql_err, Db};
 use super::sql::{self, parse_ts, ts};
 use super::Inner;
 use crate::vector::VectorSet;
