@@ -13,6 +13,7 @@
 
 pub mod check;
 pub mod chunk;
+mod doc_type;
 pub mod document;
 mod error;
 pub mod filter;
