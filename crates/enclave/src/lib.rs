@@ -24,9 +24,10 @@
 
 mod config;
 mod error;
-mod fair;
 mod ingest;
 mod memory;
+mod scheduler;
+mod shared;
 mod slots;
 mod tenant;
 
@@ -35,8 +36,8 @@ pub use enclave_core as core;
 pub use enclave_embed as embed;
 pub use enclave_store::sqlite::{Durability, Layout};
 pub use error::{Error, Result};
-pub use fair::{EmbeddingMeter, Priority, SchedulerStats, Scheduling};
 pub use memory::Memory;
+pub use scheduler::{EmbeddingMeter, Priority, SchedulerStats, Scheduling};
 pub use slots::{StoreConcurrency, StoreSlotStats};
 pub use tenant::{
     AddOutcome, AddResult, DocumentList, ExportPiece, ListParams, PurgeCounts, Tenant, WriteBudget,
