@@ -2,11 +2,7 @@
 //! typed options, opens a `Memory`, calls one `Tenant` method, prints.
 
 mod bench;
-mod bench_abuse;
-mod bench_fair;
-mod bench_http;
-mod bench_pg;
-mod bench_victim;
+mod cmd;
 mod demo;
 mod files;
 mod serve;
@@ -15,10 +11,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use enclave::core::{DocumentId, SearchMode, SearchParams, TenantId};
-use enclave::{EmbedderConfig, Layout, ListParams, Memory, MemoryConfig, StoreConfig, Tenant};
-use futures::TryStreamExt;
-use tokio::io::AsyncWriteExt;
+use enclave::core::TenantId;
+use enclave::{EmbedderConfig, Layout, Memory, MemoryConfig, StoreConfig, Tenant};
 
 #[derive(Parser)]
 #[command(
@@ -88,79 +82,19 @@ enum ModeArg {
 #[derive(Subcommand)]
 enum Command {
     /// Add files to a tenant (markdown, text, HTML, code; globs allowed).
-    Ingest {
-        #[arg(long)]
-        tenant: String,
-        /// Sub-scope (user, project…) to file the documents under.
-        #[arg(long)]
-        origin: Option<String>,
-        /// Documents processed concurrently.
-        #[arg(long, default_value_t = 4)]
-        jobs: usize,
-        #[arg(required = true)]
-        paths: Vec<String>,
-    },
+    Ingest(cmd::documents::IngestArgs),
     /// Search a tenant.
-    Search {
-        #[arg(long)]
-        tenant: String,
-        #[arg(long, value_enum, default_value = "hybrid")]
-        mode: ModeArg,
-        #[arg(long, default_value_t = 10)]
-        limit: u32,
-        /// Only documents with this origin (repeatable).
-        #[arg(long)]
-        origin: Vec<String>,
-        /// Metadata filter as JSON, e.g. '{"year": {"$gte": 2024}}'.
-        #[arg(long)]
-        filter: Option<String>,
-        /// Print the API's JSON shape.
-        #[arg(long)]
-        json: bool,
-        query: String,
-    },
+    Search(cmd::documents::SearchArgs),
     /// List a tenant's documents, newest first.
-    List {
-        #[arg(long)]
-        tenant: String,
-        #[arg(long, default_value_t = 20)]
-        limit: u32,
-        #[arg(long)]
-        cursor: Option<String>,
-        #[arg(long)]
-        origin: Option<String>,
-        #[arg(long)]
-        json: bool,
-    },
+    List(cmd::documents::ListArgs),
     /// Show one document.
-    Get {
-        #[arg(long)]
-        tenant: String,
-        #[arg(long)]
-        chunks: bool,
-        id: String,
-    },
+    Get(cmd::documents::GetArgs),
     /// Delete documents.
-    Delete {
-        #[arg(long)]
-        tenant: String,
-        #[arg(required = true)]
-        ids: Vec<String>,
-    },
+    Delete(cmd::documents::DeleteArgs),
     /// Counts for a tenant.
-    Stats {
-        #[arg(long)]
-        tenant: String,
-        #[arg(long)]
-        json: bool,
-    },
+    Stats(cmd::documents::StatsArgs),
     /// Stream every document of a tenant as NDJSON (stdout or --output).
-    Export {
-        #[arg(long)]
-        tenant: String,
-        #[arg(long)]
-        output: Option<PathBuf>,
-    },
+    Export(cmd::documents::ExportArgs),
     /// Ingest the bundled sample corpus into two tenants and show that each
     /// tenant's hybrid search sees only its own documents.
     Demo {
@@ -171,64 +105,30 @@ enum Command {
     /// Apply the PostgreSQL migrations as the owner and create/grant the app
     /// role the server connects as (no superuser, no BYPASSRLS, DML only).
     /// Give the owner's URL with `--database-url` (not the server's runtime URL).
-    Migrate {
-        /// The role the server will connect as.
-        #[arg(long, default_value = "enclave_app")]
-        app_role: String,
-        /// Name of an environment variable holding the app role's password
-        /// (omit when the server trusts local connections).
-        #[arg(long)]
-        app_password_env: Option<String>,
-    },
+    Migrate(cmd::postgres::MigrateArgs),
     /// Move a tenant between PostgreSQL isolation modes without losing data
     /// (copy, count, switch the directory entry, remove the old copy).
     /// Runs as the owner: `--database-url OWNER_URL` of the main database.
-    MoveTenant {
-        #[arg(long)]
-        tenant: String,
-        /// shared | schema | database
-        #[arg(long)]
-        to: String,
-        /// For `--to database`: the tenant database's owner URL (it must
-        /// have pgvector; it is migrated here).
-        #[arg(long)]
-        target_owner_url: Option<String>,
-        /// For `--to database`: the URL the server connects to the tenant
-        /// database with, as the app role (stored in the tenant directory;
-        /// leave the password out and use PGPASSWORD or a passfile).
-        #[arg(long)]
-        target_app_url: Option<String>,
-        /// When the tenant now lives in its own database: that database's
-        /// owner URL.
-        #[arg(long)]
-        source_owner_url: Option<String>,
-        #[arg(long, default_value = "enclave_app")]
-        app_role: String,
-    },
+    MoveTenant(cmd::postgres::MoveTenantArgs),
     /// Owner maintenance: build a partial HNSW index for each tenant that
     /// has grown past `--min-chunks` (CONCURRENTLY, no write lock) and drop
     /// the ones no longer needed. Run it periodically.
-    Maintain {
-        #[arg(long, default_value_t = 20_000)]
-        min_chunks: u64,
-        #[arg(long, default_value_t = 10_000)]
-        drop_below: u64,
-    },
+    Maintain(cmd::postgres::MaintainArgs),
     /// Measure embedding, ingestion and search; prints figures.
-    Bench(bench::BenchArgs),
+    Bench(bench::corpus::BenchArgs),
     /// Run the HTTP server (API.md); prints `listening on http://ADDR`.
     Serve(serve::ServeArgs),
     /// The server under concurrent load over HTTP (clients across tenants,
     /// search + ingest); prints throughput, latency, errors and cross-tenant
     /// results.
-    BenchHttp(bench_http::BenchHttpArgs),
+    BenchHttp(bench::http::BenchHttpArgs),
     /// One tenant floods ingestion while another adds a document and
     /// searches: the quiet tenant's latency idle vs flooded (prints figures).
-    BenchFairness(bench_fair::BenchFairnessArgs),
+    BenchFairness(bench::fair::BenchFairnessArgs),
     /// An attacker tenant (or anonymous clients) runs each abuse in turn
     /// while another tenant uploads and searches: its latency against idle,
     /// the server's peak memory and the audit rows added (prints figures).
-    BenchAbuse(bench_abuse::BenchAbuseArgs),
+    BenchAbuse(bench::abuse::BenchAbuseArgs),
     /// Audit log tools.
     Audit {
         #[command(subcommand)]
@@ -349,9 +249,9 @@ async fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(cli.store, args).await,
-        Command::BenchHttp(args) => bench_http::run(cli.store, args).await,
-        Command::BenchFairness(args) => bench_fair::run(cli.store, args).await,
-        Command::BenchAbuse(args) => bench_abuse::run(cli.store, args).await,
+        Command::BenchHttp(args) => bench::http::run(cli.store, args).await,
+        Command::BenchFairness(args) => bench::fair::run(cli.store, args).await,
+        Command::BenchAbuse(args) => bench::abuse::run(cli.store, args).await,
         Command::Audit {
             command: AuditCommand::Verify,
         } => {
@@ -360,245 +260,17 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Ingest {
-            tenant,
-            origin,
-            jobs,
-            paths,
-        } => {
-            let memory = cli.store.open().await?;
-            let t = tenant_of(&memory, &tenant)?;
-            let origin = origin
-                .map(|o| enclave::core::Origin::parse(&o))
-                .transpose()?;
-            files::ingest(&t, origin, &paths, jobs.max(1)).await
-        }
-        Command::Search {
-            tenant,
-            mode,
-            limit,
-            origin,
-            filter,
-            json,
-            query,
-        } => {
-            let memory = cli.store.open().await?;
-            let t = tenant_of(&memory, &tenant)?;
-            let mut p = SearchParams::new(query).limit(limit).mode(match mode {
-                ModeArg::Vector => SearchMode::Vector,
-                ModeArg::Text => SearchMode::Text,
-                ModeArg::Hybrid => SearchMode::Hybrid,
-            });
-            p.origins = origin;
-            if let Some(f) = filter {
-                p.metadata = serde_json::from_str(&f).context("--filter is not JSON")?;
-            }
-            let results = t.search(p).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&results)?);
-            } else {
-                demo::print_hits(&results);
-            }
-            Ok(())
-        }
-        Command::List {
-            tenant,
-            limit,
-            cursor,
-            origin,
-            json,
-        } => {
-            let memory = cli.store.open().await?;
-            let t = tenant_of(&memory, &tenant)?;
-            let page = t
-                .list_documents(ListParams {
-                    limit: Some(limit),
-                    cursor,
-                    origin,
-                    ..Default::default()
-                })
-                .await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&page)?);
-            } else {
-                for d in &page.documents {
-                    println!(
-                        "{}  {:<8} {:>4} chunks  {}",
-                        d.document_id, d.doc_type, d.chunk_count, d.name
-                    );
-                }
-                println!("{} of {} documents", page.documents.len(), page.total);
-                if let Some(c) = page.next_cursor {
-                    println!("next: --cursor {c}");
-                }
-            }
-            Ok(())
-        }
-        Command::Get { tenant, chunks, id } => {
-            let memory = cli.store.open().await?;
-            let t = tenant_of(&memory, &tenant)?;
-            let doc = t.get_document(&DocumentId::parse(&id)?, chunks).await?;
-            println!("{}", serde_json::to_string_pretty(&doc)?);
-            Ok(())
-        }
-        Command::Delete { tenant, ids } => {
-            let memory = cli.store.open().await?;
-            let t = tenant_of(&memory, &tenant)?;
-            let ids = ids
-                .iter()
-                .map(|i| DocumentId::parse(i))
-                .collect::<Result<Vec<_>, _>>()?;
-            let n = t.delete_documents(&ids).await?;
-            println!("{{\"deleted_count\": {n}}}");
-            Ok(())
-        }
-        Command::Stats { tenant, json } => {
-            let memory = cli.store.open().await?;
-            let s = tenant_of(&memory, &tenant)?.statistics().await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&s)?);
-            } else {
-                println!(
-                    "{} documents, {} chunks, {} bytes, {} tokens",
-                    s.document_count, s.chunk_count, s.total_size_bytes, s.total_tokens
-                );
-                for (ty, n) in &s.by_type {
-                    println!("  {ty}: {n}");
-                }
-            }
-            Ok(())
-        }
-        Command::Export { tenant, output } => {
-            let memory = cli.store.open().await?;
-            let t = tenant_of(&memory, &tenant)?;
-            let mut out: Box<dyn tokio::io::AsyncWrite + Unpin + Send> = match &output {
-                Some(p) => Box::new(
-                    tokio::fs::File::create(p)
-                        .await
-                        .with_context(|| p.display().to_string())?,
-                ),
-                None => Box::new(tokio::io::stdout()),
-            };
-            // Written a page of chunks at a time (bounded memory).
-            let mut stream = std::pin::pin!(t.export_pieces());
-            let (mut n, mut first_chunk, mut buf) = (0u64, true, Vec::new());
-            while let Some(piece) = stream.try_next().await? {
-                n += u64::from(piece == enclave::ExportPiece::End);
-                buf.clear();
-                piece.write_ndjson(&mut first_chunk, &mut buf)?;
-                out.write_all(&buf).await?;
-            }
-            out.flush().await?;
-            if output.is_some() {
-                eprintln!("exported {n} documents");
-            }
-            Ok(())
-        }
+        Command::Ingest(args) => cmd::documents::ingest(&cli.store, args).await,
+        Command::Search(args) => cmd::documents::search(&cli.store, args).await,
+        Command::List(args) => cmd::documents::list(&cli.store, args).await,
+        Command::Get(args) => cmd::documents::get(&cli.store, args).await,
+        Command::Delete(args) => cmd::documents::delete(&cli.store, args).await,
+        Command::Stats(args) => cmd::documents::stats(&cli.store, args).await,
+        Command::Export(args) => cmd::documents::export(&cli.store, args).await,
         Command::Demo { corpus } => demo::run(&cli.store, corpus).await,
-        Command::Migrate {
-            app_role,
-            app_password_env,
-        } => {
-            let database_url = cli
-                .store
-                .database_url
-                .clone()
-                .context("enclave migrate needs --database-url OWNER_URL")?;
-            let password = match app_password_env {
-                Some(var) => {
-                    Some(std::env::var(&var).with_context(|| format!("${var} is not set"))?)
-                }
-                None => None,
-            };
-            enclave_postgres::migrate(&database_url, &app_role, password.as_deref()).await?;
-            println!("migrated; app role {app_role} ready");
-            Ok(())
-        }
-        Command::MoveTenant {
-            tenant,
-            to,
-            target_owner_url,
-            target_app_url,
-            source_owner_url,
-            app_role,
-        } => {
-            let owner_url = cli
-                .store
-                .database_url
-                .clone()
-                .context("enclave move-tenant needs --database-url OWNER_URL")?;
-            let id = TenantId::parse(&tenant)?;
-            let target = match to.as_str() {
-                "shared" => enclave_postgres::MoveTarget::Shared,
-                "schema" => enclave_postgres::MoveTarget::Schema,
-                "database" => enclave_postgres::MoveTarget::Database {
-                    owner_url: target_owner_url
-                        .context("--to database needs --target-owner-url")?,
-                    app_url: target_app_url.context("--to database needs --target-app-url")?,
-                },
-                other => anyhow::bail!("--to {other:?}: expected shared, schema or database"),
-            };
-            let report = enclave_postgres::move_tenant(
-                &owner_url,
-                &id,
-                target,
-                &app_role,
-                source_owner_url.as_deref(),
-            )
-            .await?;
-            if report.rows.is_empty() {
-                println!("{tenant} already lives in {}", report.to);
-            } else {
-                let rows: Vec<String> = report
-                    .rows
-                    .iter()
-                    .map(|(t, n)| format!("{t} {n}"))
-                    .collect();
-                println!(
-                    "moved {tenant}: {} -> {} ({})",
-                    report.from,
-                    report.to,
-                    rows.join(", ")
-                );
-            }
-            Ok(())
-        }
-        Command::Maintain {
-            min_chunks,
-            drop_below,
-        } => {
-            let owner_url = cli
-                .store
-                .database_url
-                .clone()
-                .context("enclave maintain needs --database-url OWNER_URL")?;
-            let changes = enclave_postgres::ensure_vector_indexes(
-                &owner_url,
-                &enclave_postgres::IndexPolicy {
-                    min_chunks,
-                    drop_below,
-                    ..Default::default()
-                },
-            )
-            .await?;
-            for c in &changes {
-                match c {
-                    enclave_postgres::IndexChange::Built { tenant, chunks } => {
-                        println!("built vector index for {tenant} ({chunks} chunks)")
-                    }
-                    enclave_postgres::IndexChange::Dropped { tenant, chunks } => {
-                        println!("dropped vector index of {tenant} ({chunks} chunks)")
-                    }
-                    enclave_postgres::IndexChange::Skipped { tenant, reason } => {
-                        println!("skipped {tenant}: {reason}")
-                    }
-                }
-            }
-            if changes.is_empty() {
-                println!("vector indexes up to date");
-            }
-            Ok(())
-        }
-        Command::Bench(args) => bench::run(&cli.store, args).await,
+        Command::Migrate(args) => cmd::postgres::migrate(&cli.store, args).await,
+        Command::MoveTenant(args) => cmd::postgres::move_tenant(&cli.store, args).await,
+        Command::Maintain(args) => cmd::postgres::maintain(&cli.store, args).await,
+        Command::Bench(args) => bench::corpus::run(&cli.store, args).await,
     }
 }

@@ -19,7 +19,7 @@ use parking_lot::Mutex;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-use crate::bench::percentile;
+use super::common::percentile;
 use crate::StoreArgs;
 
 #[derive(Args, Clone)]

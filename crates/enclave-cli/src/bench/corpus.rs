@@ -17,6 +17,7 @@ use enclave_store::Store;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::common::{percentile, WORDS};
 use crate::StoreArgs;
 
 #[derive(Args, Clone)]
@@ -64,7 +65,7 @@ pub async fn run(store: &StoreArgs, args: BenchArgs) -> Result<()> {
         cpu_model()
     );
     if args.what == What::Postgres {
-        return crate::bench_pg::run(crate::bench_pg::PgBenchArgs {
+        return super::postgres::run(super::postgres::PgBenchArgs {
             admin_url: store
                 .database_url
                 .clone()
@@ -115,57 +116,6 @@ fn cpu_seconds() -> f64 {
     let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
     (ticks(11) + ticks(12)) / 100.0
 }
-
-pub(crate) const WORDS: &[&str] = &[
-    "the",
-    "quarterly",
-    "revenue",
-    "report",
-    "shows",
-    "growth",
-    "across",
-    "regions",
-    "while",
-    "costs",
-    "stayed",
-    "flat",
-    "customers",
-    "asked",
-    "about",
-    "refunds",
-    "shipping",
-    "delays",
-    "and",
-    "pricing",
-    "engineers",
-    "deployed",
-    "a",
-    "new",
-    "search",
-    "service",
-    "that",
-    "indexes",
-    "documents",
-    "for",
-    "every",
-    "tenant",
-    "in",
-    "real",
-    "time",
-    "with",
-    "strict",
-    "isolation",
-    "between",
-    "accounts",
-    "support",
-    "team",
-    "answered",
-    "tickets",
-    "within",
-    "two",
-    "business",
-    "days",
-];
 
 fn sentence(rng: &mut StdRng, words: usize) -> String {
     (0..words)
@@ -260,13 +210,6 @@ fn unit(rng: &mut StdRng, dims: usize) -> Vec<f32> {
     let mut v: Vec<f32> = (0..dims).map(|_| rng.random::<f32>() * 2.0 - 1.0).collect();
     enclave_embed::l2_normalize(&mut v);
     v
-}
-
-pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 /// Generated Zipf multi-tenant corpus: ingest with precomputed vectors, then

@@ -31,8 +31,8 @@ use clap::Args;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 
-use crate::bench::percentile;
-use crate::bench_victim::{create_tenant, key, paragraph, rounds};
+use super::common::percentile;
+use super::victim::{create_tenant, key, paragraph, rounds};
 use crate::StoreArgs;
 
 #[derive(Args, Clone)]

@@ -17,9 +17,9 @@ use enclave_server::jwt::JwtVerifier;
 use enclave_server::ServerOptions;
 use serde_json::{json, Value};
 
-use crate::bench_victim::{create_tenant, key, paragraph, rounds};
+use super::victim::{create_tenant, key, paragraph, rounds};
 
-use crate::bench::percentile;
+use super::common::percentile;
 use crate::StoreArgs;
 
 #[derive(Args, Clone)]
@@ -65,7 +65,7 @@ pub async fn run(mut store: StoreArgs, args: BenchFairnessArgs) -> Result<()> {
     )
     .await?;
     let memory = state.memory().clone();
-    let server = crate::bench_http::InProcess::start(state).await?;
+    let server = super::http::InProcess::start(state).await?;
     let base = server.base.clone();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(300))

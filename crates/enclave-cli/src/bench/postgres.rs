@@ -31,7 +31,7 @@ use rand::{Rng, SeedableRng};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Row};
 
-use crate::bench::{percentile, WORDS};
+use super::common::{percentile, WORDS};
 
 const DIMS: usize = 384;
 const PER_DOC: usize = 50;
