@@ -72,9 +72,6 @@ pub(super) fn uuid_of(id: DocumentId) -> sqlx::types::Uuid {
     id.as_uuid()
 }
 
-/// Appends ` AND …` for `filter` on documents alias `d`, with typed metadata
-/// comparisons matching `MetadataFilter::matches`.
-
 pub(super) async fn load_document(
     db: &mut PgConnection,
     tenant: &str,

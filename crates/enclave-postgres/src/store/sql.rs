@@ -7,6 +7,8 @@ use enclave_core::query::TextQuery;
 use enclave_core::DocumentFilter;
 use sqlx::{Postgres, QueryBuilder};
 
+/// Appends ` AND …` for `filter` on documents alias `d`, with typed metadata
+/// comparisons matching `MetadataFilter::matches`.
 pub(super) fn push_filter(qb: &mut QueryBuilder<'_, Postgres>, filter: &DocumentFilter) {
     if !filter.origins.is_empty() {
         qb.push(" AND d.origin = ANY(")
