@@ -368,11 +368,38 @@ pub async fn run(mut store: StoreArgs, args: ServeArgs) -> Result<()> {
     store.database_url = store.database_url.or(file.database_url.clone());
     let listen = args
         .listen
+        .clone()
         .or(file.listen.clone())
         .unwrap_or_else(|| "127.0.0.1:8080".into());
+    let opts = server_options(&args, &file)?;
+    let jwt = jwt_verifier(&file)?;
+    let (admin_token, generated) = admin_token()?;
+    let state = open_state(
+        &store,
+        jwt,
+        ServerOptions {
+            admin_token: admin_token.clone(),
+            ..opts
+        },
+        file.embedding.scheduling()?,
+        file.store.concurrency()?,
+    )
+    .await?;
+    let state = with_placer(state, &store, &args, &file)?;
+    if generated {
+        eprintln!("admin token (shown once; set ENCLAVE_ADMIN_TOKEN to choose it): {admin_token}");
+    }
+    if let Some(t) = &args.bootstrap_tenant {
+        bootstrap(&state, t).await?;
+    }
+    serve(&listen, &file, state).await
+}
+
+/// The server's options from flags and environment over the file, checked.
+fn server_options(args: &ServeArgs, file: &FileSettings) -> Result<ServerOptions> {
     let opts = ServerOptions {
         admin_token: String::new(),
-        base_domain: args.base_domain.or(file.base_domain.clone()),
+        base_domain: args.base_domain.clone().or(file.base_domain.clone()),
         max_body_bytes: args
             .max_body_bytes
             .or(file.max_body_bytes)
@@ -403,7 +430,7 @@ pub async fn run(mut store: StoreArgs, args: ServeArgs) -> Result<()> {
         },
         auth_failures: {
             file.auth_failures.validate().map_err(anyhow::Error::msg)?;
-            file.auth_failures
+            file.auth_failures.clone()
         },
         tenant_cache_ttl: match env("ENCLAVE_TENANT_CACHE_SECS") {
             Some(v) => Duration::from_secs(
@@ -438,52 +465,54 @@ pub async fn run(mut store: StoreArgs, args: ServeArgs) -> Result<()> {
             bail!("base_domain {d:?} is not a domain name");
         }
     }
-    let jwt = jwt_verifier(&file)?;
-    let (admin_token, generated) = match env("ENCLAVE_ADMIN_TOKEN") {
+    Ok(opts)
+}
+
+/// `ENCLAVE_ADMIN_TOKEN`, or a fresh one (and whether it was generated).
+fn admin_token() -> Result<(String, bool)> {
+    Ok(match env("ENCLAVE_ADMIN_TOKEN") {
         Some(t) if t.len() >= 16 => (t, false),
         Some(_) => bail!("ENCLAVE_ADMIN_TOKEN must be at least 16 characters"),
         None => (
             enclave_server::keys::mint().key.replacen("ek_", "adm_", 1),
             true,
         ),
-    };
-    let mut state = open_state(
-        &store,
-        jwt,
-        ServerOptions {
-            admin_token: admin_token.clone(),
-            ..opts
-        },
-        file.embedding.scheduling()?,
-        file.store.concurrency()?,
-    )
-    .await?;
+    })
+}
+
+/// Lets the server place new tenants (PostgreSQL with
+/// `placement_owner_url`); refuses settings that need what is missing.
+fn with_placer(
+    state: AppState,
+    store: &StoreArgs,
+    args: &ServeArgs,
+    file: &FileSettings,
+) -> Result<AppState> {
     let placement_owner = args
         .placement_owner_url
+        .clone()
         .or(file.placement_owner_url.clone());
     let database_admin = args
         .tenant_database_admin_url
+        .clone()
         .or(file.tenant_database_admin_url.clone());
-    match (&store.database_url, placement_owner) {
-        (Some(app_url), Some(owner)) => {
-            state = state.with_placer(Arc::new(
-                enclave_postgres::PgPlacer::new(owner, app_url.clone(), database_admin)
-                    .context("placement_owner_url / tenant_database_admin_url")?,
-            ));
-        }
+    Ok(match (&store.database_url, placement_owner) {
+        (Some(app_url), Some(owner)) => state.with_placer(Arc::new(
+            enclave_postgres::PgPlacer::new(owner, app_url.clone(), database_admin)
+                .context("placement_owner_url / tenant_database_admin_url")?,
+        )),
         (None, Some(_)) => bail!("placement_owner_url needs database_url (PostgreSQL)"),
         (_, None) if database_admin.is_some() => {
             bail!("tenant_database_admin_url needs placement_owner_url")
         }
-        _ => {}
-    }
-    if generated {
-        eprintln!("admin token (shown once; set ENCLAVE_ADMIN_TOKEN to choose it): {admin_token}");
-    }
-    if let Some(t) = &args.bootstrap_tenant {
-        bootstrap(&state, t).await?;
-    }
-    let listener = tokio::net::TcpListener::bind(&listen)
+        _ => state,
+    })
+}
+
+/// Binds the API (and the operator metrics) listener and serves until a
+/// shutdown signal.
+async fn serve(listen: &str, file: &FileSettings, state: AppState) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
     if let Some(addr) = env("ENCLAVE_METRICS_LISTEN").or(file.metrics.listen.clone()) {
