@@ -177,26 +177,11 @@ impl Bert {
         let h = self.cfg.hidden_size;
         let inter = self.cfg.intermediate_size;
         let heads = self.cfg.num_attention_heads;
-        let dh = h / heads;
         let eps = self.cfg.layer_norm_eps as f32;
         let total: usize = seqs.iter().map(|s| s.len()).sum();
         let max_len = seqs.iter().map(|s| s.len()).max().unwrap_or(0);
 
-        // Embeddings: word + position + token type 0, then layer norm.
-        let mut x = vec![0f32; total * h];
-        let mut row = 0;
-        for s in seqs {
-            for (pos, &id) in s.iter().enumerate() {
-                let dst = &mut x[row * h..(row + 1) * h];
-                let w = &self.word[(id as usize).min(self.cfg.vocab_size - 1) * h..][..h];
-                let p = &self.position[pos.min(self.cfg.max_position_embeddings - 1) * h..][..h];
-                let t = &self.token_type[..h];
-                for j in 0..h {
-                    dst[j] = w[j] + p[j] + t[j];
-                }
-                row += 1;
-            }
-        }
+        let mut x = self.embeddings(seqs, total);
         layer_norm_rows(&mut x, h, &self.emb_ln_w, &self.emb_ln_b, eps);
 
         let mut qkv = vec![0f32; total * 3 * h];
@@ -204,75 +189,10 @@ impl Bert {
         let mut tmp = vec![0f32; total * h];
         let mut mid = vec![0f32; total * inter];
         let mut scores = vec![0f32; max_len * max_len];
-        let scale = 1.0 / (dh as f32).sqrt();
 
         for layer in &self.layers {
             linear(&x, total, h, &layer.qkv_w, &layer.qkv_b, 3 * h, &mut qkv);
-            // Attention, per sequence and head, over that sequence's rows only.
-            let mut start = 0;
-            for s in seqs {
-                let l = s.len();
-                for head in 0..heads {
-                    let q = &qkv[start * 3 * h + head * dh..];
-                    let k = &qkv[start * 3 * h + h + head * dh..];
-                    let v = &qkv[start * 3 * h + 2 * h + head * dh..];
-                    // scores[l×l] = scale · Q_h K_hᵀ
-                    // SAFETY: strides and extents stay inside the slices above.
-                    unsafe {
-                        gemm::gemm(
-                            l,
-                            l,
-                            dh,
-                            scores.as_mut_ptr(),
-                            1,
-                            l as isize,
-                            false,
-                            q.as_ptr(),
-                            1,
-                            (3 * h) as isize,
-                            k.as_ptr(),
-                            (3 * h) as isize,
-                            1,
-                            0.0,
-                            scale,
-                            false,
-                            false,
-                            false,
-                            Parallelism::None,
-                        );
-                    }
-                    for r in 0..l {
-                        softmax_in_place(&mut scores[r * l..(r + 1) * l]);
-                    }
-                    // ctx_h[l×dh] = P V_h
-                    let out = &mut ctx[start * h + head * dh..];
-                    // SAFETY: as above.
-                    unsafe {
-                        gemm::gemm(
-                            l,
-                            dh,
-                            l,
-                            out.as_mut_ptr(),
-                            1,
-                            h as isize,
-                            false,
-                            scores.as_ptr(),
-                            1,
-                            l as isize,
-                            v.as_ptr(),
-                            1,
-                            (3 * h) as isize,
-                            0.0,
-                            1.0,
-                            false,
-                            false,
-                            false,
-                            Parallelism::None,
-                        );
-                    }
-                }
-                start += l;
-            }
+            attention(&qkv, seqs, h, heads, &mut scores, &mut ctx);
             linear(
                 &ctx,
                 total,
@@ -298,25 +218,130 @@ impl Bert {
             add_in_place(&mut x, &tmp);
             layer_norm_rows(&mut x, h, &layer.ln2_w, &layer.ln2_b, eps);
         }
-
-        // Mean pooling over each sequence's tokens, then unit length.
-        let mut out = Vec::with_capacity(seqs.len());
-        let mut start = 0;
-        for s in seqs {
-            let mut v = vec![0f32; h];
-            for r in start..start + s.len() {
-                for (a, b) in v.iter_mut().zip(&x[r * h..(r + 1) * h]) {
-                    *a += b;
-                }
-            }
-            let n = s.len().max(1) as f32;
-            v.iter_mut().for_each(|a| *a /= n);
-            crate::l2_normalize(&mut v);
-            out.push(v);
-            start += s.len();
-        }
-        out
+        mean_pool(&x, seqs, h)
     }
+
+    /// Word + position + token type 0 embeddings of every token, one row
+    /// each (`total` rows), before their layer norm.
+    #[inline(always)]
+    fn embeddings(&self, seqs: &[&[u32]], total: usize) -> Vec<f32> {
+        let h = self.cfg.hidden_size;
+        let mut x = vec![0f32; total * h];
+        let mut row = 0;
+        for s in seqs {
+            for (pos, &id) in s.iter().enumerate() {
+                let dst = &mut x[row * h..(row + 1) * h];
+                let w = &self.word[(id as usize).min(self.cfg.vocab_size - 1) * h..][..h];
+                let p = &self.position[pos.min(self.cfg.max_position_embeddings - 1) * h..][..h];
+                let t = &self.token_type[..h];
+                for j in 0..h {
+                    dst[j] = w[j] + p[j] + t[j];
+                }
+                row += 1;
+            }
+        }
+        x
+    }
+}
+
+/// Self-attention of each sequence's rows only, per head: `ctx` gets
+/// softmax(scale · Q Kᵀ) V from the packed `qkv` rows.
+#[inline(always)]
+fn attention(
+    qkv: &[f32],
+    seqs: &[&[u32]],
+    h: usize,
+    heads: usize,
+    scores: &mut [f32],
+    ctx: &mut [f32],
+) {
+    let dh = h / heads;
+    let scale = 1.0 / (dh as f32).sqrt();
+    let mut start = 0;
+    for s in seqs {
+        let l = s.len();
+        for head in 0..heads {
+            let q = &qkv[start * 3 * h + head * dh..];
+            let k = &qkv[start * 3 * h + h + head * dh..];
+            let v = &qkv[start * 3 * h + 2 * h + head * dh..];
+            // scores[l×l] = scale · Q_h K_hᵀ
+            // SAFETY: strides and extents stay inside the slices above.
+            unsafe {
+                gemm::gemm(
+                    l,
+                    l,
+                    dh,
+                    scores.as_mut_ptr(),
+                    1,
+                    l as isize,
+                    false,
+                    q.as_ptr(),
+                    1,
+                    (3 * h) as isize,
+                    k.as_ptr(),
+                    (3 * h) as isize,
+                    1,
+                    0.0,
+                    scale,
+                    false,
+                    false,
+                    false,
+                    Parallelism::None,
+                );
+            }
+            for r in 0..l {
+                softmax_in_place(&mut scores[r * l..(r + 1) * l]);
+            }
+            // ctx_h[l×dh] = P V_h
+            let out = &mut ctx[start * h + head * dh..];
+            // SAFETY: as above.
+            unsafe {
+                gemm::gemm(
+                    l,
+                    dh,
+                    l,
+                    out.as_mut_ptr(),
+                    1,
+                    h as isize,
+                    false,
+                    scores.as_ptr(),
+                    1,
+                    l as isize,
+                    v.as_ptr(),
+                    1,
+                    (3 * h) as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    Parallelism::None,
+                );
+            }
+        }
+        start += l;
+    }
+}
+
+/// Mean pooling over each sequence's tokens, then unit length.
+#[inline(always)]
+fn mean_pool(x: &[f32], seqs: &[&[u32]], h: usize) -> Vec<Vec<f32>> {
+    let mut out = Vec::with_capacity(seqs.len());
+    let mut start = 0;
+    for s in seqs {
+        let mut v = vec![0f32; h];
+        for r in start..start + s.len() {
+            for (a, b) in v.iter_mut().zip(&x[r * h..(r + 1) * h]) {
+                *a += b;
+            }
+        }
+        let n = s.len().max(1) as f32;
+        v.iter_mut().for_each(|a| *a /= n);
+        crate::l2_normalize(&mut v);
+        out.push(v);
+        start += s.len();
+    }
+    out
 }
 
 /// `y[rows×n] = x[rows×k] · wᵀ + b`, with `w` row-major `[n×k]`.
