@@ -10,13 +10,16 @@
 //! - [`sqlite`]: the embedded default (one shared file, or one file per tenant);
 //! - [`vector`]: exact SIMD similarity search shared by embedded backends.
 //!
-//! Every backend runs the library's conformance suite
+//! Every control backend runs [`testkit::control`] (feature `testkit`), and
+//! every backend runs the library's conformance suite
 //! (`crates/enclave/tests/conformance.rs` and `isolation.rs`), one source for
 //! all backends.
 
 pub mod control;
 mod model;
 pub mod sqlite;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod vector;
 
 pub use model::*;
