@@ -430,7 +430,7 @@ fn server_options(args: &ServeArgs, file: &FileSettings) -> Result<ServerOptions
         },
         auth_failures: {
             file.auth_failures.validate().map_err(anyhow::Error::msg)?;
-            file.auth_failures.clone()
+            file.auth_failures
         },
         tenant_cache_ttl: match env("ENCLAVE_TENANT_CACHE_SECS") {
             Some(v) => Duration::from_secs(

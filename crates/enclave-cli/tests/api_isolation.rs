@@ -678,39 +678,26 @@ async fn a_viewer_cannot_write_and_a_member_cannot_manage(backend: Backend) {
     let w = World::new(backend).await;
     let app = &w.app;
     let doc = json!({"name": "v.txt", "type": "text", "content": "x"});
-    app.post("/v1/documents", &w.a_viewer, doc.clone())
-        .await
-        .problem(403, "forbidden");
-    app.patch(
-        &format!("/v1/documents/{}", w.a_doc),
-        &w.a_viewer,
-        json!({"name": "n"}),
-    )
-    .await
-    .problem(403, "forbidden");
-    app.delete(&format!("/v1/documents/{}", w.a_doc), &w.a_viewer)
-        .await
-        .problem(403, "forbidden");
-    app.post(
-        "/v1/documents/delete",
-        &w.a_viewer,
-        json!({"document_ids": [w.a_doc]}),
-    )
-    .await
-    .problem(403, "forbidden");
-    app.get("/v1/export", &w.a_member)
-        .await
-        .problem(403, "forbidden");
-    app.get("/v1/keys", &w.a_member)
-        .await
-        .problem(403, "forbidden");
-    app.post(
-        "/v1/keys",
-        &w.a_member,
-        json!({"name": "k", "role": "viewer"}),
-    )
-    .await
-    .problem(403, "forbidden");
+    let one = format!("/v1/documents/{}", w.a_doc);
+    let (viewer, member) = (w.a_viewer.as_str(), w.a_member.as_str());
+    app.expect_refusals(&[
+        Refusal::new(Method::POST, "/v1/documents", viewer, 403, "forbidden").body(doc.clone()),
+        Refusal::new(Method::PATCH, &one, viewer, 403, "forbidden").body(json!({"name": "n"})),
+        Refusal::new(Method::DELETE, &one, viewer, 403, "forbidden"),
+        Refusal::new(
+            Method::POST,
+            "/v1/documents/delete",
+            viewer,
+            403,
+            "forbidden",
+        )
+        .body(json!({"document_ids": [w.a_doc]})),
+        Refusal::new(Method::GET, "/v1/export", member, 403, "forbidden"),
+        Refusal::new(Method::GET, "/v1/keys", member, 403, "forbidden"),
+        Refusal::new(Method::POST, "/v1/keys", member, 403, "forbidden")
+            .body(json!({"name": "k", "role": "viewer"})),
+    ])
+    .await;
     // The viewer still reads.
     app.get(&format!("/v1/documents/{}", w.a_doc), &w.a_viewer)
         .await

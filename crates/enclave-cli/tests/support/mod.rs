@@ -352,7 +352,63 @@ impl Resp {
     }
 }
 
+/// One row of a route × credential → expected problem table
+/// ([`App::expect_refusals`]).
+pub struct Refusal<'a> {
+    pub method: Method,
+    pub path: String,
+    pub auth: &'a str,
+    pub body: Option<Value>,
+    pub status: u16,
+    pub code: &'static str,
+}
+
+impl<'a> Refusal<'a> {
+    pub fn new(
+        method: Method,
+        path: impl Into<String>,
+        auth: &'a str,
+        status: u16,
+        code: &'static str,
+    ) -> Self {
+        Refusal {
+            method,
+            path: path.into(),
+            auth,
+            body: None,
+            status,
+            code,
+        }
+    }
+    pub fn body(mut self, body: Value) -> Self {
+        self.body = Some(body);
+        self
+    }
+}
+
 impl App {
+    /// Sends every row's request and checks it is refused with the row's
+    /// status and problem code (a failure names the row).
+    pub async fn expect_refusals(&self, rows: &[Refusal<'_>]) {
+        for r in rows {
+            let got = self
+                .send(r.method.clone(), &r.path, Some(r.auth), r.body.clone(), &[])
+                .await;
+            assert!(
+                got.status.as_u16() == r.status
+                    && got.body["code"] == r.code
+                    && got.body["status"] == r.status,
+                "{} {}: expected {} {}, got {}: {}",
+                r.method,
+                r.path,
+                r.status,
+                r.code,
+                got.status,
+                got.text
+            );
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
