@@ -10,11 +10,11 @@ use chrono::{DateTime, Utc};
 use enclave_core::{Isolation, Role, Slug, TenantId, TenantStatus};
 use enclave_store::control::{
     audit_hash, audit_time, AuditEvent, BudgetAlert, ControlPurge, ControlStore, KeyRecord,
-    NewAuditEvent, NewTenant, TenantChange, TenantControl, TenantRecord, TenantUpdate,
-    PLATFORM_SCOPE,
+    NewAuditEvent, NewTenant, TenantChange, TenantControl, TenantLimits, TenantRecord,
+    TenantUpdate, PLATFORM_SCOPE,
 };
 use enclave_store::{StoreError, StoreResult};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sqlx::postgres::{PgPoolOptions, PgRow};
 use sqlx::{PgConnection, PgPool, Postgres, Row, Transaction};
 
@@ -57,10 +57,7 @@ fn tenant_row(r: &PgRow) -> StoreResult<TenantRecord> {
             .map_err(db_err)?
             .parse::<Isolation>()
             .map_err(bad)?,
-        limits: match limits {
-            Value::Object(m) => m,
-            _ => Map::new(),
-        },
+        limits: TenantLimits::from_json(limits),
         created_at: r.try_get(7).map_err(db_err)?,
         updated_at: r.try_get(8).map_err(db_err)?,
     })
@@ -219,7 +216,7 @@ impl ControlStore for PgControl {
         .bind(&t.name)
         .bind(&t.plan)
         .bind(t.isolation.as_str())
-        .bind(Value::Object(t.limits.clone()))
+        .bind(t.limits.to_json())
         .bind(t.now)
         .fetch_one(&mut *tx)
         .await
@@ -273,7 +270,7 @@ impl ControlStore for PgControl {
         .bind(id.as_str())
         .bind(u.status.map(|s| s.as_str()))
         .bind(u.plan)
-        .bind(u.limits.map(Value::Object))
+        .bind(u.limits.map(|l| l.to_json()))
         .bind(now)
         .fetch_optional(&mut *tx)
         .await

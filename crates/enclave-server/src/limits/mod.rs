@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use enclave_core::TenantId;
+use enclave_store::control::TenantLimits;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
@@ -31,7 +32,7 @@ use governor::{Quota, RateLimiter as Governor};
 use lru::LruCache;
 use parking_lot::Mutex;
 use serde::Deserialize;
-use serde_json::{Map, Value};
+
 use sha2::{Digest, Sha256};
 
 /// What usage costs (settings file `[prices]`), in US dollars: per request,
@@ -203,7 +204,7 @@ impl Plans {
 
     /// The tenant's and each credential's bucket for a tenant on `plan` with
     /// these per-tenant `limits` overrides (validated at the admin plane).
-    pub fn rates(&self, plan: &str, limits: &Map<String, Value>) -> (Rate, Rate) {
+    pub fn rates(&self, plan: &str, limits: &TenantLimits) -> (Rate, Rate) {
         let base = self
             .0
             .get(plan)
@@ -217,14 +218,10 @@ impl Plans {
             });
         let tenant = Rate {
             per_second: limits
-                .get("requests_per_second")
-                .and_then(Value::as_f64)
-                .filter(|r| *r > 0.0)
+                .requests_per_second()
                 .unwrap_or(base.requests_per_second),
             burst: limits
-                .get("burst")
-                .and_then(Value::as_u64)
-                .filter(|b| *b > 0)
+                .burst()
                 .map_or(base.burst, |b| b.min(u32::MAX as u64) as u32),
         };
         let key = Rate {

@@ -1,4 +1,5 @@
 use super::*;
+use enclave_store::control::LimitValue;
 
 fn rate(per_second: f64, burst: u32) -> Rate {
     Rate { per_second, burst }
@@ -105,11 +106,11 @@ async fn a_credential_bucket_tighter_than_the_tenant_s_binds_first() {
 #[test]
 fn tenant_overrides_win_over_the_plan_and_unknown_plans_get_free() {
     let p = Plans::default();
-    let mut limits = Map::new();
+    let mut limits = TenantLimits::default();
     assert_eq!(p.rates("pro", &limits).0, rate(200.0, 400));
     assert_eq!(p.rates("no-such-plan", &limits).0, rate(20.0, 40));
-    limits.insert("requests_per_second".into(), Value::from(2.5));
-    limits.insert("burst".into(), Value::from(7));
+    limits.requests_per_second = Some(Some(LimitValue::new(2.5)));
+    limits.burst = Some(Some(LimitValue::new(7.0)));
     let (t, k) = p.rates("pro", &limits);
     assert_eq!(t, rate(2.5, 7));
     assert_eq!(k, t, "a key's bucket defaults to the tenant's");

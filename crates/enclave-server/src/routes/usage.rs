@@ -189,7 +189,7 @@ async fn admin_usage(
         row["status"] = json!(t.status);
         row["storage_bytes"] = json!(used.total());
         row["document_count"] = json!(stats.document_count);
-        if let Some(budget) = quota::monthly_budget(&t.limits) {
+        if let Some(budget) = t.limits.monthly_budget_usd() {
             row["monthly_budget_usd"] = json!(budget);
             row["month_to_date_usd"] = json!(quota::month_to_date_usd(&state, &t.id).await?);
         }

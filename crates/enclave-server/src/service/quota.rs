@@ -5,20 +5,9 @@
 
 use chrono::{Datelike, NaiveDate, Utc};
 use enclave_core::TenantId;
-use enclave_store::control::{TenantRecord, UsageCounts};
-use serde_json::{Map, Value};
+use enclave_store::control::{TenantLimits, TenantRecord, UsageCounts};
 
 use crate::{ApiError, ApiResult, AppState};
-
-/// A limit's value as a whole number (`None`: the tenant has no such limit).
-fn whole(limits: &Map<String, Value>, name: &str) -> Option<u64> {
-    limits.get(name).and_then(Value::as_f64).map(|x| x as u64)
-}
-
-/// The tenant's `monthly_budget_usd`, if it has one.
-pub(crate) fn monthly_budget(limits: &Map<String, Value>) -> Option<f64> {
-    limits.get("monthly_budget_usd").and_then(Value::as_f64)
-}
 
 /// What the tenant's quotas (`max_documents`, `max_storage_bytes`,
 /// `embedding_tokens_per_day`, `monthly_budget_usd`) leave for one write.
@@ -29,9 +18,9 @@ pub(crate) async fn write_budget(
 ) -> ApiResult<enclave::WriteBudget> {
     let limits = &tenant.limits;
     let (max_docs, max_bytes, max_tokens) = (
-        whole(limits, "max_documents"),
-        whole(limits, "max_storage_bytes"),
-        whole(limits, "embedding_tokens_per_day"),
+        limits.max_documents(),
+        limits.max_storage_bytes(),
+        limits.embedding_tokens_per_day(),
     );
     let mut budget = enclave::WriteBudget::default();
     if max_docs.is_some() || max_bytes.is_some() {
@@ -115,7 +104,7 @@ pub(crate) async fn check_storage_for(
     what: &str,
     bytes: u64,
 ) -> ApiResult<()> {
-    let Some(max) = whole(&tenant.limits, "max_storage_bytes") else {
+    let Some(max) = tenant.limits.max_storage_bytes() else {
         return Ok(());
     };
     let stats = handle.statistics().await?;
@@ -162,9 +151,9 @@ pub(crate) async fn month_to_date_usd(state: &AppState, tenant: &TenantId) -> Ap
 pub(crate) async fn budget_left_usd(
     state: &AppState,
     tenant: &TenantId,
-    limits: &Map<String, Value>,
+    limits: &TenantLimits,
 ) -> ApiResult<Option<f64>> {
-    let Some(budget) = monthly_budget(limits) else {
+    let Some(budget) = limits.monthly_budget_usd() else {
         return Ok(None);
     };
     let left = budget - month_to_date_usd(state, tenant).await?;

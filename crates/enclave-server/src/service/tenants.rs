@@ -4,36 +4,27 @@
 
 use chrono::Utc;
 use enclave_core::{Isolation, TenantId};
-use enclave_store::control::{NewTenant, TenantRecord, TenantUpdate};
-use serde_json::{json, Map, Value};
+use enclave_store::control::{LimitValue, NewTenant, TenantLimits, TenantRecord, TenantUpdate};
+use serde_json::{json, Value};
 
 use crate::{ApiError, ApiResult, AppState};
 
 /// Limits a tenant may carry (API.md §8); anything else is refused.
-const LIMIT_FIELDS: [&str; 6] = [
-    "requests_per_second",
-    "burst",
-    "max_documents",
-    "max_storage_bytes",
-    "embedding_tokens_per_day",
-    "monthly_budget_usd",
-];
-
 /// Largest value of any limit: 2^53, the integers a JSON number holds exactly.
 pub(crate) const MAX_LIMIT_VALUE: f64 = 9_007_199_254_740_992.0;
 
 /// A request's `limits` checked and in one spelling per value.
-pub(crate) fn check_limits(v: Option<Value>) -> ApiResult<Option<Map<String, Value>>> {
+pub(crate) fn check_limits(v: Option<Value>) -> ApiResult<Option<TenantLimits>> {
     let m = match v {
         None | Some(Value::Null) => return Ok(None),
         Some(Value::Object(m)) => m,
         Some(_) => return Err(ApiError::invalid("limits: must be an object")),
     };
     for (k, v) in &m {
-        if !LIMIT_FIELDS.contains(&k.as_str()) {
+        if !TenantLimits::FIELDS.contains(&k.as_str()) {
             return Err(ApiError::invalid(format!(
                 "limits.{k}: unknown limit; expected one of {}",
-                LIMIT_FIELDS.join(", ")
+                TenantLimits::FIELDS.join(", ")
             )));
         }
         // Bounded so every store reads back the number it was given
@@ -70,20 +61,15 @@ pub(crate) fn check_limits(v: Option<Value>) -> ApiResult<Option<Map<String, Val
     // values (and -0.0) as integers, the rest as floats. jsonb would turn
     // -0.0 into 0 and 1.50 into 1.5, and the audit event's hash, computed
     // on what was sent, would no longer verify.
-    let m = m
-        .into_iter()
-        .map(|(k, v)| {
-            let v = match v.as_f64() {
-                Some(x) if x.fract() == 0.0 && x.abs() <= MAX_LIMIT_VALUE => {
-                    Value::from(x.abs() as u64)
-                }
-                Some(x) => Value::from(x),
-                None => v,
-            };
-            (k, v)
-        })
-        .collect();
-    Ok(Some(m))
+    let one = |v: &Value| v.as_f64().map(LimitValue::new);
+    Ok(Some(TenantLimits {
+        burst: m.get("burst").map(one),
+        embedding_tokens_per_day: m.get("embedding_tokens_per_day").map(one),
+        max_documents: m.get("max_documents").map(one),
+        max_storage_bytes: m.get("max_storage_bytes").map(one),
+        monthly_budget_usd: m.get("monthly_budget_usd").map(one),
+        requests_per_second: m.get("requests_per_second").map(one),
+    }))
 }
 
 /// `NotFound` unless the tenant has a directory entry.

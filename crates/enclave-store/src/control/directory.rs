@@ -3,7 +3,6 @@
 use chrono::{DateTime, Utc};
 use enclave_core::{Isolation, Slug, TenantId, TenantStatus};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 
 /// A tenant's directory entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -15,7 +14,7 @@ pub struct TenantRecord {
     pub status: TenantStatus,
     pub isolation: Isolation,
     /// Per-tenant overrides of the plan's limits (API.md §8 `limits`).
-    pub limits: Map<String, Value>,
+    pub limits: super::TenantLimits,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -28,7 +27,7 @@ pub struct NewTenant {
     pub name: String,
     pub plan: String,
     pub isolation: Isolation,
-    pub limits: Map<String, Value>,
+    pub limits: super::TenantLimits,
     pub now: DateTime<Utc>,
 }
 
@@ -37,7 +36,7 @@ pub struct NewTenant {
 pub struct TenantUpdate {
     pub status: Option<TenantStatus>,
     pub plan: Option<String>,
-    pub limits: Option<Map<String, Value>>,
+    pub limits: Option<super::TenantLimits>,
 }
 
 /// What purging a tenant's control-plane rows removed.

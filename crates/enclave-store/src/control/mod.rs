@@ -26,6 +26,7 @@ mod directory;
 mod idempotency;
 mod jobs;
 mod keys;
+mod limits;
 mod usage;
 
 pub use alerts::*;
@@ -34,6 +35,7 @@ pub use directory::*;
 pub use idempotency::*;
 pub use jobs::*;
 pub use keys::*;
+pub use limits::*;
 pub use usage::*;
 
 /// The platform's control-plane handle.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono::{Datelike, Utc};
 use enclave_core::{Isolation, Slug, TenantId};
-use serde_json::{json, Map};
+use serde_json::json;
 
 use crate::control::{
     verify_chain, BudgetAlert, ControlStore, IdempotencyState, JobBounds, JobItemResult,
@@ -55,7 +55,7 @@ async fn tenant(store: &dyn ControlStore, id: &str) -> TenantId {
             name: id.to_string(),
             plan: "free".into(),
             isolation: Isolation::Shared,
-            limits: Map::new(),
+            limits: Default::default(),
             now: Utc::now(),
         })
         .await

@@ -9,11 +9,11 @@ use chrono::{DateTime, Utc};
 use enclave_core::{Isolation, Role, Slug, TenantId, TenantStatus};
 use parking_lot::Mutex;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
-use serde_json::{Map, Value};
 
 use crate::control::{
     audit_hash, audit_time, AuditEvent, BudgetAlert, ControlPurge, ControlStore, KeyRecord,
-    NewAuditEvent, NewTenant, TenantControl, TenantRecord, TenantUpdate, PLATFORM_SCOPE,
+    NewAuditEvent, NewTenant, TenantControl, TenantLimits, TenantRecord, TenantUpdate,
+    PLATFORM_SCOPE,
 };
 use crate::sqlite::db::sql_err;
 use crate::sqlite::sql::{opt_row_ts, row_ts, ts};
@@ -108,7 +108,7 @@ fn tenant_row(r: &Row<'_>) -> rusqlite::Result<TenantRecord> {
             .parse::<TenantStatus>()
             .map_err(bad)?,
         isolation: r.get::<_, String>(5)?.parse::<Isolation>().map_err(bad)?,
-        limits: serde_json::from_str::<Map<String, Value>>(&limits).map_err(bad)?,
+        limits: TenantLimits::from_json(serde_json::from_str(&limits).map_err(bad)?),
         created_at: row_ts(&r.get::<_, String>(7)?)?,
         updated_at: row_ts(&r.get::<_, String>(8)?)?,
     })
@@ -230,7 +230,7 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
 impl ControlStore for SqliteControl {
     async fn create_tenant(&self, t: NewTenant) -> StoreResult<TenantRecord> {
         self.run(move |c| {
-            let limits = Value::Object(t.limits.clone()).to_string();
+            let limits = t.limits.to_json().to_string();
             c.execute(
                 &format!("INSERT INTO tenants ({TENANT_COLS}) VALUES (?1, ?2, ?3, ?4, 'active', ?5, ?6, ?7, ?7)"),
                 params![t.id.as_str(), t.slug.as_str(), t.name, t.plan, t.isolation.as_str(), limits, ts(t.now)],
@@ -309,7 +309,7 @@ impl ControlStore for SqliteControl {
                         id.as_str(),
                         u.status.map(|s| s.as_str()),
                         u.plan,
-                        u.limits.map(|l| Value::Object(l).to_string()),
+                        u.limits.map(|l| l.to_json().to_string()),
                         ts(now)
                     ],
                 )
