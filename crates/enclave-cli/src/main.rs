@@ -1,18 +1,20 @@
 //! `enclave`: the command-line face of the library. Thin: parses flags into
 //! typed options, opens a `Memory`, calls one `Tenant` method, prints.
 
+mod backends;
 mod bench;
 mod cmd;
 mod demo;
 mod files;
 mod serve;
+mod settings;
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use enclave::core::TenantId;
-use enclave::{EmbedderConfig, Layout, Memory, MemoryConfig, StoreConfig, Tenant};
+use enclave::{EmbedderConfig, Layout, Memory, Tenant};
 
 #[derive(Parser)]
 #[command(
@@ -181,40 +183,7 @@ impl StoreArgs {
     }
 
     pub async fn open(&self) -> Result<Memory> {
-        self.open_as(false).await
-    }
-
-    /// Opens the store; `served`: for the server, whose control plane owns
-    /// the tenant directory, so a write never creates a directory entry
-    /// (a tenant without one — purged — is refused).
-    pub async fn open_as(&self, served: bool) -> Result<Memory> {
-        if let Some(url) = &self.database_url {
-            let embedder = Memory::load_embedder(self.embedder_config()).await?;
-            let store = enclave_postgres::PgStore::connect_with(
-                url,
-                embedder.dimensions(),
-                enclave_postgres::PgOptions {
-                    max_connections: 8,
-                    require_directory: served,
-                    ..Default::default()
-                },
-            )
-            .await
-            .context("connecting to PostgreSQL")?;
-            return Ok(Memory::from_parts(
-                std::sync::Arc::new(store),
-                embedder,
-                Default::default(),
-                4096,
-            ));
-        }
-        let dir = self.data_dir();
-        Memory::open(MemoryConfig::new(
-            StoreConfig::embedded(&dir, self.layout()),
-            self.embedder_config(),
-        ))
-        .await
-        .with_context(|| format!("opening the store in {}", dir.display()))
+        backends::open_memory(self, false, backends::POOL).await
     }
 }
 

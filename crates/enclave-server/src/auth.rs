@@ -479,8 +479,8 @@ impl FromRequestParts<AppState> for PlatformAdmin {
         // credential, and an address with none left is refused before the
         // token is even compared: guessing is as slow as the bucket.
         guard.admit_or_hold(addr, None).await?;
-        let token = &state.options().admin_token;
-        if !token.is_empty() && keys::token_eq(cred, token) {
+        let token = state.options().admin_token.as_ref();
+        if token.is_some_and(|t| keys::token_eq(cred, secrecy::ExposeSecret::expose_secret(t))) {
             return Ok(PlatformAdmin {
                 actor: "platform".into(),
             });

@@ -43,6 +43,28 @@ impl TrustedProxies {
     }
 }
 
+/// A list of networks, or one comma-separated string of them (as an
+/// environment variable gives it).
+impl<'de> serde::Deserialize<'de> for TrustedProxies {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum List {
+            One(String),
+            Many(Vec<String>),
+        }
+        let list = match List::deserialize(d)? {
+            List::One(s) => s
+                .split(',')
+                .filter(|s| !s.trim().is_empty())
+                .map(str::to_owned)
+                .collect(),
+            List::Many(v) => v,
+        };
+        Self::parse(&list).map_err(|e| serde::de::Error::custom(format!("trusted_proxies: {e}")))
+    }
+}
+
 /// The address a request is charged to (set by [`resolve_client`]).
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub SocketAddr);

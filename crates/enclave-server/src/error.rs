@@ -141,6 +141,16 @@ impl ApiError {
         ApiError::Invalid(msg.into())
     }
 
+    /// The error of a part of a request (`documents[3]`): an invalid field
+    /// is named inside it (`documents[3].metadata: …`); other errors are
+    /// unchanged.
+    pub fn within(self, part: &str) -> Self {
+        match self {
+            ApiError::Invalid(m) => ApiError::Invalid(format!("{part}.{m}")),
+            e => e,
+        }
+    }
+
     pub fn forbidden(msg: impl Into<String>) -> Self {
         ApiError::Forbidden(msg.into())
     }

@@ -36,6 +36,7 @@ pub mod openapi;
 mod routes;
 mod schema_rules;
 pub mod service;
+pub mod settings;
 pub mod state;
 mod unread;
 mod usage;
@@ -56,7 +57,8 @@ pub use background::{alerts, jobs};
 pub use error::{ApiError, ApiResult};
 pub use service::audit::verify_all as verify_audit;
 pub use service::keys::{mint_key, CreatedKey, NewKeyBody};
-pub use state::{AppState, ServerOptions};
+pub use settings::Settings;
+pub use state::AppState;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 

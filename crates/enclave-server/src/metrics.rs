@@ -165,7 +165,7 @@ pub async fn operator_metrics(State(state): State<AppState>) -> impl IntoRespons
             state.inner.memory.store_slot_stats(),
             jobs,
             &state.inner.failures,
-            &state.inner.usage.top(state.options().metrics_top_tenants),
+            &state.inner.usage.top(state.options().metrics.top_tenants),
         ),
     )
 }

@@ -13,63 +13,8 @@ use lru::LruCache;
 use parking_lot::Mutex;
 
 use crate::jwt::JwtVerifier;
+use crate::settings::Settings;
 use crate::ApiResult;
-
-/// Server options the binary builds from its layered settings.
-#[derive(Debug, Clone)]
-pub struct ServerOptions {
-    /// The platform admin token (`ENCLAVE_ADMIN_TOKEN`).
-    pub admin_token: String,
-    /// `<slug>.<base_domain>` Host hints are cross-checked when set.
-    pub base_domain: Option<String>,
-    /// Largest request body, in bytes.
-    pub max_body_bytes: usize,
-    /// Per-request time limit.
-    pub request_timeout: Duration,
-    /// How long a tenant's directory entry is trusted before it is re-read
-    /// (bounds how long another replica's suspend/purge takes to apply here).
-    pub tenant_cache_ttl: Duration,
-    /// Shared rate limits through Redis (`redis_url`); in-process when unset.
-    pub redis_url: Option<String>,
-    /// How long a rate-limit check waits for Redis before deciding locally.
-    pub redis_timeout: Duration,
-    /// Request limits per plan (tenants' `limits` override them).
-    pub plans: crate::limits::Plans,
-    /// What usage costs (`cost_usd` in `/v1/usage`).
-    pub prices: crate::limits::Prices,
-    /// How this replica processes ingestion jobs.
-    pub jobs: crate::jobs::JobOptions,
-    /// Tenants labelled in `/metrics` (the busiest by requests; 0 = none:
-    /// tenant ids stay out of the metrics unless an operator opts in).
-    pub metrics_top_tenants: usize,
-    /// Budget alerts (`[alerts]`).
-    pub alerts: crate::alerts::AlertOptions,
-    /// What failed authentications may cost (`[auth_failures]`).
-    pub auth_failures: crate::failures::FailureLimits,
-    /// Proxies whose `X-Forwarded-For` names the client (`trusted_proxies`).
-    pub trusted_proxies: crate::client::TrustedProxies,
-}
-
-impl Default for ServerOptions {
-    fn default() -> Self {
-        Self {
-            admin_token: String::new(),
-            base_domain: None,
-            max_body_bytes: 16 * 1024 * 1024,
-            request_timeout: Duration::from_secs(60),
-            tenant_cache_ttl: Duration::from_secs(5),
-            redis_url: None,
-            redis_timeout: Duration::from_millis(100),
-            plans: crate::limits::Plans::default(),
-            prices: crate::limits::Prices::default(),
-            jobs: crate::jobs::JobOptions::default(),
-            metrics_top_tenants: 0,
-            alerts: crate::alerts::AlertOptions::default(),
-            auth_failures: crate::failures::FailureLimits::default(),
-            trusted_proxies: crate::client::TrustedProxies::default(),
-        }
-    }
-}
 
 #[derive(Clone)]
 pub struct AppState {
@@ -80,7 +25,7 @@ pub(crate) struct Inner {
     pub memory: Memory,
     pub control: Arc<dyn ControlStore>,
     pub jwt: JwtVerifier,
-    pub opts: ServerOptions,
+    pub opts: Settings,
     pub metrics: crate::metrics::Metrics,
     pub usage: Arc<crate::usage::UsageMeter>,
     pub placer: Option<Arc<dyn enclave_store::control::TenantPlacer>>,
@@ -114,13 +59,15 @@ impl AppState {
         memory: Memory,
         control: Arc<dyn ControlStore>,
         jwt: JwtVerifier,
-        opts: ServerOptions,
+        opts: Settings,
     ) -> Self {
         let n = NonZeroUsize::new(10_000).expect("non-zero");
         let metrics = crate::metrics::Metrics::new();
-        // The URL was checked by the caller (`limits::check_redis_url`).
+        // The URL was checked with the settings (`Settings::checked`).
         let limiter = crate::limits::RateLimiter::new(
-            opts.redis_url.as_deref(),
+            opts.redis_url
+                .as_ref()
+                .map(secrecy::ExposeSecret::expose_secret),
             opts.redis_timeout,
             metrics.limiter.clone(),
         )
@@ -179,7 +126,7 @@ impl AppState {
         &self.inner.control
     }
 
-    pub fn options(&self) -> &ServerOptions {
+    pub fn options(&self) -> &Settings {
         &self.inner.opts
     }
 

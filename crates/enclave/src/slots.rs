@@ -30,11 +30,33 @@ use parking_lot::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// How many store calls of one tenant may run at once, and how long a
-/// further one waits for a slot before it is refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// further one waits for a slot before it is refused (`[store]` of the
+/// server's settings).
+#[serde_with::serde_as]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct StoreConcurrency {
+    /// Store calls of one tenant running at once (each holds at most one
+    /// data connection).
+    #[serde(rename = "max_concurrent_per_tenant")]
     pub per_tenant: usize,
+    /// How long a further call waits for a slot before 429.
+    #[serde(rename = "slot_wait_ms")]
+    #[serde_as(as = "serde_with::DurationMilliSeconds<u64>")]
     pub wait: Duration,
+}
+
+impl StoreConcurrency {
+    /// Refuses values the slots cannot work with.
+    pub fn check(&self) -> Result<(), String> {
+        if self.per_tenant == 0 {
+            return Err("max_concurrent_per_tenant must be at least 1".into());
+        }
+        if self.wait > Duration::from_secs(60) {
+            return Err("slot_wait_ms must be at most 60000".into());
+        }
+        Ok(())
+    }
 }
 
 impl Default for StoreConcurrency {

@@ -14,7 +14,7 @@ use anyhow::Result;
 use clap::Args;
 use enclave::Scheduling;
 use enclave_server::jwt::JwtVerifier;
-use enclave_server::ServerOptions;
+use enclave_server::Settings;
 use serde_json::{json, Value};
 
 use super::victim::{create_tenant, key, paragraph, rounds};
@@ -53,15 +53,14 @@ pub async fn run(mut store: StoreArgs, args: BenchFairnessArgs) -> Result<()> {
         scheduling.heavy_tokens = h;
     }
     let admin = "bench-admin-token-0123456789".to_owned();
-    let state = crate::serve::open_state(
+    let state = crate::backends::open_state(
         &store,
         JwtVerifier::default(),
-        ServerOptions {
-            admin_token: admin.clone(),
-            ..ServerOptions::default()
+        Settings {
+            admin_token: Some(admin.clone().into()),
+            embedding: scheduling,
+            ..Settings::default()
         },
-        scheduling,
-        enclave::StoreConcurrency::default(),
     )
     .await?;
     let memory = state.memory().clone();

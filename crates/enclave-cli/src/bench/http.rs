@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::Args;
 use enclave_server::jwt::JwtVerifier;
-use enclave_server::ServerOptions;
+use enclave_server::Settings;
 use parking_lot::Mutex;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
@@ -111,22 +111,21 @@ pub async fn run(mut store: StoreArgs, args: BenchHttpArgs) -> Result<()> {
         store.data_dir = Some(scratch.path().to_owned());
     }
     let admin = "bench-admin-token-0123456789".to_owned();
-    let state = crate::serve::open_state(
+    let state = crate::backends::open_state(
         &store,
         JwtVerifier::default(),
-        ServerOptions {
-            admin_token: admin.clone(),
-            redis_url: args.redis_url.clone(),
-            ..ServerOptions::default()
+        Settings {
+            admin_token: Some(admin.clone().into()),
+            redis_url: args.redis_url.clone().map(Into::into),
+            embedding: {
+                let mut s = enclave::Scheduling::default();
+                s.workers = args.embed_workers.unwrap_or(s.workers);
+                s.per_tenant_concurrency = s.per_tenant_concurrency.max(s.workers);
+                s.heavy_tokens = args.heavy_tokens.unwrap_or(s.heavy_tokens);
+                s
+            },
+            ..Settings::default()
         },
-        {
-            let mut s = enclave::Scheduling::default();
-            s.workers = args.embed_workers.unwrap_or(s.workers);
-            s.per_tenant_concurrency = s.per_tenant_concurrency.max(s.workers);
-            s.heavy_tokens = args.heavy_tokens.unwrap_or(s.heavy_tokens);
-            s
-        },
-        enclave::StoreConcurrency::default(),
     )
     .await?;
     let memory = state.memory().clone();

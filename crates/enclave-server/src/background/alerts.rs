@@ -11,39 +11,14 @@
 //! delivery is signed: `Enclave-Signature: t=<unix seconds>,v1=<hex
 //! HMAC-SHA256 of "<t>.<body>">`.
 
-use std::time::Duration;
-
 use chrono::{Datelike, Utc};
 use enclave_store::control::BudgetAlert;
 use hmac::{Hmac, Mac};
+use secrecy::ExposeSecret;
 use serde_json::json;
 
 use crate::service::quota;
 use crate::AppState;
-
-/// Where and how alerts are sent (`[alerts]`).
-#[derive(Debug, Clone)]
-pub struct AlertOptions {
-    /// The webhook; unset: no alerts are recorded or sent.
-    pub webhook_url: Option<String>,
-    /// Signs deliveries when set.
-    pub secret: Option<String>,
-    /// How long one delivery may take.
-    pub timeout: Duration,
-    /// The first retry's delay (doubled per attempt, at most an hour).
-    pub retry: Duration,
-}
-
-impl Default for AlertOptions {
-    fn default() -> Self {
-        Self {
-            webhook_url: None,
-            secret: None,
-            timeout: Duration::from_secs(5),
-            retry: Duration::from_secs(30),
-        }
-    }
-}
 
 /// The shares of the budget that raise an alert.
 pub const THRESHOLDS: [u32; 2] = [80, 100];
@@ -59,7 +34,7 @@ pub(crate) async fn check(state: &AppState) {
         let Ok(Some(record)) = state.tenant_record(&tenant).await else {
             continue;
         };
-        let Some(budget) = quota::monthly_budget(&record.limits).filter(|b| *b > 0.0) else {
+        let Some(budget) = record.limits.monthly_budget_usd().filter(|b| *b > 0.0) else {
             continue;
         };
         let spent = match quota::month_to_date_usd(state, &tenant).await {
@@ -149,8 +124,8 @@ async fn deliver(state: &AppState, alert: &BudgetAlert) {
         .header("enclave-alert-id", alert.id());
     if let Some(secret) = &opts.secret {
         let t = Utc::now().timestamp();
-        let mut mac =
-            Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.expose_secret().as_bytes())
+            .expect("any key length");
         mac.update(format!("{t}.{body}").as_bytes());
         req = req.header(
             "enclave-signature",

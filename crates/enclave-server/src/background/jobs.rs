@@ -1,6 +1,6 @@
 //! The ingestion job runner: every replica claims queued jobs from the
 //! control store (one job per tenant at a time, across all replicas; up to
-//! [`JobOptions::workers`] per replica), processes their documents in order
+//! [`crate::settings::JobSettings::workers`] per replica), processes their documents in order
 //! through the tenant's handle at background priority (so the fair
 //! embedding scheduler serves interactive work first), and records each
 //! document's result as it goes.
@@ -28,36 +28,6 @@ use tokio::task::JoinSet;
 
 use crate::service::ingest;
 use crate::{ApiError, AppState};
-
-/// How a replica runs jobs.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct JobOptions {
-    /// Jobs this replica processes at once (0: this replica runs none).
-    pub workers: usize,
-    /// How long a claim holds without renewal (a dead holder's jobs wait
-    /// this long before another replica takes them).
-    pub lease: Duration,
-    /// How often an idle runner looks for queued jobs (new jobs accepted by
-    /// this replica wake it at once).
-    pub poll: Duration,
-    /// What one tenant may have waiting: unfinished jobs and the bytes of
-    /// their stored payloads (beyond: 429 `rate_limited`).
-    pub bounds: enclave_store::control::JobBounds,
-}
-
-impl Default for JobOptions {
-    fn default() -> Self {
-        Self {
-            workers: 2,
-            lease: Duration::from_secs(30),
-            poll: Duration::from_secs(1),
-            bounds: enclave_store::control::JobBounds {
-                max_jobs: 16,
-                max_bytes: 64 * 1024 * 1024,
-            },
-        }
-    }
-}
 
 /// Results are stored at least this often (documents).
 const PROGRESS_EVERY: usize = 8;

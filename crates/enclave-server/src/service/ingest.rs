@@ -167,16 +167,11 @@ pub(crate) async fn submit_job(
     let n = documents.len();
     check_job_size(n)?;
     for (i, d) in documents.iter().enumerate() {
-        serde_json::from_value::<NewDocumentBody>(d.clone())
-            .map_err(|e| ApiError::invalid(format!("documents[{i}]: {e}")))
-            .and_then(NewDocumentBody::into_document)
+        let body = serde_json::from_value::<NewDocumentBody>(d.clone())
+            .map_err(|e| ApiError::invalid(format!("documents[{i}]: {e}")))?;
+        body.into_document()
             .and_then(|doc| Ok(handle.check_document(doc)?))
-            .map_err(|e| match e {
-                ApiError::Invalid(m) if !m.starts_with("documents[") => {
-                    ApiError::Invalid(format!("documents[{i}].{m}"))
-                }
-                e => e,
-            })?;
+            .map_err(|e| e.within(&format!("documents[{i}]")))?;
     }
     quota::budget_left_usd(state, &tenant.id, &tenant.limits).await?;
     let payload = Value::Array(documents);
@@ -200,7 +195,7 @@ pub(crate) async fn submit_job(
     let rec = state
         .control()
         .tenant(&tenant.id)
-        .create_job(job, state.options().jobs.bounds)
+        .create_job(job, state.options().jobs.bounds())
         .await?;
     state.inner.jobs.wake.notify_one();
     Ok(rec)

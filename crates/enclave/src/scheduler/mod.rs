@@ -53,8 +53,11 @@ use enclave_embed::{EmbedError, Embedder};
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
-/// How embedding work is shared between tenants.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// How embedding work is shared between tenants (`[embedding]` of the
+/// server's settings; unset fields keep [`Scheduling::default`]).
+#[serde_with::serde_as]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Scheduling {
     /// Units computing at once in each lane.
     pub workers: usize,
@@ -66,6 +69,8 @@ pub struct Scheduling {
     /// than its share runs in the background lane.
     pub heavy_tokens: f64,
     /// Half-life of the recent-tokens count.
+    #[serde(rename = "heavy_half_life_secs")]
+    #[serde_as(as = "serde_with::DurationSecondsWithFrac<f64>")]
     pub heavy_half_life: Duration,
     /// Tokens one tenant may have waiting (a larger document is admitted
     /// only when nothing else of the tenant waits).
@@ -99,6 +104,37 @@ impl Default for Scheduling {
             max_preparing_bytes_per_tenant: 16 << 20,
             max_preparing_bytes_total: 64 << 20,
         }
+    }
+}
+
+impl Scheduling {
+    /// Refuses values the scheduler cannot work with.
+    pub fn check(&self) -> Result<(), String> {
+        for (name, v) in [
+            ("workers", self.workers),
+            ("per_tenant_concurrency", self.per_tenant_concurrency),
+            ("unit_tokens", self.unit_tokens),
+            ("max_queued_tokens", self.max_queued_tokens),
+            ("max_queued_units", self.max_queued_units),
+            ("max_queued_tokens_total", self.max_queued_tokens_total),
+            (
+                "max_preparing_bytes_per_tenant",
+                self.max_preparing_bytes_per_tenant,
+            ),
+            ("max_preparing_bytes_total", self.max_preparing_bytes_total),
+        ] {
+            if v == 0 {
+                return Err(format!("{name} must be at least 1"));
+            }
+        }
+        if self.heavy_tokens.is_nan() || self.heavy_tokens < 0.0 {
+            return Err("heavy_tokens must be a number >= 0".into());
+        }
+        let h = self.heavy_half_life.as_secs_f64();
+        if !(h > 0.0 && h <= 86_400.0) {
+            return Err("heavy_half_life_secs must be in (0, 86400]".into());
+        }
+        Ok(())
     }
 }
 
