@@ -73,10 +73,11 @@ pub async fn open_state(
     jwt: JwtVerifier,
     settings: Settings,
 ) -> Result<AppState> {
-    let memory = open_memory(store, true, POOL)
+    let pool = settings.database_max_connections.get();
+    let memory = open_memory(store, true, pool)
         .await?
         .with_scheduling(settings.embedding)
         .with_store_concurrency(settings.store);
-    let control = open_control(store, POOL).await?;
+    let control = open_control(store, pool).await?;
     Ok(AppState::new(memory, control, jwt, settings))
 }

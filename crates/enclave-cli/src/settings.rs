@@ -110,6 +110,7 @@ mod tests {
             jail.set_env("ENCLAVE_MAX_BODY_BYTES", "3000");
             jail.set_env("ENCLAVE_REQUEST_TIMEOUT_SECS", "11");
             jail.set_env("ENCLAVE_JOBS__WORKERS", "7");
+            jail.set_env("ENCLAVE_DATABASE_MAX_CONNECTIONS", "3");
             let path = jail.directory().join("s.toml");
             let s = load(
                 Some(&path),
@@ -125,6 +126,7 @@ mod tests {
                 "variable over file"
             );
             assert_eq!(s.jobs.workers, 7, "a section's variable");
+            assert_eq!(s.database_max_connections.get(), 3);
             assert_eq!(s.jobs.poll, Duration::from_millis(20), "file over default");
             assert_eq!(s.listen, "0.0.0.0:1");
             assert_eq!(s.redis_timeout, Duration::from_millis(100), "default");

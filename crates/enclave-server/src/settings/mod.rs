@@ -11,6 +11,7 @@
 mod de;
 mod sections;
 
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -41,6 +42,10 @@ pub struct Settings {
     /// embedded store.
     #[serde(deserialize_with = "de::secret")]
     pub database_url: Option<SecretString>,
+    /// PostgreSQL: connections each of this server's pools (data, control)
+    /// opens at most.
+    #[default(NonZeroU32::new(8).expect("not zero"))]
+    pub database_max_connections: NonZeroU32,
     /// `<slug>.<base_domain>` Host hints are cross-checked when set.
     pub base_domain: Option<String>,
     /// Largest request body, in bytes.

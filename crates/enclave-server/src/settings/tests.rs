@@ -11,6 +11,7 @@ fn defaults_are_the_documented_ones() {
     let s = Settings::default().checked().unwrap();
     assert_eq!(s.listen, "127.0.0.1:8080");
     assert_eq!(s.max_body_bytes, 16 * 1024 * 1024);
+    assert_eq!(s.database_max_connections.get(), 8);
     assert_eq!(s.request_timeout, Duration::from_secs(60));
     assert_eq!(s.tenant_cache_ttl, Duration::from_secs(5));
     assert_eq!(s.redis_timeout, Duration::from_millis(100));
@@ -47,6 +48,7 @@ fn file_names_units_and_sections_reach_their_fields() {
 fn out_of_range_values_are_refused_by_name() {
     for (text, says) in [
         ("max_body_bytes = 10", "max_body_bytes"),
+        ("database_max_connections = 0", "database_max_connections"),
         ("tenant_cache_secs = 90000", "tenant_cache_secs"),
         ("admin_token = \"short\"", "admin_token"),
         ("[jobs]\nlease_secs = 0.1", "[jobs] lease_secs"),
