@@ -9,9 +9,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use enclave_core::{Isolation, Role, Slug, TenantId, TenantStatus};
 use enclave_store::control::{
-    audit_hash, audit_time, AuditEvent, BudgetAlert, ControlPurge, ControlStore, KeyRecord,
-    NewAuditEvent, NewTenant, TenantChange, TenantControl, TenantLimits, TenantRecord,
-    TenantUpdate, PLATFORM_SCOPE,
+    audit_hash, audit_time, AlertQueue, AuditEvent, BudgetAlert, ControlPurge, ControlStore,
+    JobQueue, KeyDirectory, KeyRecord, NewAuditEvent, NewTenant, PlatformAudit, TenantChange,
+    TenantControl, TenantDirectory, TenantLimits, TenantRecord, TenantUpdate, PLATFORM_SCOPE,
 };
 use enclave_store::{StoreError, StoreResult};
 use serde_json::Value;
@@ -204,7 +204,7 @@ async fn one_tenant(db: &mut PgConnection, id: &str) -> StoreResult<Option<Tenan
 }
 
 #[async_trait::async_trait]
-impl ControlStore for PgControl {
+impl TenantDirectory for PgControl {
     async fn create_tenant(&self, t: NewTenant) -> StoreResult<TenantRecord> {
         let mut tx = self.begin(Scope::Platform).await?;
         let r = sqlx::query(&format!(
@@ -369,6 +369,20 @@ impl ControlStore for PgControl {
         Ok(n as u64)
     }
 
+    /// `LISTEN`s on [`crate::changes::TENANT_CHANGES`] on a connection of its own (not one
+    /// of the pool's); every change to `tenants` notifies it in the
+    /// changing transaction, so the notice arrives at commit. A lost
+    /// connection is reopened (every second while the server is away) and
+    /// reported as [`TenantChange::Restarted`] once listening again.
+    fn tenant_changes(&self) -> Option<tokio::sync::mpsc::Receiver<TenantChange>> {
+        Some(crate::changes::follow(
+            (*self.pool.connect_options()).clone(),
+        ))
+    }
+}
+
+#[async_trait::async_trait]
+impl KeyDirectory for PgControl {
     async fn find_key(&self, key_id: &str) -> StoreResult<Option<KeyRecord>> {
         let mut tx = self.begin(Scope::Platform).await?;
         let r = sqlx::query(&format!(
@@ -400,7 +414,10 @@ impl ControlStore for PgControl {
         .map_err(db_err)?;
         tx.commit().await.map_err(db_err)
     }
+}
 
+#[async_trait::async_trait]
+impl PlatformAudit for PgControl {
     async fn append_platform_audit(&self, ev: NewAuditEvent) -> StoreResult<AuditEvent> {
         self.append(PLATFORM_SCOPE, ev).await
     }
@@ -438,7 +455,10 @@ impl ControlStore for PgControl {
         }
         Ok(scopes)
     }
+}
 
+#[async_trait::async_trait]
+impl JobQueue for PgControl {
     async fn claim_job(
         &self,
         owner: &str,
@@ -456,7 +476,10 @@ impl ControlStore for PgControl {
         tx.commit().await.map_err(db_err)?;
         Ok(n)
     }
+}
 
+#[async_trait::async_trait]
+impl AlertQueue for PgControl {
     async fn due_budget_alerts(
         &self,
         limit: u32,
@@ -479,23 +502,14 @@ impl ControlStore for PgControl {
         crate::alerts::alert_delivered(&mut tx, t, month, threshold_percent).await?;
         tx.commit().await.map_err(db_err)
     }
+}
 
+impl ControlStore for PgControl {
     fn tenant(&self, id: &TenantId) -> Arc<dyn TenantControl> {
         Arc::new(PgTenantControl {
             control: self.clone(),
             tenant: id.clone(),
         })
-    }
-
-    /// `LISTEN`s on [`crate::changes::TENANT_CHANGES`] on a connection of its own (not one
-    /// of the pool's); every change to `tenants` notifies it in the
-    /// changing transaction, so the notice arrives at commit. A lost
-    /// connection is reopened (every second while the server is away) and
-    /// reported as [`TenantChange::Restarted`] once listening again.
-    fn tenant_changes(&self) -> Option<tokio::sync::mpsc::Receiver<TenantChange>> {
-        Some(crate::changes::follow(
-            (*self.pool.connect_options()).clone(),
-        ))
     }
 }
 

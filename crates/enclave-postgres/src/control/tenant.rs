@@ -3,8 +3,9 @@
 use chrono::{DateTime, Utc};
 use enclave_core::TenantId;
 use enclave_store::control::{
-    idempotency_decision, AuditEvent, BudgetAlert, IdempotencyState, JobBounds, JobItemResult,
-    JobRecord, KeyRecord, NewAuditEvent, NewJob, PendingJobs, TenantControl, UsageCounts,
+    idempotency_decision, AuditEvent, BudgetAlert, Idempotency, IdempotencyState, JobBounds,
+    JobItemResult, JobRecord, KeyRecord, NewAuditEvent, NewJob, PendingJobs, TenantAudit,
+    TenantJobs, TenantKeys, TenantUsage, UsageCounts,
 };
 use enclave_store::StoreResult;
 use serde_json::Value;
@@ -18,7 +19,7 @@ pub(super) struct PgTenantControl {
 }
 
 #[async_trait::async_trait]
-impl TenantControl for PgTenantControl {
+impl TenantKeys for PgTenantControl {
     async fn insert_key(&self, key: KeyRecord) -> StoreResult<()> {
         let mut tx = self
             .control
@@ -76,11 +77,17 @@ impl TenantControl for PgTenantControl {
         tx.commit().await.map_err(db_err)?;
         Ok(n > 0)
     }
+}
 
+#[async_trait::async_trait]
+impl TenantAudit for PgTenantControl {
     async fn append_audit(&self, ev: NewAuditEvent) -> StoreResult<AuditEvent> {
         self.control.append(self.tenant.as_str(), ev).await
     }
+}
 
+#[async_trait::async_trait]
+impl Idempotency for PgTenantControl {
     async fn idempotency_begin(
         &self,
         key: &str,
@@ -143,6 +150,21 @@ impl TenantControl for PgTenantControl {
         tx.commit().await.map_err(db_err)
     }
 
+    async fn idempotency_abort(&self, key: &str) -> StoreResult<()> {
+        let t = self.tenant.as_str();
+        let mut tx = self.control.begin(Scope::Tenant(t)).await?;
+        sqlx::query("DELETE FROM public.idempotency_keys WHERE tenant_id = $1 AND key = $2 AND status IS NULL")
+            .bind(t)
+            .bind(key)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)
+    }
+}
+
+#[async_trait::async_trait]
+impl TenantUsage for PgTenantControl {
     async fn add_usage(&self, day: chrono::NaiveDate, u: UsageCounts) -> StoreResult<()> {
         let t = self.tenant.as_str();
         let mut tx = self.control.begin(Scope::Tenant(t)).await?;
@@ -200,18 +222,6 @@ impl TenantControl for PgTenantControl {
             .collect())
     }
 
-    async fn idempotency_abort(&self, key: &str) -> StoreResult<()> {
-        let t = self.tenant.as_str();
-        let mut tx = self.control.begin(Scope::Tenant(t)).await?;
-        sqlx::query("DELETE FROM public.idempotency_keys WHERE tenant_id = $1 AND key = $2 AND status IS NULL")
-            .bind(t)
-            .bind(key)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        tx.commit().await.map_err(db_err)
-    }
-
     async fn record_budget_alert(
         &self,
         alert: &BudgetAlert,
@@ -223,7 +233,10 @@ impl TenantControl for PgTenantControl {
         tx.commit().await.map_err(db_err)?;
         Ok(stored)
     }
+}
 
+#[async_trait::async_trait]
+impl TenantJobs for PgTenantControl {
     async fn create_job(&self, job: NewJob, bounds: JobBounds) -> StoreResult<JobRecord> {
         let t = self.tenant.as_str();
         let mut tx = self.control.begin(Scope::Tenant(t)).await?;

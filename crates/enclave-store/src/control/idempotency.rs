@@ -21,7 +21,7 @@ pub enum IdempotencyState {
 /// (status, body) if any, and when it was claimed.
 pub type IdempotencyRecord = (Vec<u8>, Option<(u16, Value)>, DateTime<Utc>);
 
-/// Decides [`TenantControl::idempotency_begin`] from the stored record.
+/// Decides [`Idempotency::idempotency_begin`](super::Idempotency::idempotency_begin) from the stored record.
 pub fn idempotency_decision(
     stored: Option<IdempotencyRecord>,
     request_hash: &[u8],

@@ -1,12 +1,17 @@
 //! The control plane's storage seam: the tenant directory, API keys and the
-//! audit log (API.md §1, §7, §8).
+//! audit log (API.md §1, §7, §8), idempotency keys, usage, jobs and alerts.
 //!
-//! Two kinds of handle, as for data:
-//! - [`ControlStore`] is the platform's: it creates, lists, changes and
-//!   purges tenants, and resolves an API key's public id to its record
-//!   (authentication happens before a tenant is known — the key says which);
-//! - [`TenantControl`] (from [`ControlStore::tenant`]) is one tenant's keys and
-//!   audit log; its methods take no tenant argument.
+//! Two kinds of handle, as for data, each the sum of small capability
+//! traits (a caller, a test double or a new backend deals in the one it
+//! needs):
+//! - [`ControlStore`] is the platform's: [`TenantDirectory`] (create, list,
+//!   change, purge tenants; the change feed), [`KeyDirectory`] (an API key's
+//!   public id to its record: authentication happens before a tenant is
+//!   known — the key says which), [`PlatformAudit`], [`JobQueue`] and
+//!   [`AlertQueue`] (work across tenants);
+//! - [`TenantControl`] (from [`ControlStore::tenant`]) is one tenant's:
+//!   [`TenantKeys`], [`TenantAudit`], [`Idempotency`], [`TenantUsage`],
+//!   [`TenantJobs`]; its methods take no tenant argument.
 //!
 //! The audit log is append-only and hash-chained per scope (a tenant, or the
 //! platform): each event's hash covers the previous event's hash, so an
@@ -38,9 +43,9 @@ pub use keys::*;
 pub use limits::*;
 pub use usage::*;
 
-/// The platform's control-plane handle.
+/// The tenant directory: create, read, change and purge entries.
 #[async_trait::async_trait]
-pub trait ControlStore: Send + Sync + 'static {
+pub trait TenantDirectory: Send + Sync {
     /// Creates a tenant; `Conflict` when the id or slug is taken.
     async fn create_tenant(&self, t: NewTenant) -> StoreResult<TenantRecord>;
     async fn get_tenant(&self, id: &TenantId) -> StoreResult<Option<TenantRecord>>;
@@ -67,10 +72,27 @@ pub trait ControlStore: Send + Sync + 'static {
     async fn purge_tenant(&self, id: &TenantId) -> StoreResult<ControlPurge>;
     /// Whether anything of the tenant is left in the control plane.
     async fn tenant_rows_left(&self, id: &TenantId) -> StoreResult<u64>;
+    /// Where replicas share this store: a feed of directory entries changed
+    /// by any of them (updated, suspended, purging, purged), so each can
+    /// drop its cached copy at once. `None` where no other process writes
+    /// the directory. Call it once, from inside a Tokio runtime.
+    fn tenant_changes(&self) -> Option<tokio::sync::mpsc::Receiver<TenantChange>> {
+        None
+    }
+}
+
+/// API keys by their public id, whatever their tenant (authentication).
+#[async_trait::async_trait]
+pub trait KeyDirectory: Send + Sync {
     /// The key with this public id, whatever its tenant (authentication).
     async fn find_key(&self, key_id: &str) -> StoreResult<Option<KeyRecord>>;
     /// Records that a key was used (coarse: callers throttle it).
     async fn touch_key(&self, key_id: &str, at: DateTime<Utc>) -> StoreResult<()>;
+}
+
+/// The platform's audit log, and reading any scope's.
+#[async_trait::async_trait]
+pub trait PlatformAudit: Send + Sync {
     /// Appends to the platform's own audit log.
     async fn append_platform_audit(&self, ev: NewAuditEvent) -> StoreResult<AuditEvent>;
     /// Audit events of one scope (a tenant id or [`PLATFORM_SCOPE`]) after
@@ -83,6 +105,11 @@ pub trait ControlStore: Send + Sync + 'static {
     ) -> StoreResult<Vec<AuditEvent>>;
     /// Every scope that has audit events.
     async fn audit_scopes(&self) -> StoreResult<Vec<String>>;
+}
+
+/// The ingestion job queue across tenants.
+#[async_trait::async_trait]
+pub trait JobQueue: Send + Sync {
     /// Takes the oldest queued job whose lease is free (never held, or
     /// expired: its holder died) among tenants with no other job held, and
     /// leases it to `owner` for `lease`. Claims are serialised, so one job
@@ -94,6 +121,11 @@ pub trait ControlStore: Send + Sync + 'static {
     ) -> StoreResult<Option<(TenantId, String)>>;
     /// Jobs accepted and not finished, all tenants (a metric).
     async fn unfinished_jobs(&self) -> StoreResult<u64>;
+}
+
+/// Budget alerts due for delivery, across tenants.
+#[async_trait::async_trait]
+pub trait AlertQueue: Send + Sync {
     /// Takes up to `limit` undelivered alerts whose next attempt is due
     /// (fewer than [`MAX_ALERT_ATTEMPTS`] tries), counting this attempt and
     /// moving their next one [`alert_backoff`] later, so a concurrent
@@ -110,18 +142,18 @@ pub trait ControlStore: Send + Sync + 'static {
         month: &str,
         threshold_percent: u32,
     ) -> StoreResult<()>;
-    /// One tenant's keys and audit log.
-    fn tenant(&self, id: &TenantId) -> Arc<dyn TenantControl>;
-    /// Where replicas share this store: a feed of directory entries changed
-    /// by any of them (updated, suspended, purging, purged), so each can
-    /// drop its cached copy at once. `None` where no other process writes
-    /// the directory. Call it once, from inside a Tokio runtime.
-    fn tenant_changes(&self) -> Option<tokio::sync::mpsc::Receiver<TenantChange>> {
-        None
-    }
 }
 
-/// One item of [`ControlStore::tenant_changes`].
+/// The platform's control-plane handle: every platform capability, and
+/// each tenant's handle ([`TenantControl`]).
+pub trait ControlStore:
+    TenantDirectory + KeyDirectory + PlatformAudit + JobQueue + AlertQueue + 'static
+{
+    /// One tenant's keys and audit log.
+    fn tenant(&self, id: &TenantId) -> Arc<dyn TenantControl>;
+}
+
+/// One item of [`TenantDirectory::tenant_changes`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TenantChange {
     /// This tenant's directory entry changed.
@@ -131,16 +163,26 @@ pub enum TenantChange {
     Restarted,
 }
 
-/// One tenant's keys and audit log. No method takes a tenant.
+/// The tenant's API keys.
 #[async_trait::async_trait]
-pub trait TenantControl: Send + Sync {
+pub trait TenantKeys: Send + Sync {
     async fn insert_key(&self, key: KeyRecord) -> StoreResult<()>;
     /// The tenant's keys, newest first (revoked ones included).
     async fn list_keys(&self) -> StoreResult<Vec<KeyRecord>>;
     /// Revokes a key of this tenant; false if it has no such (live) key.
     async fn revoke_key(&self, key_id: &str, at: DateTime<Utc>) -> StoreResult<bool>;
+}
+
+/// The tenant's audit log.
+#[async_trait::async_trait]
+pub trait TenantAudit: Send + Sync {
     /// Appends to the tenant's audit log (chained to its previous event).
     async fn append_audit(&self, ev: NewAuditEvent) -> StoreResult<AuditEvent>;
+}
+
+/// The tenant's idempotency keys.
+#[async_trait::async_trait]
+pub trait Idempotency: Send + Sync {
     /// Claims `key` for a request whose body hashes to `request_hash`. A
     /// record older than `expired_before` counts as absent; a pending one
     /// older than `abandoned_before` (its request died) is taken over.
@@ -156,6 +198,11 @@ pub trait TenantControl: Send + Sync {
     async fn idempotency_finish(&self, key: &str, status: u16, body: &Value) -> StoreResult<()>;
     /// Releases a claimed key whose request failed (a retry may run again).
     async fn idempotency_abort(&self, key: &str) -> StoreResult<()>;
+}
+
+/// The tenant's usage counters and budget alerts.
+#[async_trait::async_trait]
+pub trait TenantUsage: Send + Sync {
     /// Adds to the tenant's counters of `day` (nothing when the tenant no
     /// longer exists: a purge is final).
     async fn add_usage(&self, day: chrono::NaiveDate, counts: UsageCounts) -> StoreResult<()>;
@@ -173,6 +220,11 @@ pub trait TenantControl: Send + Sync {
         alert: &BudgetAlert,
         retry: std::time::Duration,
     ) -> StoreResult<bool>;
+}
+
+/// The tenant's ingestion jobs.
+#[async_trait::async_trait]
+pub trait TenantJobs: Send + Sync {
     /// Stores a job with its payload and queues it, in one transaction.
     /// Stores a job, unless the tenant's unfinished jobs would pass
     /// `bounds` (`Full`; checked in the insert's transaction).
@@ -198,6 +250,12 @@ pub trait TenantControl: Send + Sync {
     /// payload and removes it from the queue. False when it no longer holds it.
     async fn finish_job(&self, job_id: &str, owner: &str) -> StoreResult<bool>;
 }
+
+/// One tenant's keys, audit log, idempotency keys, usage and jobs: every
+/// tenant capability. No method takes a tenant.
+pub trait TenantControl: TenantKeys + TenantAudit + Idempotency + TenantUsage + TenantJobs {}
+
+impl<T: TenantKeys + TenantAudit + Idempotency + TenantUsage + TenantJobs> TenantControl for T {}
 
 /// Places a new tenant's data in its own schema or database: DDL the
 /// server's own role may not run, so a deployment that wants it at tenant

@@ -11,9 +11,9 @@ use parking_lot::Mutex;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use crate::control::{
-    audit_hash, audit_time, AuditEvent, BudgetAlert, ControlPurge, ControlStore, KeyRecord,
-    NewAuditEvent, NewTenant, TenantControl, TenantLimits, TenantRecord, TenantUpdate,
-    PLATFORM_SCOPE,
+    audit_hash, audit_time, AlertQueue, AuditEvent, BudgetAlert, ControlPurge, ControlStore,
+    JobQueue, KeyDirectory, KeyRecord, NewAuditEvent, NewTenant, PlatformAudit, TenantControl,
+    TenantDirectory, TenantLimits, TenantRecord, TenantUpdate, PLATFORM_SCOPE,
 };
 use crate::sqlite::db::sql_err;
 use crate::sqlite::sql::{opt_row_ts, row_ts, ts};
@@ -227,7 +227,7 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
 }
 
 #[async_trait::async_trait]
-impl ControlStore for SqliteControl {
+impl TenantDirectory for SqliteControl {
     async fn create_tenant(&self, t: NewTenant) -> StoreResult<TenantRecord> {
         self.run(move |c| {
             let limits = t.limits.to_json().to_string();
@@ -399,7 +399,10 @@ impl ControlStore for SqliteControl {
         })
         .await
     }
+}
 
+#[async_trait::async_trait]
+impl KeyDirectory for SqliteControl {
     async fn find_key(&self, key_id: &str) -> StoreResult<Option<KeyRecord>> {
         let key_id = key_id.to_owned();
         self.run(move |c| {
@@ -426,7 +429,10 @@ impl ControlStore for SqliteControl {
         })
         .await
     }
+}
 
+#[async_trait::async_trait]
+impl PlatformAudit for SqliteControl {
     async fn append_platform_audit(&self, ev: NewAuditEvent) -> StoreResult<AuditEvent> {
         self.run(move |c| Self::append(c, PLATFORM_SCOPE.to_owned(), ev))
             .await
@@ -469,7 +475,10 @@ impl ControlStore for SqliteControl {
         })
         .await
     }
+}
 
+#[async_trait::async_trait]
+impl JobQueue for SqliteControl {
     async fn claim_job(
         &self,
         owner: &str,
@@ -483,7 +492,10 @@ impl ControlStore for SqliteControl {
     async fn unfinished_jobs(&self) -> StoreResult<u64> {
         self.run(crate::sqlite::jobs::unfinished).await
     }
+}
 
+#[async_trait::async_trait]
+impl AlertQueue for SqliteControl {
     async fn due_budget_alerts(
         &self,
         limit: u32,
@@ -503,7 +515,9 @@ impl ControlStore for SqliteControl {
         self.run(move |c| crate::sqlite::alerts::delivered(c, &t, &m, threshold_percent))
             .await
     }
+}
 
+impl ControlStore for SqliteControl {
     fn tenant(&self, id: &TenantId) -> Arc<dyn TenantControl> {
         Arc::new(SqliteTenantControl {
             control: self.clone(),

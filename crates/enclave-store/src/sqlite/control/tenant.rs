@@ -7,8 +7,9 @@ use serde_json::Value;
 
 use super::{bad, key_row, SqliteControl, KEY_COLS};
 use crate::control::{
-    idempotency_decision, AuditEvent, BudgetAlert, IdempotencyState, JobBounds, JobItemResult,
-    JobRecord, KeyRecord, NewAuditEvent, NewJob, PendingJobs, TenantControl, UsageCounts,
+    idempotency_decision, AuditEvent, BudgetAlert, Idempotency, IdempotencyState, JobBounds,
+    JobItemResult, JobRecord, KeyRecord, NewAuditEvent, NewJob, PendingJobs, TenantAudit,
+    TenantJobs, TenantKeys, TenantUsage, UsageCounts,
 };
 use crate::sqlite::db::sql_err;
 use crate::sqlite::sql::{row_ts, ts};
@@ -20,7 +21,7 @@ pub(super) struct SqliteTenantControl {
 }
 
 #[async_trait::async_trait]
-impl TenantControl for SqliteTenantControl {
+impl TenantKeys for SqliteTenantControl {
     async fn insert_key(&self, key: KeyRecord) -> StoreResult<()> {
         if key.tenant_id != self.tenant {
             return Err(StoreError::Internal("key of another tenant".into()));
@@ -80,14 +81,20 @@ impl TenantControl for SqliteTenantControl {
             })
             .await
     }
+}
 
+#[async_trait::async_trait]
+impl TenantAudit for SqliteTenantControl {
     async fn append_audit(&self, ev: NewAuditEvent) -> StoreResult<AuditEvent> {
         let scope = self.tenant.as_str().to_owned();
         self.control
             .run(move |c| SqliteControl::append(c, scope, ev))
             .await
     }
+}
 
+#[async_trait::async_trait]
+impl Idempotency for SqliteTenantControl {
     async fn idempotency_begin(
         &self,
         key: &str,
@@ -149,6 +156,23 @@ impl TenantControl for SqliteTenantControl {
             .await
     }
 
+    async fn idempotency_abort(&self, key: &str) -> StoreResult<()> {
+        let (t, key) = (self.tenant.clone(), key.to_owned());
+        self.control
+            .run(move |c| {
+                c.execute(
+                    "DELETE FROM idempotency_keys WHERE tenant_id = ?1 AND key = ?2 AND status IS NULL",
+                    params![t.as_str(), key],
+                )
+                .map_err(sql_err)?;
+                Ok(())
+            })
+            .await
+    }
+}
+
+#[async_trait::async_trait]
+impl TenantUsage for SqliteTenantControl {
     async fn add_usage(&self, day: chrono::NaiveDate, u: UsageCounts) -> StoreResult<()> {
         let t = self.tenant.clone();
         self.control
@@ -209,20 +233,6 @@ impl TenantControl for SqliteTenantControl {
             .await
     }
 
-    async fn idempotency_abort(&self, key: &str) -> StoreResult<()> {
-        let (t, key) = (self.tenant.clone(), key.to_owned());
-        self.control
-            .run(move |c| {
-                c.execute(
-                    "DELETE FROM idempotency_keys WHERE tenant_id = ?1 AND key = ?2 AND status IS NULL",
-                    params![t.as_str(), key],
-                )
-                .map_err(sql_err)?;
-                Ok(())
-            })
-            .await
-    }
-
     async fn record_budget_alert(
         &self,
         alert: &BudgetAlert,
@@ -233,7 +243,10 @@ impl TenantControl for SqliteTenantControl {
             .run(move |c| crate::sqlite::alerts::record(c, &t, &a, retry))
             .await
     }
+}
 
+#[async_trait::async_trait]
+impl TenantJobs for SqliteTenantControl {
     async fn create_job(&self, job: NewJob, bounds: JobBounds) -> StoreResult<JobRecord> {
         let t = self.tenant.clone();
         let rec = JobRecord::queued(&job);
