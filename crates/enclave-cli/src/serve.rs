@@ -303,11 +303,12 @@ async fn shutdown_signal() {
 pub async fn verify_audit(store: StoreArgs) -> Result<bool> {
     let control = crate::backends::open_control(&store, 8).await?;
     let mut ok = true;
-    for (scope, r) in enclave_server::verify_audit(control.as_ref())
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?
+    for enclave_server::ChainCheck { scope, outcome } in
+        enclave_server::verify_audit(control.as_ref())
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?
     {
-        match r {
+        match outcome {
             Ok(n) => println!("{scope}: {n} events, chain intact"),
             Err(seq) => {
                 ok = false;

@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use enclave_core::TenantId;
-use enclave_store::control::{JobItemResult, JobRecord, JobStatus, NewJob, PendingJobs};
+use enclave_store::control::{
+    ClaimedJob, JobItemResult, JobRecord, JobStatus, NewJob, PendingJobs,
+};
 use enclave_store::{StoreError, StoreResult};
 use serde_json::Value;
 use sqlx::{PgConnection, Row};
@@ -23,7 +25,7 @@ pub(crate) async fn claim(
     tx: &mut PgConnection,
     owner: &str,
     lease: Duration,
-) -> StoreResult<Option<(TenantId, String)>> {
+) -> StoreResult<Option<ClaimedJob>> {
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('enclave:job-claim', 0))")
         .execute(&mut *tx)
         .await
@@ -45,7 +47,7 @@ pub(crate) async fn claim(
     .map_err(db_err)?;
     row.map(|(t, j)| {
         TenantId::parse(&t)
-            .map(|t| (t, j))
+            .map(|tenant| ClaimedJob { tenant, job_id: j })
             .map_err(|e| StoreError::Internal(e.to_string()))
     })
     .transpose()

@@ -55,7 +55,7 @@ use tower_http::trace::TraceLayer;
 
 pub use background::{alerts, jobs};
 pub use error::{ApiError, ApiResult};
-pub use service::audit::verify_all as verify_audit;
+pub use service::audit::{verify_all as verify_audit, ChainCheck};
 pub use service::keys::{mint_key, CreatedKey, NewKeyBody};
 pub use settings::Settings;
 pub use state::AppState;

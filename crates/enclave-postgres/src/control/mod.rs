@@ -9,9 +9,10 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use enclave_core::{Isolation, Role, Slug, TenantId, TenantStatus};
 use enclave_store::control::{
-    audit_hash, audit_time, AlertQueue, AuditEvent, BudgetAlert, ControlPurge, ControlStore,
-    JobQueue, KeyDirectory, KeyRecord, NewAuditEvent, NewTenant, PlatformAudit, TenantChange,
-    TenantControl, TenantDirectory, TenantLimits, TenantRecord, TenantUpdate, PLATFORM_SCOPE,
+    audit_hash, audit_time, AlertQueue, AuditEvent, BudgetAlert, ClaimedJob, ControlPurge,
+    ControlStore, JobQueue, KeyDirectory, KeyRecord, NewAuditEvent, NewTenant, PlatformAudit,
+    TenantChange, TenantControl, TenantDirectory, TenantLimits, TenantRecord, TenantUpdate,
+    PLATFORM_SCOPE,
 };
 use enclave_store::{StoreError, StoreResult};
 use serde_json::Value;
@@ -463,7 +464,7 @@ impl JobQueue for PgControl {
         &self,
         owner: &str,
         lease: std::time::Duration,
-    ) -> StoreResult<Option<(TenantId, String)>> {
+    ) -> StoreResult<Option<ClaimedJob>> {
         let mut tx = self.begin(Scope::Platform).await?;
         let got = crate::jobs::claim(&mut tx, owner, lease).await?;
         tx.commit().await.map_err(db_err)?;

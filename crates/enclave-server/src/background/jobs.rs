@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use enclave_core::TenantId;
-use enclave_store::control::JobItemResult;
+use enclave_store::control::{ClaimedJob, JobItemResult};
 use serde_json::Value;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -66,7 +66,10 @@ pub(crate) async fn run(state: AppState, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::Relaxed) {
         while tasks.len() < opts.workers {
             match state.control().claim_job(&owner, opts.lease).await {
-                Ok(Some((tenant, job))) => {
+                Ok(Some(ClaimedJob {
+                    tenant,
+                    job_id: job,
+                })) => {
                     backoff = opts.poll;
                     let (state, owner, stop) = (state.clone(), owner.clone(), stop.clone());
                     tasks.spawn(async move {

@@ -52,10 +52,18 @@ impl AppState {
     }
 }
 
-/// Verifies every audit chain: per scope (a tenant id, or the platform's),
-/// the number of events that verify, or the sequence number of the first
-/// that does not.
-pub async fn verify_all(control: &dyn ControlStore) -> ApiResult<Vec<(String, Result<u64, i64>)>> {
+/// One audit chain's verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainCheck {
+    /// A tenant id, or the platform's scope.
+    pub scope: String,
+    /// The number of events that verify, or the sequence number of the
+    /// first that does not.
+    pub outcome: Result<u64, i64>,
+}
+
+/// Verifies every audit chain, one [`ChainCheck`] per scope.
+pub async fn verify_all(control: &dyn ControlStore) -> ApiResult<Vec<ChainCheck>> {
     let mut out = Vec::new();
     for scope in control.audit_scopes().await? {
         let mut events = Vec::new();
@@ -66,7 +74,8 @@ pub async fn verify_all(control: &dyn ControlStore) -> ApiResult<Vec<(String, Re
             after = last.seq;
             events.extend(page);
         }
-        out.push((scope, verify_chain(&events)));
+        let outcome = verify_chain(&events);
+        out.push(ChainCheck { scope, outcome });
     }
     Ok(out)
 }

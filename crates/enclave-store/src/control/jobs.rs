@@ -4,6 +4,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use enclave_core::TenantId;
+
 use crate::StoreResult;
 
 /// A job accepted with `202` (docs/API-EXTENSIONS.md): stored with its
@@ -130,4 +132,11 @@ pub struct JobItemResult {
     /// A problem object (`code`, `detail`) when the item failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<Value>,
+}
+
+/// A job a replica now holds the lease of ([`super::JobQueue::claim_job`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedJob {
+    pub tenant: TenantId,
+    pub job_id: String,
 }

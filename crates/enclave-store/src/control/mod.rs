@@ -118,7 +118,7 @@ pub trait JobQueue: Send + Sync {
         &self,
         owner: &str,
         lease: std::time::Duration,
-    ) -> StoreResult<Option<(TenantId, String)>>;
+    ) -> StoreResult<Option<ClaimedJob>>;
     /// Jobs accepted and not finished, all tenants (a metric).
     async fn unfinished_jobs(&self) -> StoreResult<u64>;
 }

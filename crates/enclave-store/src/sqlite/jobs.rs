@@ -14,7 +14,9 @@ use serde_json::Value;
 
 use super::db::sql_err;
 use super::sql::{opt_row_ts, row_ts, ts};
-use crate::control::{JobBounds, JobItemResult, JobRecord, JobStatus, NewJob, PendingJobs};
+use crate::control::{
+    ClaimedJob, JobBounds, JobItemResult, JobRecord, JobStatus, NewJob, PendingJobs,
+};
 use crate::StoreResult;
 
 pub(crate) const SCHEMA: &str = "
@@ -60,7 +62,7 @@ pub(crate) fn claim(
     c: &mut Connection,
     owner: &str,
     lease: Duration,
-) -> StoreResult<Option<(TenantId, String)>> {
+) -> StoreResult<Option<ClaimedJob>> {
     let now = ts(Utc::now());
     let tx = c
         .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -88,7 +90,10 @@ pub(crate) fn claim(
     tx.commit().map_err(sql_err)?;
     let tenant =
         TenantId::parse(&tenant).map_err(|e| crate::StoreError::Internal(e.to_string()))?;
-    Ok(Some((tenant, job)))
+    Ok(Some(ClaimedJob {
+        tenant,
+        job_id: job,
+    }))
 }
 
 pub(crate) fn unfinished(c: &mut Connection) -> StoreResult<u64> {

@@ -12,8 +12,8 @@ use enclave_core::{Isolation, Slug, TenantId};
 use serde_json::json;
 
 use crate::control::{
-    verify_chain, BudgetAlert, ControlStore, IdempotencyState, JobBounds, JobItemResult,
-    NewAuditEvent, NewJob, NewTenant, PLATFORM_SCOPE,
+    verify_chain, BudgetAlert, ClaimedJob, ControlStore, IdempotencyState, JobBounds,
+    JobItemResult, NewAuditEvent, NewJob, NewTenant, PLATFORM_SCOPE,
 };
 
 /// Generates one `#[tokio::test]` per check over the store `$open` (an
@@ -97,18 +97,22 @@ pub async fn a_job_is_claimed_by_one_owner_and_one_job_per_tenant_at_a_time(
     let b1 = job(&*store, &b, 1).await;
     let first = store.claim_job("o1", LEASE).await.unwrap().expect("a job");
     let second = store.claim_job("o2", LEASE).await.unwrap().expect("a job");
-    assert_ne!(first.0, second.0, "one running job per tenant");
+    assert_ne!(first.tenant, second.tenant, "one running job per tenant");
     assert!(
         store.claim_job("o3", LEASE).await.unwrap().is_none(),
         "acme's second job waits for its first"
     );
-    let (a_owner, a_job) = if first.0 == a {
-        ("o1", &first.1)
+    let (a_owner, a_job) = if first.tenant == a {
+        ("o1", &first.job_id)
     } else {
-        ("o2", &second.1)
+        ("o2", &second.job_id)
     };
     assert_eq!(a_job, &a1, "a tenant's jobs run in the order they came");
-    let b_job = if first.0 == b { &first.1 } else { &second.1 };
+    let b_job = if first.tenant == b {
+        &first.job_id
+    } else {
+        &second.job_id
+    };
     assert_eq!(b_job, &b1);
     assert!(
         !store
@@ -124,7 +128,7 @@ pub async fn a_job_is_claimed_by_one_owner_and_one_job_per_tenant_at_a_time(
         .await
         .unwrap()
         .expect("acme's next job");
-    assert_eq!(next, (a.clone(), a2));
+    assert_eq!(next, claimed(&a, &a2));
     assert_eq!(store.unfinished_jobs().await.unwrap(), 2);
 }
 
@@ -136,13 +140,13 @@ pub async fn an_expired_lease_passes_the_job_to_another_owner(store: Arc<dyn Con
     let short = Duration::from_millis(200);
     assert_eq!(
         store.claim_job("o1", short).await.unwrap(),
-        Some((t.clone(), id.clone()))
+        Some(claimed(&t, &id))
     );
     assert!(store.claim_job("o2", LEASE).await.unwrap().is_none());
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(
         store.claim_job("o2", LEASE).await.unwrap(),
-        Some((t.clone(), id.clone())),
+        Some(claimed(&t, &id)),
         "the lapsed lease is taken over"
     );
     let result = JobItemResult {
@@ -325,4 +329,11 @@ pub async fn audit_chains_verify_per_scope(store: Arc<dyn ControlStore>) {
         a_events.iter().all(|e| e.action.starts_with('a')),
         "no event of another scope"
     );
+}
+
+fn claimed(tenant: &TenantId, job_id: &str) -> ClaimedJob {
+    ClaimedJob {
+        tenant: tenant.clone(),
+        job_id: job_id.to_owned(),
+    }
 }

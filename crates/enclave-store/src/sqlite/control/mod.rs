@@ -11,9 +11,9 @@ use parking_lot::Mutex;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use crate::control::{
-    audit_hash, audit_time, AlertQueue, AuditEvent, BudgetAlert, ControlPurge, ControlStore,
-    JobQueue, KeyDirectory, KeyRecord, NewAuditEvent, NewTenant, PlatformAudit, TenantControl,
-    TenantDirectory, TenantLimits, TenantRecord, TenantUpdate, PLATFORM_SCOPE,
+    audit_hash, audit_time, AlertQueue, AuditEvent, BudgetAlert, ClaimedJob, ControlPurge,
+    ControlStore, JobQueue, KeyDirectory, KeyRecord, NewAuditEvent, NewTenant, PlatformAudit,
+    TenantControl, TenantDirectory, TenantLimits, TenantRecord, TenantUpdate, PLATFORM_SCOPE,
 };
 use crate::sqlite::db::sql_err;
 use crate::sqlite::sql::{opt_row_ts, row_ts, ts};
@@ -483,7 +483,7 @@ impl JobQueue for SqliteControl {
         &self,
         owner: &str,
         lease: std::time::Duration,
-    ) -> StoreResult<Option<(TenantId, String)>> {
+    ) -> StoreResult<Option<ClaimedJob>> {
         let owner = owner.to_owned();
         self.run(move |c| crate::sqlite::jobs::claim(c, &owner, lease))
             .await
