@@ -45,9 +45,10 @@ pub fn load(file: Option<&Path>, flags: impl Serialize) -> Result<Settings> {
 }
 
 /// `ENCLAVE_*`: every variable whose name is a setting's (others, such as
-/// `ENCLAVE_LOG` or `ENCLAVE_CONFIG`, are not settings and are ignored).
+/// `ENCLAVE_LOG` or `ENCLAVE_CONFIG`, are not settings and are ignored). A
+/// variable set to nothing (`ENCLAVE_JWT_PUBLIC_KEY=`) is unset.
 fn environment() -> Env {
-    Env::prefixed("ENCLAVE_")
+    let named = Env::prefixed("ENCLAVE_")
         .filter(|k| !k.as_str().is_empty())
         .map(|k| {
             let k = k.as_str().to_ascii_lowercase();
@@ -55,7 +56,13 @@ fn environment() -> Env {
                 Some((_, new)) => (*new).into(),
                 None => k.replace("__", ".").into(),
             }
-        })
+        });
+    let blank: std::collections::HashSet<String> = named
+        .iter()
+        .filter(|(_, v)| v.trim().is_empty())
+        .map(|(k, _)| k.to_string())
+        .collect();
+    named.filter(move |k| !blank.contains(k.as_str()))
 }
 
 /// A key of the file that names no setting is a mistake (a typo would
@@ -143,6 +150,7 @@ mod tests {
             jail.set_env("ENCLAVE_JWT_SECRET", "12345678901234567890");
             jail.set_env("ENCLAVE_TEST_SOMETHING_ELSE", "ignored");
             jail.set_env("ENCLAVE_LOG", "debug");
+            jail.set_env("ENCLAVE_JWT_PUBLIC_KEY", "");
             let s = load(None, NO_FLAGS).map_err(|e| e.to_string())?;
             assert_eq!(s.metrics.listen.as_deref(), Some("127.0.0.1:9"));
             assert_eq!(
@@ -150,6 +158,7 @@ mod tests {
                 Some("http://127.0.0.1:1/hook")
             );
             assert!(!s.trusted_proxies.is_empty());
+            assert!(s.jwt_public_key.is_none(), "set to nothing is unset");
             assert_eq!(
                 s.jwt_secret.as_ref().map(|s| s.expose_secret().to_owned()),
                 Some("12345678901234567890".to_owned())

@@ -419,17 +419,18 @@ async fn a_host_of_another_tenants_subdomain_is_403(backend: Backend) {
 
 async fn a_body_tenant_id_or_owner_id_never_selects_a_tenant(backend: Backend) {
     let w = World::new(backend).await;
+    let mut rows = Vec::new();
     for field in ["tenant_id", "owner_id"] {
         let mut body = json!({"name": "x.txt", "type": "text", "content": "planted"});
         body[field] = json!("globex");
-        w.app
-            .post("/v1/documents", &w.a, body)
-            .await
-            .problem(403, "tenant_mismatch");
+        rows.push(
+            Refusal::new(Method::POST, "/v1/documents", &w.a, 403, "tenant_mismatch").body(body),
+        );
         let mut q = json!({"query": "refunds"});
         q[field] = json!("globex");
-        let r = w.app.post("/v1/search", &w.a, q).await;
-        r.problem(403, "tenant_mismatch");
+        rows.push(Refusal::new(Method::POST, "/v1/search", &w.a, 403, "tenant_mismatch").body(q));
+    }
+    for r in w.app.expect_refusals(&rows).await {
         w.nothing_foreign(&r);
     }
     // Nothing was stored in either tenant.
@@ -449,12 +450,12 @@ async fn a_body_tenant_id_or_owner_id_never_selects_a_tenant(backend: Backend) {
 
 async fn a_query_string_tenant_id_naming_another_tenant_is_403(backend: Backend) {
     let w = World::new(backend).await;
-    for path in [
+    let rows = [
         "/v1/documents?tenant_id=globex",
         "/v1/stats?owner_id=globex",
-    ] {
-        let r = w.app.get(path, &w.a).await;
-        r.problem(403, "tenant_mismatch");
+    ]
+    .map(|path| Refusal::new(Method::GET, path, &w.a, 403, "tenant_mismatch"));
+    for r in w.app.expect_refusals(&rows).await {
         w.nothing_foreign(&r);
     }
 }
@@ -464,24 +465,23 @@ async fn a_query_string_tenant_id_naming_another_tenant_is_403(backend: Backend)
 async fn another_tenants_document_is_indistinguishable_from_a_missing_one(backend: Backend) {
     let w = World::new(backend).await;
     let missing = "01a2306c-0000-7000-8000-000000000000";
-    let foreign = w.app.get(&format!("/v1/documents/{}", w.b_doc), &w.a).await;
-    let absent = w.app.get(&format!("/v1/documents/{missing}"), &w.a).await;
-    let garbled = w.app.get("/v1/documents/not-an-id", &w.a).await;
-    foreign.problem(404, "not_found");
-    absent.problem(404, "not_found");
-    garbled.problem(404, "not_found");
-    assert_eq!(foreign.body, absent.body);
-    assert_eq!(foreign.body, garbled.body);
-    w.nothing_foreign(&foreign);
-    let with_chunks = w
+    let answers = w
         .app
-        .get(
-            &format!("/v1/documents/{}?include_chunks=true", w.b_doc),
-            &w.a,
+        .expect_refusals(
+            &[
+                format!("/v1/documents/{missing}"),
+                format!("/v1/documents/{}", w.b_doc),
+                "/v1/documents/not-an-id".to_owned(),
+                format!("/v1/documents/{}?include_chunks=true", w.b_doc),
+            ]
+            .map(|path| Refusal::new(Method::GET, path, &w.a, 404, "not_found")),
         )
         .await;
-    with_chunks.problem(404, "not_found");
-    assert_eq!(with_chunks.body, absent.body);
+    let absent = &answers[0];
+    for r in &answers {
+        assert_eq!(r.body, absent.body, "the same 404 as a missing id");
+        w.nothing_foreign(r);
+    }
 }
 
 async fn patching_or_deleting_another_tenants_document_is_404_and_changes_nothing(
@@ -489,13 +489,17 @@ async fn patching_or_deleting_another_tenants_document_is_404_and_changes_nothin
 ) {
     let w = World::new(backend).await;
     let path = format!("/v1/documents/{}", w.b_doc);
-    let r = w
+    let patch = json!({"name": "pwned", "metadata": {"x": 1}});
+    for r in w
         .app
-        .patch(&path, &w.a, json!({"name": "pwned", "metadata": {"x": 1}}))
-        .await;
-    r.problem(404, "not_found");
-    w.nothing_foreign(&r);
-    w.app.delete(&path, &w.a).await.problem(404, "not_found");
+        .expect_refusals(&[
+            Refusal::new(Method::PATCH, &path, &w.a, 404, "not_found").body(patch),
+            Refusal::new(Method::DELETE, &path, &w.a, 404, "not_found"),
+        ])
+        .await
+    {
+        w.nothing_foreign(&r);
+    }
     let still = w.app.get(&path, &w.b).await;
     assert_eq!(still.ok(200)["name"], "secret.txt");
     assert_eq!(still.body["metadata"]["team"], "globex");
@@ -741,21 +745,24 @@ async fn tenant_credentials_are_forbidden_on_the_admin_plane(backend: Backend) {
         w.a.clone(),
         hs256(&claims("acme", "owner"), JWT_SECRET.as_bytes()),
     ] {
-        let r = w.app.get("/admin/v1/tenants", &cred).await;
-        r.problem(403, "forbidden");
-        w.nothing_foreign(&r);
-        w.app
-            .post(
-                "/admin/v1/tenants",
-                &cred,
-                json!({"id": "x", "slug": "x", "name": "x"}),
-            )
+        let new = json!({"id": "x", "slug": "x", "name": "x"});
+        for r in w
+            .app
+            .expect_refusals(&[
+                Refusal::new(Method::GET, "/admin/v1/tenants", &cred, 403, "forbidden"),
+                Refusal::new(Method::POST, "/admin/v1/tenants", &cred, 403, "forbidden").body(new),
+                Refusal::new(
+                    Method::DELETE,
+                    "/admin/v1/tenants/globex",
+                    &cred,
+                    403,
+                    "forbidden",
+                ),
+            ])
             .await
-            .problem(403, "forbidden");
-        w.app
-            .delete("/admin/v1/tenants/globex", &cred)
-            .await
-            .problem(403, "forbidden");
+        {
+            w.nothing_foreign(&r);
+        }
     }
     w.app
         .send(Method::GET, "/admin/v1/tenants", None, None, &[])

@@ -388,8 +388,10 @@ impl<'a> Refusal<'a> {
 
 impl App {
     /// Sends every row's request and checks it is refused with the row's
-    /// status and problem code (a failure names the row).
-    pub async fn expect_refusals(&self, rows: &[Refusal<'_>]) {
+    /// status and problem code (a failure names the row); the answers, in
+    /// row order, for further checks.
+    pub async fn expect_refusals(&self, rows: &[Refusal<'_>]) -> Vec<Resp> {
+        let mut answers = Vec::with_capacity(rows.len());
         for r in rows {
             let got = self
                 .send(r.method.clone(), &r.path, Some(r.auth), r.body.clone(), &[])
@@ -406,7 +408,9 @@ impl App {
                 got.status,
                 got.text
             );
+            answers.push(got);
         }
+        answers
     }
 
     pub fn url(&self, path: &str) -> String {
