@@ -7,7 +7,6 @@ mod cmd;
 mod demo;
 mod files;
 mod serve;
-mod settings;
 
 use std::path::PathBuf;
 

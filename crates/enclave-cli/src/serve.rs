@@ -1,6 +1,6 @@
 //! `enclave serve`: the settings layered into one typed `Settings`
-//! (`crate::settings`), the backends opened (`crate::backends`), then the
-//! HTTP server on the embedded store, or on PostgreSQL with `database_url`
+//! (`enclave_server::settings::load`, over this process's environment),
+//! the backends opened (`crate::backends`), then the HTTP server on the embedded store, or on PostgreSQL with `database_url`
 //! (data and control plane, as the app role).
 
 use std::path::PathBuf;
@@ -8,13 +8,13 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use enclave_server::jwt::{JwtKeys, JwtVerifier};
+use enclave_server::jwt::JwtVerifier;
 use enclave_server::AppState;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
-use crate::settings::Settings;
 use crate::StoreArgs;
+use enclave_server::Settings;
 
 /// The flags of `enclave serve`: each overrides the setting of its name
 /// (docs: README "Configuration"); every setting can also come from the
@@ -84,8 +84,10 @@ struct StoreFlags<'a> {
 }
 
 pub async fn run(mut store: StoreArgs, args: ServeArgs) -> Result<()> {
-    let mut settings = crate::settings::load(
+    let mut settings = enclave_server::settings::load(
         args.config.as_deref(),
+        std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
         StoreFlags {
             data_dir: store.data_dir.as_ref(),
             model_dir: store.model_dir.as_ref(),
@@ -101,7 +103,7 @@ pub async fn run(mut store: StoreArgs, args: ServeArgs) -> Result<()> {
         .database_url
         .as_ref()
         .map(|u| u.expose_secret().to_owned());
-    let jwt = jwt_verifier(&settings)?;
+    let jwt = JwtVerifier::from_settings(&settings)?;
     let generated = settings.admin_token.is_none();
     if generated {
         let token = enclave_server::keys::mint().key.replacen("ek_", "adm_", 1);
@@ -124,54 +126,6 @@ pub async fn run(mut store: StoreArgs, args: ServeArgs) -> Result<()> {
         bootstrap(&state, t).await?;
     }
     serve(state).await
-}
-
-/// One plane's keys (tenant users, or platform admins).
-fn jwt_keys(
-    plane: &str,
-    issuer: &Option<String>,
-    audience: &Option<String>,
-    secret: &Option<SecretString>,
-    public_key: &Option<PathBuf>,
-    jwks: &Option<PathBuf>,
-) -> Result<JwtKeys> {
-    let mut keys = JwtKeys::new(issuer.clone(), audience.clone());
-    if let Some(secret) = secret {
-        keys.add_hs256(secret.expose_secret().as_bytes())
-            .with_context(|| format!("{plane}secret"))?;
-    }
-    if let Some(path) = public_key {
-        let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        keys.add_public_pem(&pem)
-            .with_context(|| format!("{plane}public_key"))?;
-    }
-    if let Some(path) = jwks {
-        let json =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        keys.add_jwks(&json)
-            .with_context(|| format!("{plane}jwks"))?;
-    }
-    Ok(keys)
-}
-
-fn jwt_verifier(s: &Settings) -> Result<JwtVerifier> {
-    let tenant = jwt_keys(
-        "jwt_",
-        &s.jwt_issuer,
-        &s.jwt_audience,
-        &s.jwt_secret,
-        &s.jwt_public_key,
-        &s.jwt_jwks,
-    )?;
-    let admin = jwt_keys(
-        "jwt_admin_",
-        &s.jwt_admin_issuer,
-        &s.jwt_admin_audience,
-        &s.jwt_admin_secret,
-        &s.jwt_admin_public_key,
-        &s.jwt_admin_jwks,
-    )?;
-    Ok(JwtVerifier::new(tenant, admin)?)
 }
 
 /// What places new tenants (PostgreSQL with `placement_owner_url`);

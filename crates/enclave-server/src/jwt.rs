@@ -232,6 +232,61 @@ impl JwtVerifier {
     }
 }
 
+impl JwtVerifier {
+    /// Both planes' keys as the settings name them (`jwt_*` for tenant
+    /// users, `jwt_admin_*` for platform admins); key files are read here.
+    pub fn from_settings(s: &crate::Settings) -> anyhow::Result<Self> {
+        let tenant = plane_keys(
+            "jwt_",
+            &s.jwt_issuer,
+            &s.jwt_audience,
+            &s.jwt_secret,
+            &s.jwt_public_key,
+            &s.jwt_jwks,
+        )?;
+        let admin = plane_keys(
+            "jwt_admin_",
+            &s.jwt_admin_issuer,
+            &s.jwt_admin_audience,
+            &s.jwt_admin_secret,
+            &s.jwt_admin_public_key,
+            &s.jwt_admin_jwks,
+        )?;
+        Ok(Self::new(tenant, admin)?)
+    }
+}
+
+/// One plane's keys (tenant users, or platform admins); `plane` prefixes
+/// the setting named in an error.
+fn plane_keys(
+    plane: &str,
+    issuer: &Option<String>,
+    audience: &Option<String>,
+    secret: &Option<secrecy::SecretString>,
+    public_key: &Option<std::path::PathBuf>,
+    jwks: &Option<std::path::PathBuf>,
+) -> anyhow::Result<JwtKeys> {
+    use anyhow::Context;
+    use secrecy::ExposeSecret;
+    let mut keys = JwtKeys::new(issuer.clone(), audience.clone());
+    if let Some(secret) = secret {
+        keys.add_hs256(secret.expose_secret().as_bytes())
+            .with_context(|| format!("{plane}secret"))?;
+    }
+    if let Some(path) = public_key {
+        let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        keys.add_public_pem(&pem)
+            .with_context(|| format!("{plane}public_key"))?;
+    }
+    if let Some(path) = jwks {
+        let json =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        keys.add_jwks(&json)
+            .with_context(|| format!("{plane}jwks"))?;
+    }
+    Ok(keys)
+}
+
 /// The role claim of an admin-plane token.
 pub const PLATFORM_ADMIN: &str = "platform_admin";
 

@@ -1,14 +1,16 @@
 //! Everything a server can be told, in one typed [`Settings`]: each field
 //! is one setting (its doc, its default, its file key and therefore its
 //! `ENCLAVE_*` variable); [`Settings::check`] refuses values out of range.
-//! The binary layers defaults < settings file < `ENCLAVE_*` environment <
-//! flags into it (`enclave serve`); the server reads nothing else.
+//! [`load`] layers defaults < settings file < `ENCLAVE_*` variables < flags
+//! into it (`enclave serve` with its environment, the in-process HTTP tests
+//! with theirs); the server reads nothing else.
 //!
 //! Secrets (the admin token, JWT secrets, database and Redis URLs, the
 //! alert signing secret) are [`SecretString`]s: `Debug` prints
 //! `[REDACTED]`, and the value is exposed only where it is used.
 
 mod de;
+mod layers;
 mod sections;
 
 use std::num::NonZeroU32;
@@ -19,6 +21,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use smart_default::SmartDefault;
 
+pub use layers::load;
 pub use sections::{AlertSettings, JobSettings, MetricsSettings};
 
 use crate::client::TrustedProxies;
