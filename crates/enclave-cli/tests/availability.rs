@@ -354,7 +354,7 @@ async fn purging_a_tenant_after_its_usage_was_flushed_is_verified_empty_and_its_
 async fn out_of_range_dates_offsets_nul_characters_and_tiny_rates_are_400_never_a_500(
     backend: Backend,
 ) {
-    let w = World::new(backend).await;
+    let w = world(backend).await;
     let app = &w.app;
     for path in [
         "/v1/usage?to=-262143-01-01",
@@ -438,7 +438,7 @@ fn raw_status(app: &App, head: &str) -> u16 {
 }
 
 async fn a_trailing_dot_host_and_duplicate_hint_headers_are_403(backend: Backend) {
-    let w = World::new(backend).await;
+    let w = world(backend).await;
     let app = &w.app;
     let auth = format!("Authorization: Bearer {}", w.a);
     let get = |headers: &str| format!("GET /v1/stats HTTP/1.1\r\n{headers}\r\n{auth}");
@@ -495,7 +495,7 @@ async fn metrics_need_the_admin_credential_or_the_operator_address(backend: Back
         .unwrap()
         .port();
     let operator = format!("127.0.0.1:{port}");
-    let w = World::new(backend).await;
+    let w = world(backend).await;
     w.app
         .send(Method::GET, "/metrics", None, None, &[])
         .await
@@ -640,7 +640,7 @@ async fn a_full_embedding_queue_is_429_and_an_abandoned_upload_stops_and_is_mete
 #[tokio::test]
 async fn a_destructive_action_whose_audit_cannot_be_written_does_not_happen() {
     use sqlx::postgres::PgPoolOptions;
-    let w = World::new(Backend::Postgres).await;
+    let w = world(Backend::Postgres).await;
     let su = PgPoolOptions::new()
         .max_connections(1)
         .connect_with(w.app.main_superuser.clone().unwrap())
@@ -921,7 +921,7 @@ async fn messages_precomputed_vectors_and_job_payloads_are_charged_and_job_queue
 /// 2,000-word quoted phrase might pass `max_stack_depth`. Neither does.
 #[tokio::test]
 async fn odd_numbers_in_limits_keep_the_audit_chain_and_huge_phrases_are_searched() {
-    let w = World::new(Backend::Postgres).await;
+    let w = world(Backend::Postgres).await;
     for limits in [
         json!({"max_documents": -0.0}),
         json!({"max_storage_bytes": 1.50e6, "monthly_budget_usd": 2.50}),

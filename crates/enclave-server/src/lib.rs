@@ -38,6 +38,8 @@ mod schema_rules;
 pub mod service;
 pub mod settings;
 pub mod state;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 mod unread;
 mod usage;
 

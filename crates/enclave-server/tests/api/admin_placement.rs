@@ -1,4 +1,4 @@
-//! The admin plane's `isolation` at tenant creation, against the real binary:
+//! The admin plane's `isolation` at tenant creation, against the server in-process:
 //! on PostgreSQL with a placement credential a tenant created with
 //! `isolation: "schema"` or `"database"` has its data in its own schema or
 //! database from its first write (checked in the catalog, as a superuser),
@@ -6,12 +6,10 @@
 //! that cannot place tenants refuses the request with 400 and creates
 //! nothing.
 
-mod support;
-
+use crate::support::{spawn_app, spawn_app_with, App, Backend, ADMIN, OWNER_URL, SUPERUSER_URL};
 use serde_json::json;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
-use support::{spawn_app, spawn_app_with, App, Backend, ADMIN, OWNER_URL, SUPERUSER_URL};
 
 /// A tenant id unique to this run (tenant databases are server-wide).
 fn unique(prefix: &str) -> String {
@@ -25,7 +23,7 @@ fn unique(prefix: &str) -> String {
     )
 }
 
-async fn create(app: &App, id: &str, isolation: Option<&str>) -> support::Resp {
+async fn create(app: &App, id: &str, isolation: Option<&str>) -> crate::support::Resp {
     let mut body = json!({"id": id, "slug": id.to_ascii_lowercase(), "name": id});
     if let Some(i) = isolation {
         body["isolation"] = json!(i);
@@ -51,7 +49,7 @@ async fn documents_in(su: &PgPool, table: &str, tenant: &str) -> i64 {
     .unwrap()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_created_with_schema_or_database_isolation_live_there_from_their_first_write() {
     let app = spawn_app_with(
         Backend::Postgres,
@@ -170,7 +168,7 @@ async fn tenants_created_with_schema_or_database_isolation_live_there_from_their
         .unwrap();
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_cannot_place_tenants_refuses_other_isolation_and_creates_nothing() {
     // The embedded store, and PostgreSQL without a placement credential.
     for backend in [Backend::Embedded, Backend::Postgres] {
@@ -194,7 +192,7 @@ async fn a_server_that_cannot_place_tenants_refuses_other_isolation_and_creates_
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_isolation_without_a_database_admin_is_refused_and_leaves_no_tenant() {
     let app = spawn_app_with(
         Backend::Postgres,

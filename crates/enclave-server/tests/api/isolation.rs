@@ -1,12 +1,9 @@
 //! Black-box isolation tests of the HTTP API (API.md §1–§5, §7–§8) against
-//! the real `enclave serve` binary: adversarial credentials, tenant hints,
+//! the server running in-process on port 0: adversarial credentials, tenant hints,
 //! foreign ids on every route, filter and cursor tricks, role escalation,
 //! the admin plane, injection strings and oversized bodies. Every case
 //! asserts the exact status and `code`, and that nothing of the other
 //! tenant is in the body.
-
-#[macro_use]
-mod support;
 
 on_both_backends!(
     usage_counts_equal_the_operations_performed_and_stay_per_tenant,
@@ -47,11 +44,11 @@ on_both_backends!(
     the_audit_chain_verifies_and_records_denials_and_deletes,
 );
 
+use crate::support::*;
 use base64_free::b64url;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use reqwest::Method;
 use serde_json::{json, Value};
-use support::*;
 
 mod base64_free {
     /// URL-safe base64 without padding (for hand-made JWTs such as `alg: none`).
@@ -101,7 +98,7 @@ fn rs256(app: &App, c: &Value) -> String {
 // ---------------------------------------------------------------- credentials
 
 async fn missing_garbled_and_unknown_credentials_are_401(backend: Backend) {
-    let w = World::new(backend).await;
+    let w = world(backend).await;
     let app = &w.app;
     let r = app.send(Method::GET, "/v1/stats", None, None, &[]).await;
     r.problem(401, "unauthenticated");
@@ -136,7 +133,7 @@ async fn missing_garbled_and_unknown_credentials_are_401(backend: Backend) {
 }
 
 async fn a_known_key_id_with_a_forged_secret_is_401(backend: Backend) {
-    let w = World::new(backend).await;
+    let w = world(backend).await;
     let (id, _) = w
         .a_viewer
         .trim_start_matches("ek_")
@@ -150,7 +147,7 @@ async fn a_known_key_id_with_a_forged_secret_is_401(backend: Backend) {
 }
 
 async fn a_revoked_key_is_refused_on_the_next_request(backend: Backend) {
-    let w = World::new(backend).await;
+    let w = world(backend).await;
     let (key, key_id) = w.app.key(&w.a, "member").await;
     w.app.get("/v1/stats", &key).await.ok(200);
     w.app
@@ -169,7 +166,7 @@ async fn a_revoked_key_is_refused_on_the_next_request(backend: Backend) {
 }
 
 async fn an_expired_key_is_401(backend: Backend) {
-    let w = World::new(backend).await;
+    let w = world(backend).await;
     let expires = (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339();
     let r = w
         .app
@@ -189,7 +186,7 @@ async fn an_expired_key_is_401(backend: Backend) {
 }
 
 async fn listed_keys_never_show_secrets(backend: Backend) {
-    let w = World::new(backend).await;
+    let w = world(backend).await;
     let r = w.app.get("/v1/keys", &w.a_admin).await;
     let keys = r.ok(200)["keys"].as_array().unwrap().clone();
     assert!(keys.len() >= 4);
@@ -201,7 +198,7 @@ async fn listed_keys_never_show_secrets(backend: Backend) {
 }
 
 async fn valid_jwts_hs256_and_rs256_select_the_claimed_tenant(backend: Backend) {
-    let w = World::new(backend).await;
+    let w = world(backend).await;
     let hs = hs256(&claims("acme", "viewer"), JWT_SECRET.as_bytes());
     let r = w.app.get("/v1/stats", &hs).await;
     assert_eq!(r.ok(200)["document_count"], 1);
@@ -215,7 +212,7 @@ async fn valid_jwts_hs256_and_rs256_select_the_claimed_tenant(backend: Backend) 
 }
 
 async fn alg_none_and_unsigned_tokens_are_401(backend: Backend) {
-    let w = World::new(backend).await;
+    let w = world(backend).await;
     let body = b64url(claims("acme", "owner").to_string().as_bytes());
     for header in [
         json!({"alg": "none", "typ": "JWT"}),
@@ -233,7 +230,7 @@ async fn alg_none_and_unsigned_tokens_are_401(backend: Backend) {
 }
 
 async fn hs256_signed_with_the_rsa_public_key_is_401(backend: Backend) {
-    let w = World::new(backend).await;
+    let w = world(backend).await;
     let token = hs256(&claims("acme", "owner"), &w.app.rsa_public_pem);
     w.app
         .get("/v1/stats", &token)
@@ -242,7 +239,7 @@ async fn hs256_signed_with_the_rsa_public_key_is_401(backend: Backend) {
 }
 
 async fn jwts_with_a_wrong_secret_expired_not_yet_valid_or_without_exp_are_401(backend: Backend) {
-    let w = World::new(backend).await;
+    let w = world(backend).await;
     let wrong = hs256(
         &claims("acme", "owner"),
         b"another-secret-another-secret-another-secret",
@@ -281,7 +278,7 @@ async fn jwts_with_a_wrong_secret_expired_not_yet_valid_or_without_exp_are_401(b
 /// admin: `platform_admin` tokens verify only under the admin plane's own
 /// keys and issuer, and an admin key's token is nobody on a tenant's plane.
 async fn only_an_admin_plane_key_can_sign_a_platform_admin(backend: Backend) {
-    let w = World::new(backend).await;
+    let w = world(backend).await;
     let admin_claims = || {
         let mut c = claims("acme", "platform_admin");
         c.as_object_mut().unwrap().remove("tenant_id");
@@ -331,7 +328,7 @@ async fn only_an_admin_plane_key_can_sign_a_platform_admin(backend: Backend) {
 }
 
 async fn jwts_with_a_wrong_issuer_audience_role_or_tenant_are_401(backend: Backend) {
-    let w = World::new(backend).await;
+    let w = world(backend).await;
     for (field, value) in [
         ("iss", json!("https://evil.test")),
         ("aud", json!("someone-else")),
@@ -358,7 +355,7 @@ async fn jwts_with_a_wrong_issuer_audience_role_or_tenant_are_401(backend: Backe
 // ------------------------------------------------------------------ hints
 
 async fn an_x_tenant_id_header_naming_another_tenant_is_403_and_audited(backend: Backend) {
-    let w = World::new(backend).await;
+    let w = world(backend).await;
     let r = w
         .app
         .send(
@@ -392,7 +389,7 @@ async fn an_x_tenant_id_header_naming_another_tenant_is_403_and_audited(backend:
 }
 
 async fn a_host_of_another_tenants_subdomain_is_403(backend: Backend) {
-    let w = World::new(backend).await;
+    let w = world(backend).await;
     let host = format!("globex.{BASE_DOMAIN}");
     w.app
         .send(
@@ -418,7 +415,7 @@ async fn a_host_of_another_tenants_subdomain_is_403(backend: Backend) {
 }
 
 async fn a_body_tenant_id_or_owner_id_never_selects_a_tenant(backend: Backend) {
-    let w = World::new(backend).await;
+    let w = world(backend).await;
     let mut rows = Vec::new();
     for field in ["tenant_id", "owner_id"] {
         let mut body = json!({"name": "x.txt", "type": "text", "content": "planted"});
@@ -449,7 +446,7 @@ async fn a_body_tenant_id_or_owner_id_never_selects_a_tenant(backend: Backend) {
 }
 
 async fn a_query_string_tenant_id_naming_another_tenant_is_403(backend: Backend) {
-    let w = World::new(backend).await;
+    let w = world(backend).await;
     let rows = [
         "/v1/documents?tenant_id=globex",
         "/v1/stats?owner_id=globex",
@@ -463,7 +460,7 @@ async fn a_query_string_tenant_id_naming_another_tenant_is_403(backend: Backend)
 // ------------------------------------------------------------- foreign ids
 
 async fn another_tenants_document_is_indistinguishable_from_a_missing_one(backend: Backend) {
-    let w = World::new(backend).await;
+    let w = world(backend).await;
     let missing = "01a2306c-0000-7000-8000-000000000000";
     let answers = w
         .app
@@ -487,7 +484,7 @@ async fn another_tenants_document_is_indistinguishable_from_a_missing_one(backen
 async fn patching_or_deleting_another_tenants_document_is_404_and_changes_nothing(
     backend: Backend,
 ) {
-    let w = World::new(backend).await;
+    let w = world(backend).await;
     let path = format!("/v1/documents/{}", w.b_doc);
     let patch = json!({"name": "pwned", "metadata": {"x": 1}});
     for r in w
@@ -506,7 +503,7 @@ async fn patching_or_deleting_another_tenants_document_is_404_and_changes_nothin
 }
 
 async fn batch_delete_does_not_count_or_touch_other_tenants_ids(backend: Backend) {
-    let w = World::new(backend).await;
+    let w = world(backend).await;
     let r = w
         .app
         .post(
@@ -536,7 +533,7 @@ async fn batch_delete_does_not_count_or_touch_other_tenants_ids(backend: Backend
 }
 
 async fn another_tenants_key_cannot_be_revoked(backend: Backend) {
-    let w = World::new(backend).await;
+    let w = world(backend).await;
     w.app
         .delete(&format!("/v1/keys/{}", w.b_key_id), &w.a)
         .await
@@ -555,7 +552,7 @@ async fn another_tenants_key_cannot_be_revoked(backend: Backend) {
 // --------------------------------------------------- search, lists, exports
 
 async fn search_never_returns_other_tenants_chunks_whatever_the_filters(backend: Backend) {
-    let w = World::new(backend).await;
+    let w = world(backend).await;
     for body in [
         json!({"query": "refunds globex"}),
         json!({"query": B_SECRET, "mode": "text"}),
@@ -575,7 +572,7 @@ async fn search_never_returns_other_tenants_chunks_whatever_the_filters(backend:
 }
 
 async fn injection_strings_in_queries_and_filters_are_safe(backend: Backend) {
-    let w = World::new(backend).await;
+    let w = world(backend).await;
     for q in [
         "'; DROP TABLE documents; --",
         "\" OR 1=1 --",
@@ -633,7 +630,7 @@ async fn injection_strings_in_queries_and_filters_are_safe(backend: Backend) {
 }
 
 async fn a_cursor_from_another_tenants_listing_shows_only_own_documents(backend: Backend) {
-    let w = World::new(backend).await;
+    let w = world(backend).await;
     for i in 0..3 {
         w.app
             .add(&w.b, &format!("b{i}.txt"), "globex page", json!({}))
@@ -656,7 +653,7 @@ async fn a_cursor_from_another_tenants_listing_shows_only_own_documents(backend:
 }
 
 async fn stats_list_and_export_count_only_own_documents(backend: Backend) {
-    let w = World::new(backend).await;
+    let w = world(backend).await;
     let s = w.app.get("/v1/stats?breakdown=true", &w.a).await;
     assert_eq!(s.ok(200)["document_count"], 1);
     w.nothing_foreign(&s);
@@ -679,7 +676,7 @@ async fn stats_list_and_export_count_only_own_documents(backend: Backend) {
 // ----------------------------------------------------------------- roles
 
 async fn a_viewer_cannot_write_and_a_member_cannot_manage(backend: Backend) {
-    let w = World::new(backend).await;
+    let w = world(backend).await;
     let app = &w.app;
     let doc = json!({"name": "v.txt", "type": "text", "content": "x"});
     let one = format!("/v1/documents/{}", w.a_doc);
@@ -713,7 +710,7 @@ async fn a_viewer_cannot_write_and_a_member_cannot_manage(backend: Backend) {
 }
 
 async fn a_key_cannot_mint_a_key_above_its_own_role(backend: Backend) {
-    let w = World::new(backend).await;
+    let w = world(backend).await;
     w.app
         .post(
             "/v1/keys",
@@ -740,7 +737,7 @@ async fn a_key_cannot_mint_a_key_above_its_own_role(backend: Backend) {
 // ------------------------------------------------------------ admin plane
 
 async fn tenant_credentials_are_forbidden_on_the_admin_plane(backend: Backend) {
-    let w = World::new(backend).await;
+    let w = world(backend).await;
     for cred in [
         w.a.clone(),
         hs256(&claims("acme", "owner"), JWT_SECRET.as_bytes()),
@@ -785,7 +782,7 @@ async fn tenant_credentials_are_forbidden_on_the_admin_plane(backend: Backend) {
 }
 
 async fn duplicate_tenant_ids_and_slugs_conflict_and_bad_ids_are_400(backend: Backend) {
-    let w = World::new(backend).await;
+    let w = world(backend).await;
     w.app
         .post(
             "/admin/v1/tenants",
@@ -815,7 +812,7 @@ async fn duplicate_tenant_ids_and_slugs_conflict_and_bad_ids_are_400(backend: Ba
 }
 
 async fn a_suspended_tenant_is_403_and_resumes_when_reactivated(backend: Backend) {
-    let w = World::new(backend).await;
+    let w = world(backend).await;
     w.app
         .patch(
             "/admin/v1/tenants/acme",
@@ -837,7 +834,7 @@ async fn a_suspended_tenant_is_403_and_resumes_when_reactivated(backend: Backend
 }
 
 async fn purge_leaves_nothing_and_the_tenants_credentials_become_401(backend: Backend) {
-    let w = World::new(backend).await;
+    let w = world(backend).await;
     for i in 0..5 {
         w.app
             .add(&w.b, &format!("more{i}.txt"), "globex more text", json!({}))
@@ -877,7 +874,7 @@ async fn purge_leaves_nothing_and_the_tenants_credentials_become_401(backend: Ba
 // ----------------------------------------------------------------- bodies
 
 async fn malformed_huge_and_deeply_nested_bodies_are_clear_errors(backend: Backend) {
-    let w = World::new(backend).await;
+    let w = world(backend).await;
     let app = &w.app;
     // A fresh client per raw request: a connection the server closes after
     // refusing an unread oversized body must not be reused.
@@ -952,7 +949,7 @@ async fn malformed_huge_and_deeply_nested_bodies_are_clear_errors(backend: Backe
 }
 
 async fn unknown_routes_are_problem_json_404(backend: Backend) {
-    let w = World::new(backend).await;
+    let w = world(backend).await;
     w.app
         .get("/v1/nothing-here", &w.a)
         .await
@@ -965,7 +962,7 @@ async fn unknown_routes_are_problem_json_404(backend: Backend) {
 }
 
 async fn the_audit_chain_verifies_and_records_denials_and_deletes(backend: Backend) {
-    let w = World::new(backend).await;
+    let w = world(backend).await;
     w.app
         .get("/v1/export", &w.a_member)
         .await
@@ -990,13 +987,13 @@ async fn the_audit_chain_verifies_and_records_denials_and_deletes(backend: Backe
         assert_eq!(pair[1]["prev_hash"], pair[0]["hash"]);
     }
     w.nothing_foreign(&r);
-    assert!(w.app.verify_audit().contains("acme:"));
+    assert!(w.app.verify_audit().await.contains("acme:"));
 }
 
 // --------------------------------------------------------------- sessions
 
 async fn sessions_are_per_tenant_and_foreign_sessions_read_empty(backend: Backend) {
-    let w = World::new(backend).await;
+    let w = world(backend).await;
     let app = &w.app;
     for (key, text) in [(&w.a_member, "acme says hi"), (&w.b, B_SECRET)] {
         let r = app
@@ -1105,7 +1102,7 @@ async fn sessions_are_per_tenant_and_foreign_sessions_read_empty(backend: Backen
 // ------------------------------------------------------------ idempotency
 
 async fn an_idempotency_key_replays_the_first_result_and_refuses_another_body(backend: Backend) {
-    let w = World::new(backend).await;
+    let w = world(backend).await;
     let app = &w.app;
     let body = json!({"name": "idem.txt", "type": "text", "content": "Refunds, once."});
     let send = |b: Value, key: &'static str, cred: String| {
@@ -1162,7 +1159,7 @@ async fn an_idempotency_key_replays_the_first_result_and_refuses_another_body(ba
 // ------------------------------------------------- usage, metrics, openapi
 
 async fn usage_counts_equal_the_operations_performed_and_stay_per_tenant(backend: Backend) {
-    let w = World::new(backend).await;
+    let w = world(backend).await;
     let app = &w.app;
     // A fresh tenant, so setup traffic does not count.
     let key = app.tenant("initech").await;
@@ -1198,7 +1195,7 @@ async fn usage_counts_equal_the_operations_performed_and_stay_per_tenant(backend
 }
 
 async fn metrics_and_the_openapi_document_carry_no_tenant_data(backend: Backend) {
-    let w = World::new(backend).await;
+    let w = world(backend).await;
     w.app
         .get(&format!("/v1/documents/{}", w.a_doc), &w.a)
         .await
@@ -1228,7 +1225,7 @@ async fn metrics_and_the_openapi_document_carry_no_tenant_data(backend: Backend)
 
 /// A JWKS file configures RS256 keys by `kid`: a token naming the key
 /// verifies, one naming an unknown key or signed by another key does not.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jwks_keys_verify_by_kid() {
     let probe = spawn_app(Backend::Embedded).await;
     let out = std::process::Command::new("openssl")
@@ -1247,7 +1244,7 @@ async fn jwks_keys_verify_by_kid() {
     let path = probe.dir.path().join("jwks.json");
     std::fs::write(&path, jwks.to_string()).unwrap();
     // The same key pair, now configured only through the JWKS file.
-    let app = support::spawn_app_with_keys(
+    let app = crate::support::spawn_app_with_keys(
         Backend::Embedded,
         probe.dir.path(),
         &[
@@ -1290,7 +1287,7 @@ async fn jwks_keys_verify_by_kid() {
 
 /// An EC P-256 public key configures ES256; RS256 and HS256 tokens are then
 /// refused unless their own keys are configured too (here HS256 is).
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn es256_tokens_verify_with_a_configured_ec_key() {
     let dir = tempfile::tempdir().unwrap();
     let (key, public) = (dir.path().join("ec.pem"), dir.path().join("ec.pub.pem"));

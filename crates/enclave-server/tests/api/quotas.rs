@@ -1,15 +1,13 @@
-//! Tenant quotas (API.md §8 `limits`) against the real binary on both stores:
+//! Tenant quotas (API.md §8 `limits`) against the server in-process on both stores:
 //! a tenant at its document, storage or daily embedding-token limit gets 429
 //! `quota_exceeded` and nothing is stored; re-indexing an existing document
 //! and precomputed vectors cost what they should; `/v1/usage` equals the
 //! operations performed.
 
-mod support;
-
+use crate::support::{spawn_app, App, Backend, ADMIN};
 use serde_json::{json, Value};
-use support::{spawn_app, App, Backend, ADMIN};
 
-async fn create(app: &App, key: &str, body: Value) -> support::Resp {
+async fn create(app: &App, key: &str, body: Value) -> crate::support::Resp {
     app.post("/v1/documents", key, body).await
 }
 
@@ -21,7 +19,7 @@ async fn stats(app: &App, key: &str) -> Value {
     app.get("/v1/stats", key).await.ok(200).clone()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_at_its_quota_gets_429_quota_exceeded_and_nothing_is_stored() {
     for backend in [Backend::Embedded, Backend::Postgres] {
         let app = spawn_app(backend).await;
@@ -132,12 +130,12 @@ async fn a_tenant_at_its_quota_gets_429_quota_exceeded_and_nothing_is_stored() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usage_is_priced_with_the_configured_prices_per_request_search_and_model_token() {
-    let app = support::spawn_app_with(
+    let app = crate::support::spawn_app_with(
         Backend::Embedded,
         &[(
-            support::EXTRA_SETTINGS,
+            crate::support::EXTRA_SETTINGS,
             "[prices]\nrequest_usd = 0.001\nsearch_usd = 0.01\n\
              [prices.embedding_usd_per_million_tokens]\n\"hash-384\" = 2000.0\n\"other-model\" = 99.0",
         )],
@@ -187,12 +185,12 @@ async fn usage_is_priced_with_the_configured_prices_per_request_search_and_model
     assert_eq!(free.get("/v1/usage", &k).await.ok(200)["cost_usd"], 0.0);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spent_monthly_budget_refuses_writes_and_searches_but_not_reading_usage() {
-    let app = support::spawn_app_with(
+    let app = crate::support::spawn_app_with(
         Backend::Embedded,
         &[(
-            support::EXTRA_SETTINGS,
+            crate::support::EXTRA_SETTINGS,
             "[prices]\nrequest_usd = 0.01\n[prices.embedding_usd_per_million_tokens]\n\"hash-384\" = 10000.0",
         )],
     )
@@ -261,13 +259,13 @@ async fn a_spent_monthly_budget_refuses_writes_and_searches_but_not_reading_usag
     .ok(200);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_usage_view_shows_each_tenant_what_its_own_usage_shows() {
     for backend in [Backend::Embedded, Backend::Postgres] {
-        let app = support::spawn_app_with(
+        let app = crate::support::spawn_app_with(
             backend,
             &[(
-                support::EXTRA_SETTINGS,
+                crate::support::EXTRA_SETTINGS,
                 "[prices]\nrequest_usd = 0.001\nsearch_usd = 0.01",
             )],
         )

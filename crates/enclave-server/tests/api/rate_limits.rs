@@ -1,18 +1,18 @@
-//! Request rate limits against the real binary (and, for shared limits, a
+//! Request rate limits against the server in-process (and, for shared limits, a
 //! real `redis-server` on loopback): 429 `rate_limited` with `Retry-After`,
 //! `RateLimit-*` headers on every `/v1` response, per-tenant buckets that do
 //! not touch each other, two replicas sharing one Redis budget, and Redis
 //! dying mid-run without a single 500.
 
-mod support;
-
 use std::net::TcpListener as StdListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::{
+    spawn_app, spawn_app_with, spawn_replica, App, Backend, ADMIN, EXTRA_SETTINGS,
+};
 use reqwest::StatusCode;
 use serde_json::json;
-use support::{spawn_app, spawn_app_with, spawn_replica, App, Backend, ADMIN, EXTRA_SETTINGS};
 
 /// A throwaway `redis-server` on a free loopback port (no persistence).
 struct Redis {
@@ -121,7 +121,7 @@ fn header(r: &reqwest::Response, name: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_its_limit_a_tenant_gets_429_with_retry_after_and_every_v1_response_has_ratelimit_headers(
 ) {
     let app = spawn_app(Backend::Embedded).await;
@@ -200,7 +200,7 @@ async fn over_its_limit_a_tenant_gets_429_with_retry_after_and_every_v1_response
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_over_its_own_limit_does_not_spend_the_tenant_s_budget() {
     // One cell per ten seconds: nothing refills while the test runs.
     let app = spawn_app_with(
@@ -268,7 +268,7 @@ async fn hammer(apps: &[&App], key: &str, for_: Duration) -> (Vec<u64>, Vec<u16>
     (admitted, statuses, started.elapsed())
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_sharing_redis_admit_one_budget_and_survive_redis_dying() {
     let mut redis = Redis::start();
     let url = redis.url();
@@ -350,7 +350,7 @@ async fn two_replicas_sharing_redis_admit_one_budget_and_survive_redis_dying() {
         .contains("enclave_rate_limit_decisions_total{backend=\"local\",outcome=\"limited\"}"));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_redis_cluster_a_tenants_buckets_share_a_slot_and_are_decided_in_redis() {
     let redis = Redis::start_cluster();
     let app = spawn_app_with(Backend::Embedded, &[("ENCLAVE_REDIS_URL", &redis.url())]).await;
@@ -402,13 +402,13 @@ async fn large_bodies_spend_the_rate_by_their_size(app: &App) {
         .problem(429, "rate_limited");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_body_spends_the_tenant_s_rate_by_its_size_locally() {
     let app = spawn_app(Backend::Embedded).await;
     large_bodies_spend_the_rate_by_their_size(&app).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_body_spends_the_tenant_s_rate_by_its_size_in_redis() {
     let redis = Redis::start();
     let app = spawn_app_with(Backend::Embedded, &[("ENCLAVE_REDIS_URL", &redis.url())]).await;
