@@ -5,6 +5,7 @@ mod backends;
 mod bench;
 mod cmd;
 mod demo;
+mod eval;
 mod files;
 mod serve;
 
@@ -117,6 +118,10 @@ enum Command {
     Maintain(cmd::postgres::MaintainArgs),
     /// Measure embedding, ingestion and search; prints figures.
     Bench(bench::corpus::BenchArgs),
+    /// Retrieval quality of a BEIR folder (corpus, queries, qrels): ingests
+    /// into a scratch tenant, prints nDCG@10, Recall@100, MRR@10 and
+    /// latency per search mode (library on either store, or `--url`).
+    Eval(eval::EvalArgs),
     /// Run the HTTP server (API.md); prints `listening on http://ADDR`.
     Serve(serve::ServeArgs),
     /// The server under concurrent load over HTTP (clients across tenants,
@@ -240,5 +245,6 @@ async fn run(cli: Cli) -> Result<()> {
         Command::MoveTenant(args) => cmd::postgres::move_tenant(&cli.store, args).await,
         Command::Maintain(args) => cmd::postgres::maintain(&cli.store, args).await,
         Command::Bench(args) => bench::corpus::run(&cli.store, args).await,
+        Command::Eval(args) => eval::run(&cli.store, args).await,
     }
 }

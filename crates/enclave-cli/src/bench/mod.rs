@@ -9,3 +9,5 @@ pub mod fair;
 pub mod http;
 mod postgres;
 mod victim;
+
+pub(crate) use common::percentile;

@@ -1,0 +1,210 @@
+//! `enclave eval`: retrieval quality of a BEIR-format folder, end to end.
+//! Ingests the corpus into a scratch tenant — through the library on the
+//! store the global flags name (a scratch data directory unless
+//! `--data-dir` is given), or through a running server (`--url`, the
+//! tenant is the key's) — runs every judged query of the split in each
+//! mode and prints nDCG@10, Recall@100, MRR@10 and the latency per mode.
+//! A document ranks where its best chunk ranks; the scratch tenant's
+//! documents are removed afterwards unless `--keep`.
+
+mod beir;
+mod metrics;
+mod target;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use clap::Args;
+use enclave::core::SearchMode;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use crate::bench::percentile;
+use crate::StoreArgs;
+use target::Target;
+
+#[derive(Args, Clone)]
+pub struct EvalArgs {
+    /// BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv.
+    dir: PathBuf,
+    /// Which judgments to evaluate (qrels/<split>.tsv).
+    #[arg(long, default_value = "test")]
+    split: String,
+    /// Modes to run, in order.
+    #[arg(long, value_delimiter = ',', default_value = "vector,text,hybrid")]
+    modes: Vec<SearchMode>,
+    /// Evaluate a running server instead of the library (e.g.
+    /// http://127.0.0.1:8080); the corpus goes into the tenant of `--api-key`.
+    #[arg(long)]
+    url: Option<String>,
+    /// Member key of the tenant to fill (with `--url`).
+    #[arg(long, env = "ENCLAVE_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Evaluate at most this many queries (the first by id).
+    #[arg(long)]
+    max_queries: Option<usize>,
+    /// Documents added concurrently.
+    #[arg(long, default_value_t = 4)]
+    jobs: usize,
+    /// Leave the ingested documents in place.
+    #[arg(long)]
+    keep: bool,
+    /// Print the figures as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Figures of one mode over every evaluated query.
+#[derive(Serialize)]
+struct ModeFigures {
+    mode: SearchMode,
+    ndcg_at_10: f64,
+    recall_at_100: f64,
+    mrr_at_10: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+#[derive(Serialize)]
+struct Report {
+    dataset: String,
+    split: String,
+    store: String,
+    documents: usize,
+    chunks: u64,
+    queries: usize,
+    ingest_secs: f64,
+    modes: Vec<ModeFigures>,
+}
+
+pub async fn run(store: &StoreArgs, args: EvalArgs) -> Result<()> {
+    let mut data = beir::load(&args.dir, &args.split)?;
+    if let Some(n) = args.max_queries {
+        data.queries.truncate(n);
+    }
+    if data.queries.is_empty() {
+        bail!("no judged queries in split {:?}", args.split);
+    }
+    let target = match &args.url {
+        Some(url) => Target::http(url, args.api_key.as_deref())?,
+        None => Target::library(store).await?,
+    };
+    let started = Instant::now();
+    let outcome = match ingest(&target, &data.corpus, args.jobs).await {
+        Ok(chunks) => {
+            let ingest_secs = started.elapsed().as_secs_f64();
+            evaluate(&target, &data.queries, &args.modes)
+                .await
+                .map(|modes| (chunks, ingest_secs, modes))
+        }
+        Err(e) => Err(e),
+    };
+    if !args.keep {
+        if let Err(e) = target.clean_up().await {
+            eprintln!("warning: the scratch documents were not all removed: {e:#}");
+        }
+    }
+    let (chunks, ingest_secs, modes) = outcome?;
+    let report = Report {
+        dataset: args.dir.display().to_string(),
+        split: args.split,
+        store: target.describe(),
+        documents: data.corpus.len(),
+        chunks,
+        queries: data.queries.len(),
+        ingest_secs,
+        modes,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_table(&report);
+    }
+    Ok(())
+}
+
+async fn ingest(target: &Target, corpus: &[beir::CorpusDoc], jobs: usize) -> Result<u64> {
+    use futures::StreamExt;
+    let bar = progress(corpus.len(), "ingest");
+    let mut chunks = 0u64;
+    let mut added = futures::stream::iter(corpus.iter().map(|d| target.add(&d.id, d.content())))
+        .buffer_unordered(jobs.max(1));
+    while let Some(r) = added.next().await {
+        chunks += r?;
+        bar.inc(1);
+        bar.set_message(format!("{chunks} chunks"));
+    }
+    bar.finish_and_clear();
+    Ok(chunks)
+}
+
+async fn evaluate(
+    target: &Target,
+    queries: &[beir::Query],
+    modes: &[SearchMode],
+) -> Result<Vec<ModeFigures>> {
+    let mut out = Vec::with_capacity(modes.len());
+    for &mode in modes {
+        let bar = progress(queries.len(), mode.as_str());
+        let (mut ndcg, mut recall, mut mrr) = (0.0, 0.0, 0.0);
+        let mut took = Vec::with_capacity(queries.len());
+        for q in queries {
+            let started = Instant::now();
+            let ranked = target.search(&q.text, mode).await?;
+            took.push(started.elapsed());
+            let ranked = metrics::documents_in_order(ranked.iter().map(String::as_str));
+            ndcg += metrics::ndcg(&ranked, &q.judged, 10);
+            recall += metrics::recall(&ranked, &q.judged, 100);
+            mrr += metrics::mrr(&ranked, &q.judged, 10);
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        let n = queries.len() as f64;
+        let mut ms: Vec<f64> = took
+            .iter()
+            .map(Duration::as_secs_f64)
+            .map(|s| s * 1e3)
+            .collect();
+        ms.sort_by(f64::total_cmp);
+        out.push(ModeFigures {
+            mode,
+            ndcg_at_10: ndcg / n,
+            recall_at_100: recall / n,
+            mrr_at_10: mrr / n,
+            p50_ms: percentile(&ms, 0.5),
+            p99_ms: percentile(&ms, 0.99),
+        });
+    }
+    Ok(out)
+}
+
+fn progress(len: usize, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>7} {bar:40} {pos}/{len} {msg}")
+            .expect("static template"),
+    );
+    bar.set_prefix(what.to_owned());
+    bar
+}
+
+fn print_table(r: &Report) {
+    println!(
+        "{} ({} split): {} documents, {} chunks ingested in {:.1} s on {}; {} queries",
+        r.dataset, r.split, r.documents, r.chunks, r.ingest_secs, r.store, r.queries
+    );
+    println!("| mode | nDCG@10 | Recall@100 | MRR@10 | p50 ms | p99 ms |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for m in &r.modes {
+        println!(
+            "| {} | {:.3} | {:.3} | {:.3} | {:.1} | {:.1} |",
+            m.mode.as_str(),
+            m.ndcg_at_10,
+            m.recall_at_100,
+            m.mrr_at_10,
+            m.p50_ms,
+            m.p99_ms
+        );
+    }
+}
