@@ -64,6 +64,9 @@ struct ModeFigures {
     mrr_at_10: f64,
     p50_ms: f64,
     p99_ms: f64,
+    /// nDCG@10 of each query, by query id (in `--json` only), so two runs
+    /// can be compared query by query.
+    per_query: Vec<(String, f64)>,
 }
 
 #[derive(Serialize)]
@@ -149,12 +152,15 @@ async fn evaluate(
         let bar = progress(queries.len(), mode.as_str());
         let (mut ndcg, mut recall, mut mrr) = (0.0, 0.0, 0.0);
         let mut took = Vec::with_capacity(queries.len());
+        let mut per_query = Vec::with_capacity(queries.len());
         for q in queries {
             let started = Instant::now();
             let ranked = target.search(&q.text, mode).await?;
             took.push(started.elapsed());
             let ranked = metrics::documents_in_order(ranked.iter().map(String::as_str));
-            ndcg += metrics::ndcg(&ranked, &q.judged, 10);
+            let q_ndcg = metrics::ndcg(&ranked, &q.judged, 10);
+            per_query.push((q.id.clone(), q_ndcg));
+            ndcg += q_ndcg;
             recall += metrics::recall(&ranked, &q.judged, 100);
             mrr += metrics::mrr(&ranked, &q.judged, 10);
             bar.inc(1);
@@ -174,6 +180,7 @@ async fn evaluate(
             mrr_at_10: mrr / n,
             p50_ms: percentile(&ms, 0.5),
             p99_ms: percentile(&ms, 0.99),
+            per_query,
         });
     }
     Ok(out)
