@@ -29,6 +29,7 @@ pub async fn open_memory(store: &StoreArgs, served: bool, pool: u32) -> Result<M
             enclave_postgres::PgOptions {
                 max_connections: pool,
                 require_directory: served,
+                text_search_config: store.text_language(),
                 ..Default::default()
             },
         )
@@ -43,7 +44,7 @@ pub async fn open_memory(store: &StoreArgs, served: bool, pool: u32) -> Result<M
     }
     let dir = store.data_dir();
     Memory::open(MemoryConfig::new(
-        StoreConfig::embedded(&dir, store.layout()),
+        StoreConfig::embedded(&dir, store.layout()).with_text_language(store.text_language()),
         store.embedder_config(),
     ))
     .await

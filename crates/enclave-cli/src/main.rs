@@ -41,6 +41,10 @@ pub struct StoreArgs {
     /// PostgreSQL; the role must be bound by row-level security).
     #[arg(long, global = true, env = "ENCLAVE_DATABASE_URL")]
     database_url: Option<String>,
+    /// Language of full-text analysis: english (default), simple, or a
+    /// Snowball language (german, french, spanish, …).
+    #[arg(long, global = true, env = "ENCLAVE_TEXT_LANGUAGE")]
+    text_language: Option<String>,
     /// Embedded layout: one shared file, or one file per tenant.
     #[arg(
         long,
@@ -177,6 +181,12 @@ impl StoreArgs {
             },
             EmbedderArg::Hash => EmbedderConfig::Hash { dimensions: 384 },
         }
+    }
+
+    pub fn text_language(&self) -> String {
+        self.text_language
+            .clone()
+            .unwrap_or_else(|| "english".to_owned())
     }
 
     pub fn layout(&self) -> Layout {

@@ -79,6 +79,8 @@ struct StoreFlags<'a> {
     model_dir: Option<&'a PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     database_url: Option<&'a String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text_language: Option<&'a String>,
     #[serde(flatten)]
     serve: &'a ServeArgs,
 }
@@ -92,6 +94,7 @@ pub async fn run(mut store: StoreArgs, args: ServeArgs) -> Result<()> {
             data_dir: store.data_dir.as_ref(),
             model_dir: store.model_dir.as_ref(),
             database_url: store.database_url.as_ref(),
+            text_language: store.text_language.as_ref(),
             serve: &args,
         },
     )?;
@@ -99,6 +102,7 @@ pub async fn run(mut store: StoreArgs, args: ServeArgs) -> Result<()> {
     // one the settings name.
     store.data_dir = settings.data_dir.clone();
     store.model_dir = settings.model_dir.clone();
+    store.text_language = Some(settings.text_language.clone());
     store.database_url = settings
         .database_url
         .as_ref()

@@ -1,5 +1,6 @@
-//! Reciprocal rank fusion, done once here for every backend: backends return
-//! ranked candidate lists, the library fuses them.
+//! Fusion of the vector and text lists, done once here for every backend:
+//! backends return ranked candidate lists, the library fuses them — by
+//! reciprocal rank (RRF) or by a convex combination of normalised scores.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -60,6 +61,64 @@ pub fn rrf<T: Clone + Eq + Hash>(vector: &[T], text: &[T], alpha: Option<f64>) -
             )
         })
         .collect();
+    sort_fused(&mut out);
+    out.into_iter().map(|(_, f)| f).collect()
+}
+
+/// Convex combination of normalised scores: each list's scores are
+/// min–max scaled to [0, 1] over the list (an item missing from a list
+/// scores 0 there), then `alpha` × vector + (1 − `alpha`) × text. Unlike
+/// RRF it keeps how far apart the scores are: a chunk far ahead in one list
+/// stays ahead. Ties break as in [`rrf`].
+pub fn convex<T: Clone + Eq + Hash>(
+    vector: &[(T, f64)],
+    text: &[(T, f64)],
+    alpha: f64,
+) -> Vec<Fused<T>> {
+    fn scaled<T: Clone + Eq + Hash>(list: &[(T, f64)]) -> HashMap<T, (usize, f64)> {
+        let max = list
+            .iter()
+            .map(|(_, s)| *s)
+            .fold(f64::NEG_INFINITY, f64::max);
+        let min = list.iter().map(|(_, s)| *s).fold(f64::INFINITY, f64::min);
+        let span = max - min;
+        let mut out = HashMap::with_capacity(list.len());
+        for (i, (item, s)) in list.iter().enumerate() {
+            let v = if span > 0.0 { (s - min) / span } else { 1.0 };
+            out.entry(item.clone()).or_insert((i + 1, v));
+        }
+        out
+    }
+    let (v, t) = (scaled(vector), scaled(text));
+    let mut order: Vec<T> = Vec::with_capacity(vector.len() + text.len());
+    let mut seen = std::collections::HashSet::new();
+    for (item, _) in vector.iter().chain(text) {
+        if seen.insert(item.clone()) {
+            order.push(item.clone());
+        }
+    }
+    let mut out: Vec<(usize, Fused<T>)> = order
+        .into_iter()
+        .enumerate()
+        .map(|(pos, item)| {
+            let (vr, vs) = v.get(&item).map_or((None, 0.0), |(r, s)| (Some(*r), *s));
+            let (tr, ts) = t.get(&item).map_or((None, 0.0), |(r, s)| (Some(*r), *s));
+            (
+                pos,
+                Fused {
+                    item,
+                    score: alpha * vs + (1.0 - alpha) * ts,
+                    vector_rank: vr,
+                    text_rank: tr,
+                },
+            )
+        })
+        .collect();
+    sort_fused(&mut out);
+    out.into_iter().map(|(_, f)| f).collect()
+}
+
+fn sort_fused<T>(out: &mut [(usize, Fused<T>)]) {
     out.sort_by(|(pa, a), (pb, b)| {
         b.score
             .total_cmp(&a.score)
@@ -75,12 +134,38 @@ pub fn rrf<T: Clone + Eq + Hash>(vector: &[T], text: &[T], alpha: Option<f64>) -
             )
             .then(pa.cmp(pb))
     });
-    out.into_iter().map(|(_, f)| f).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn convex_fusion_keeps_score_gaps_that_rrf_forgets() {
+        // "a" leads the text list by far and is second in vectors; "b"
+        // leads vectors by a hair and is missing from text.
+        let vector = [("b", 0.81), ("a", 0.80), ("c", 0.30)];
+        let text = [("a", 20.0), ("c", 2.0), ("d", 1.0)];
+        let fused = convex(&vector, &text, 0.5);
+        assert_eq!(fused[0].item, "a");
+        assert!((fused[0].score - (0.5 * (0.5 / 0.51) + 0.5)).abs() < 1e-12);
+        assert_eq!(fused[0].vector_rank, Some(2));
+        assert_eq!(fused[0].text_rank, Some(1));
+        assert_eq!(fused.len(), 4);
+        // alpha 1 is the vector order, alpha 0 the text order.
+        let only_v: Vec<_> = convex(&vector, &text, 1.0)
+            .into_iter()
+            .map(|f| f.item)
+            .collect();
+        assert_eq!(&only_v[..3], ["b", "a", "c"]);
+        let only_t: Vec<_> = convex(&vector, &text, 0.0)
+            .into_iter()
+            .map(|f| f.item)
+            .collect();
+        // (d, the text list's last, and b, missing from it, both scale to
+        // 0 there: the tie goes to the one with a vector rank.)
+        assert_eq!(only_t, ["a", "c", "b", "d"]);
+    }
 
     #[test]
     fn an_item_in_both_lists_beats_items_in_one() {

@@ -11,6 +11,8 @@
 //! - [`fusion`]: reciprocal rank fusion;
 //! - [`tenancy`]: roles, tenant status, isolation modes and slugs.
 
+pub mod analyze;
+pub mod bm25;
 pub mod check;
 pub mod chunk;
 mod doc_type;
@@ -33,5 +35,7 @@ pub use error::InvalidInput;
 pub use filter::MetadataFilter;
 pub use id::{ChunkId, DocumentId, MessageId, Origin, SessionId, TenantId};
 pub use message::{Message, MessageRole, NewMessage};
-pub use search::{DocumentFilter, Search, SearchHit, SearchMode, SearchParams, SearchResults};
+pub use search::{
+    DocumentFilter, Fusion, Search, SearchHit, SearchMode, SearchParams, SearchResults,
+};
 pub use tenancy::{Isolation, Role, Slug, TenantStatus};

@@ -58,6 +58,7 @@ pub const TENANT_TABLES: &[&str] = &[
     "tenants",
     "documents",
     "chunks",
+    "text_stats",
     "messages",
     "usage_daily",
     "audit_events",

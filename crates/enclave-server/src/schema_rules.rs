@@ -231,7 +231,9 @@ fn search_body() -> Value {
             "include_documents": {"type": "boolean", "default": false},
             "min_score": {"type": ["number", "null"]},
             "alpha": {"type": ["number", "null"], "minimum": 0, "maximum": 1,
-                      "description": "weight of the vector list in hybrid fusion; unset: plain RRF"},
+                      "description": "weight of the vector list in hybrid fusion; unset: 0.5 (convex) or equal weights (rrf)"},
+            "fusion": {"type": ["string", "null"], "enum": ["rrf", "convex", null],
+                       "description": "how hybrid search fuses its lists; unset: rrf"},
         },
         "description": "An empty date range (after not before before) matches nothing.",
     })

@@ -19,6 +19,8 @@ pub enum StoreConfig {
         /// Memory for in-memory vector matrices (least recently searched
         /// tenants are unloaded beyond it).
         vector_cache_bytes: usize,
+        /// Language of full-text analysis (`core::analyze::LANGUAGES`).
+        text_language: String,
     },
 }
 
@@ -29,6 +31,26 @@ impl StoreConfig {
             layout,
             durability: Durability::default(),
             vector_cache_bytes: 1 << 30,
+            text_language: "english".to_owned(),
+        }
+    }
+
+    /// The same store, analyzing text in `language`.
+    pub fn with_text_language(self, language: impl Into<String>) -> Self {
+        match self {
+            StoreConfig::Embedded {
+                dir,
+                layout,
+                durability,
+                vector_cache_bytes,
+                ..
+            } => StoreConfig::Embedded {
+                dir,
+                layout,
+                durability,
+                vector_cache_bytes,
+                text_language: language.into(),
+            },
         }
     }
 }

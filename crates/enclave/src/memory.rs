@@ -58,8 +58,10 @@ impl Memory {
                 layout,
                 durability,
                 vector_cache_bytes,
+                text_language,
             } => {
                 let mut opts = SqliteOptions::new(dir, layout, dims);
+                opts.text_language = text_language;
                 opts.durability = durability;
                 opts.vector_cache_bytes = vector_cache_bytes;
                 Arc::new(

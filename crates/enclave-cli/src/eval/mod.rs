@@ -9,6 +9,7 @@
 
 mod beir;
 mod metrics;
+mod reference;
 mod target;
 
 use std::path::PathBuf;
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use clap::Args;
-use enclave::core::SearchMode;
+use enclave::core::{Fusion, SearchMode};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
@@ -31,9 +32,15 @@ pub struct EvalArgs {
     /// Which judgments to evaluate (qrels/<split>.tsv).
     #[arg(long, default_value = "test")]
     split: String,
-    /// Modes to run, in order.
-    #[arg(long, value_delimiter = ',', default_value = "vector,text,hybrid")]
-    modes: Vec<SearchMode>,
+    /// Modes to run, in order: `vector`, `text`, `hybrid` (the default
+    /// fusion) or a hybrid variant `hybrid:rrf`, `hybrid:convex`,
+    /// `hybrid:convex:0.3` (fusion and alpha).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "vector,text,hybrid:rrf,hybrid"
+    )]
+    modes: Vec<Variant>,
     /// Evaluate a running server instead of the library (e.g.
     /// http://127.0.0.1:8080); the corpus goes into the tenant of `--api-key`.
     #[arg(long)]
@@ -53,17 +60,67 @@ pub struct EvalArgs {
     /// Print the figures as JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// A reference run to score beside Enclave's modes (repeatable):
+    /// `{"name": …, "run": {query id: [document ids]}}`, e.g. from
+    /// `scripts/bm25s-run.py`.
+    #[arg(long)]
+    reference: Vec<PathBuf>,
+    /// Also score exact dense retrieval with the model over whole documents
+    /// and, with `--reference`, plain RRF of the first reference and it.
+    #[arg(long)]
+    dense_reference: bool,
+}
+
+/// A search mode with its fusion settings, as `--modes` names it.
+#[derive(Clone, Debug)]
+pub struct Variant {
+    name: String,
+    pub(crate) mode: SearchMode,
+    pub(crate) fusion: Option<Fusion>,
+    pub(crate) alpha: Option<f64>,
+}
+
+impl std::str::FromStr for Variant {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut parts = s.split(':');
+        let mode: SearchMode = parts
+            .next()
+            .unwrap_or_default()
+            .parse()
+            .map_err(|e: enclave::core::InvalidInput| e.message)?;
+        let fusion = parts
+            .next()
+            .map(|f| f.parse::<Fusion>().map_err(|e| e.message))
+            .transpose()?;
+        let alpha = parts
+            .next()
+            .map(|a| a.parse::<f64>().map_err(|e| format!("alpha {a:?}: {e}")))
+            .transpose()?;
+        if parts.next().is_some() || (fusion.is_some() && mode != SearchMode::Hybrid) {
+            return Err(format!(
+                "{s:?}: a variant is mode[:fusion[:alpha]], fusion for hybrid only"
+            ));
+        }
+        Ok(Self {
+            name: s.to_owned(),
+            mode,
+            fusion,
+            alpha,
+        })
+    }
 }
 
 /// Figures of one mode over every evaluated query.
 #[derive(Serialize)]
 struct ModeFigures {
-    mode: SearchMode,
+    mode: String,
     ndcg_at_10: f64,
     recall_at_100: f64,
     mrr_at_10: f64,
-    p50_ms: f64,
-    p99_ms: f64,
+    /// Latency of Enclave's own modes (none for reference runs).
+    p50_ms: Option<f64>,
+    p99_ms: Option<f64>,
     /// nDCG@10 of each query, by query id (in `--json` only), so two runs
     /// can be compared query by query.
     per_query: Vec<(String, f64)>,
@@ -108,7 +165,25 @@ pub async fn run(store: &StoreArgs, args: EvalArgs) -> Result<()> {
             eprintln!("warning: the scratch documents were not all removed: {e:#}");
         }
     }
-    let (chunks, ingest_secs, modes) = outcome?;
+    let (chunks, ingest_secs, mut modes) = outcome?;
+    let mut runs: Vec<reference::Run> = args
+        .reference
+        .iter()
+        .map(|p| reference::load(p))
+        .collect::<Result<_>>()?;
+    if args.dense_reference {
+        let dense = reference::dense(store, &data.corpus, &data.queries).await?;
+        if let Some(first) = runs.first() {
+            let fused = reference::fuse(first, &dense);
+            runs.push(dense);
+            runs.push(fused);
+        } else {
+            runs.push(dense);
+        }
+    }
+    for run in &runs {
+        modes.push(score_run(run, &data.queries));
+    }
     let report = Report {
         dataset: args.dir.display().to_string(),
         split: args.split,
@@ -145,11 +220,11 @@ async fn ingest(target: &Target, corpus: &[beir::CorpusDoc], jobs: usize) -> Res
 async fn evaluate(
     target: &Target,
     queries: &[beir::Query],
-    modes: &[SearchMode],
+    modes: &[Variant],
 ) -> Result<Vec<ModeFigures>> {
     let mut out = Vec::with_capacity(modes.len());
-    for &mode in modes {
-        let bar = progress(queries.len(), mode.as_str());
+    for mode in modes {
+        let bar = progress(queries.len(), &mode.name);
         let (mut ndcg, mut recall, mut mrr) = (0.0, 0.0, 0.0);
         let mut took = Vec::with_capacity(queries.len());
         let mut per_query = Vec::with_capacity(queries.len());
@@ -174,19 +249,44 @@ async fn evaluate(
             .collect();
         ms.sort_by(f64::total_cmp);
         out.push(ModeFigures {
-            mode,
+            mode: mode.name.clone(),
             ndcg_at_10: ndcg / n,
             recall_at_100: recall / n,
             mrr_at_10: mrr / n,
-            p50_ms: percentile(&ms, 0.5),
-            p99_ms: percentile(&ms, 0.99),
+            p50_ms: Some(percentile(&ms, 0.5)),
+            p99_ms: Some(percentile(&ms, 0.99)),
             per_query,
         });
     }
     Ok(out)
 }
 
-fn progress(len: usize, what: &str) -> ProgressBar {
+/// The figures of a reference run over the same queries (a query the run
+/// does not answer scores 0).
+fn score_run(run: &reference::Run, queries: &[beir::Query]) -> ModeFigures {
+    let (mut ndcg, mut recall, mut mrr) = (0.0, 0.0, 0.0);
+    let mut per_query = Vec::with_capacity(queries.len());
+    for q in queries {
+        let ranked: &[String] = run.ranked.get(&q.id).map_or(&[], Vec::as_slice);
+        let q_ndcg = metrics::ndcg(ranked, &q.judged, 10);
+        per_query.push((q.id.clone(), q_ndcg));
+        ndcg += q_ndcg;
+        recall += metrics::recall(ranked, &q.judged, 100);
+        mrr += metrics::mrr(ranked, &q.judged, 10);
+    }
+    let n = queries.len() as f64;
+    ModeFigures {
+        mode: format!("reference: {}", run.name),
+        ndcg_at_10: ndcg / n,
+        recall_at_100: recall / n,
+        mrr_at_10: mrr / n,
+        p50_ms: None,
+        p99_ms: None,
+        per_query,
+    }
+}
+
+pub(crate) fn progress(len: usize, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(len as u64);
     bar.set_style(
         ProgressStyle::with_template("{prefix:>7} {bar:40} {pos}/{len} {msg}")
@@ -203,15 +303,16 @@ fn print_table(r: &Report) {
     );
     println!("| mode | nDCG@10 | Recall@100 | MRR@10 | p50 ms | p99 ms |");
     println!("| --- | --- | --- | --- | --- | --- |");
+    let ms = |v: Option<f64>| v.map_or("—".to_owned(), |v| format!("{v:.1}"));
     for m in &r.modes {
         println!(
-            "| {} | {:.3} | {:.3} | {:.3} | {:.1} | {:.1} |",
-            m.mode.as_str(),
+            "| {} | {:.3} | {:.3} | {:.3} | {} | {} |",
+            m.mode,
             m.ndcg_at_10,
             m.recall_at_100,
             m.mrr_at_10,
-            m.p50_ms,
-            m.p99_ms
+            ms(m.p50_ms),
+            ms(m.p99_ms)
         );
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use enclave::core::{DocumentType, NewDocument, SearchMode, SearchParams, TenantId};
+use enclave::core::{DocumentType, NewDocument, SearchParams, TenantId};
 use enclave::{Memory, Tenant};
 use serde_json::{json, Value};
 
@@ -107,16 +107,19 @@ impl Target {
     }
 
     /// The document names of the first chunks found, best first.
-    pub async fn search(&self, query: &str, mode: SearchMode) -> Result<Vec<String>> {
+    pub async fn search(&self, query: &str, variant: &super::Variant) -> Result<Vec<String>> {
+        let mode = variant.mode;
         match self {
             Self::Library { tenant, .. } => {
-                let found = tenant
-                    .search(SearchParams::new(query).mode(mode).limit(DEPTH))
-                    .await?;
+                let mut params = SearchParams::new(query).mode(mode).limit(DEPTH);
+                params.fusion = variant.fusion;
+                params.alpha = variant.alpha;
+                let found = tenant.search(params).await?;
                 Ok(found.results.into_iter().map(|h| h.document_name).collect())
             }
             Self::Http { .. } => {
-                let body = json!({"query": query, "mode": mode.as_str(), "limit": DEPTH});
+                let body = json!({"query": query, "mode": mode.as_str(), "limit": DEPTH,
+                    "fusion": variant.fusion.map(|f| f.as_str()), "alpha": variant.alpha});
                 let v = self.post("/v1/search", &body).await?;
                 let Some(hits) = v["results"].as_array() else {
                     bail!("search answered without results: {v}");

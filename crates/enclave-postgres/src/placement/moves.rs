@@ -20,7 +20,7 @@ const MOVE_GRACE: Duration = Duration::from_secs(2);
 /// Tables copied by a move, parents first. The audit log and usage counters
 /// are the control plane's: they stay in the main database whatever the
 /// placement.
-const DATA_TABLES: &[&str] = &["documents", "chunks", "messages"];
+const DATA_TABLES: &[&str] = &["documents", "chunks", "text_stats", "messages"];
 
 /// Non-generated columns of `schema.table`, as the target of an INSERT.
 async fn insertable_columns(
@@ -110,7 +110,7 @@ async fn delete_rows(
     tenant: &TenantId,
     keep_tenant_row: bool,
 ) -> Result<(), PgError> {
-    for table in ["chunks", "documents", "messages"] {
+    for table in ["chunks", "text_stats", "documents", "messages"] {
         sqlx::query(&format!(
             "DELETE FROM {schema}.{table} WHERE tenant_id = $1"
         ))

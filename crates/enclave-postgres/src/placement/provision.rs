@@ -40,7 +40,7 @@ pub(crate) fn grants_sql(schema: &str, app_role: &str) -> String {
     format!(
         "GRANT USAGE ON SCHEMA {schema} TO {app_role}; \
          GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.tenants, {schema}.documents, {schema}.chunks, \
-         {schema}.messages, {schema}.usage_daily TO {app_role}; \
+         {schema}.messages, {schema}.usage_daily, {schema}.text_stats TO {app_role}; \
          GRANT SELECT, INSERT ON {schema}.audit_events TO {app_role};"
     )
 }

@@ -131,6 +131,7 @@ pub(super) async fn delete_documents(store: &PgTenant, ids: &[DocumentId]) -> St
     .await
     .map_err(db_err)?;
     if !gone.is_empty() {
+        super::ingest::adjust_text_stats(tx.db(), &store.t(), &gone, -1).await?;
         sqlx::query("DELETE FROM chunks WHERE tenant_id = $1 AND document_id = ANY($2)")
             .bind(store.t())
             .bind(&gone)

@@ -26,10 +26,19 @@ pub(super) struct ChunkRows {
     pub(super) metas: Vec<Value>,
     pub(super) parents: Vec<Option<i32>>,
     pub(super) vectors: Vec<Option<Vector>>,
+    /// `tsvector` literals of the analyzed terms (searchable chunks only).
+    pub(super) tsvs: Vec<Option<String>>,
+    /// Terms in the chunk: BM25's document length.
+    pub(super) tlens: Vec<Option<i32>>,
 }
 
 impl ChunkRows {
-    pub(super) fn push(&mut self, doc_id: sqlx::types::Uuid, doc: &DocumentRecord) {
+    pub(super) fn push(
+        &mut self,
+        doc_id: sqlx::types::Uuid,
+        doc: &DocumentRecord,
+        analyzer: &enclave_core::analyze::Analyzer,
+    ) {
         for s in &doc.sections {
             self.row(
                 doc_id,
@@ -42,6 +51,8 @@ impl ChunkRows {
             self.metas.push(Value::Object(Map::new()));
             self.parents.push(None);
             self.vectors.push(None);
+            self.tsvs.push(None);
+            self.tlens.push(None);
         }
         for c in &doc.chunks {
             self.row(
@@ -55,6 +66,9 @@ impl ChunkRows {
             self.metas.push(Value::Object(c.metadata.clone()));
             self.parents.push(c.parent_index.map(|p| p as i32));
             self.vectors.push(Some(Vector::from(c.embedding.clone())));
+            let terms = analyzer.terms(&c.content);
+            self.tlens.push(Some(terms.len() as i32));
+            self.tsvs.push(Some(tsvector_literal(&terms)));
         }
     }
 
@@ -94,7 +108,89 @@ impl ChunkRows {
         retain(&mut self.metas, &keep);
         retain(&mut self.parents, &keep);
         retain(&mut self.vectors, &keep);
+        retain(&mut self.tsvs, &keep);
+        retain(&mut self.tlens, &keep);
     }
+}
+
+/// The `tsvector` input form of a chunk's terms, with their 1-based
+/// positions: cast with `::tsvector`, it is taken as written — PostgreSQL
+/// neither parses nor stems it again, so it holds exactly the analyzer's
+/// terms. (A tsvector keeps at most 256 positions per term and positions up
+/// to 16,383; past those a term's count or position saturates.)
+pub(super) fn tsvector_literal(terms: &[String]) -> String {
+    let mut positions: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
+    for (i, t) in terms.iter().enumerate() {
+        let p = positions.entry(t.as_str()).or_default();
+        if p.len() < 256 {
+            p.push((i + 1).min(16_383));
+        }
+    }
+    let mut out = String::with_capacity(terms.len() * 10);
+    for (term, ps) in positions {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push('\'');
+        for ch in term.chars() {
+            if ch == '\'' || ch == '\\' {
+                out.push(ch);
+            }
+            out.push(ch);
+        }
+        out.push_str("':");
+        let list: Vec<String> = ps.iter().map(usize::to_string).collect();
+        out.push_str(&list.join(","));
+    }
+    out
+}
+
+/// Adds (`sign` 1) or removes (`sign` -1) the searchable chunks of `docs`
+/// to or from the tenant's BM25 statistics, in the writing transaction:
+/// each term's document frequency, and under the empty term the chunk count
+/// (`df`) and their total length (`tokens`). Rows are touched in term
+/// order, so two writers of one tenant never deadlock on them.
+pub(super) async fn adjust_text_stats(
+    db: &mut sqlx::PgConnection,
+    tenant: &str,
+    docs: &[sqlx::types::Uuid],
+    sign: i64,
+) -> StoreResult<()> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "INSERT INTO text_stats AS s (tenant_id, lexeme, df, tokens) \
+         SELECT $1, x.lexeme, $3 * x.df, $3 * x.tokens FROM ( \
+             SELECT u.lexeme, count(*) AS df, 0::int8 AS tokens \
+             FROM chunks c, unnest(c.tsv) u \
+             WHERE c.tenant_id = $1 AND c.document_id = ANY($2) AND c.kind = 0 GROUP BY u.lexeme \
+             UNION ALL \
+             SELECT '', count(*), COALESCE(sum(c.tlen), 0)::int8 \
+             FROM chunks c WHERE c.tenant_id = $1 AND c.document_id = ANY($2) AND c.kind = 0 \
+         ) x ORDER BY x.lexeme \
+         ON CONFLICT (tenant_id, lexeme) DO UPDATE SET df = s.df + EXCLUDED.df, tokens = s.tokens + EXCLUDED.tokens \
+         RETURNING s.lexeme, s.df",
+    )
+    .bind(tenant)
+    .bind(docs)
+    .bind(sign)
+    .fetch_all(&mut *db)
+    .await
+    .map_err(db_err)?;
+    // A term no chunk holds any more leaves no row (a purged tenant leaves
+    // none at all).
+    let gone: Vec<String> = rows
+        .into_iter()
+        .filter(|(_, df)| *df <= 0)
+        .map(|(l, _)| l)
+        .collect();
+    if !gone.is_empty() {
+        sqlx::query("DELETE FROM text_stats WHERE tenant_id = $1 AND lexeme = ANY($2) AND df <= 0")
+            .bind(tenant)
+            .bind(&gone)
+            .execute(&mut *db)
+            .await
+            .map_err(db_err)?;
+    }
+    Ok(())
 }
 
 pub(super) async fn find_by_keys(
@@ -190,6 +286,7 @@ pub(super) async fn put_documents(
         .await
         .map_err(db_err)?;
         if !inserted {
+            adjust_text_stats(tx.db(), &t, &[id], -1).await?;
             sqlx::query("DELETE FROM chunks WHERE tenant_id = $1 AND document_id = $2")
                 .bind(&t)
                 .bind(id)
@@ -199,7 +296,7 @@ pub(super) async fn put_documents(
             // A document replaced earlier in this batch loses its rows too.
             rows.forget(id);
         }
-        rows.push(id, doc);
+        rows.push(id, doc, &store.inner.analyzer);
         let id = DocumentId::parse(&id.hyphenated().to_string())
             .map_err(|e| StoreError::Internal(e.to_string()))?;
         out.push((
@@ -212,16 +309,19 @@ pub(super) async fn put_documents(
         ));
     }
     sqlx::query(
-        "INSERT INTO chunks (tenant_id, chunk_id, document_id, kind, idx, content, token_count, metadata, parent_idx, embedding, ts_config) \
-         SELECT $1, u.id, u.doc, u.kind, u.idx, u.content, u.tokens, u.meta, u.parent, u.vec, $11::regconfig \
-         FROM unnest($2::uuid[], $3::uuid[], $4::int2[], $5::int4[], $6::text[], $7::int4[], $8::jsonb[], $9::int4[], $10::vector[]) \
-              AS u(id, doc, kind, idx, content, tokens, meta, parent, vec)",
+        "INSERT INTO chunks (tenant_id, chunk_id, document_id, kind, idx, content, token_count, metadata, parent_idx, embedding, tsv, tlen) \
+         SELECT $1, u.id, u.doc, u.kind, u.idx, u.content, u.tokens, u.meta, u.parent, u.vec, u.tsv::tsvector, u.tlen \
+         FROM unnest($2::uuid[], $3::uuid[], $4::int2[], $5::int4[], $6::text[], $7::int4[], $8::jsonb[], $9::int4[], $10::vector[], $11::text[], $12::int4[]) \
+              AS u(id, doc, kind, idx, content, tokens, meta, parent, vec, tsv, tlen)",
     )
     .bind(&t).bind(&rows.ids).bind(&rows.docs).bind(&rows.kinds).bind(&rows.idxs).bind(&rows.contents).bind(&rows.tokens)
-    .bind(&rows.metas).bind(&rows.parents).bind(&rows.vectors).bind(&store.inner.opts.text_search_config)
+    .bind(&rows.metas).bind(&rows.parents).bind(&rows.vectors).bind(&rows.tsvs).bind(&rows.tlens)
     .execute(tx.db())
     .await
     .map_err(db_err)?;
+    let mut written: Vec<sqlx::types::Uuid> = rows.docs.clone();
+    written.dedup();
+    adjust_text_stats(tx.db(), &t, &written, 1).await?;
     tx.commit().await?;
     Ok(out)
 }

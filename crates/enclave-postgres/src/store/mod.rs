@@ -45,6 +45,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use crate::placement::Placement;
 use crate::{check_app_role, PgError};
 
+mod bm25;
 mod documents;
 mod ingest;
 mod messages;
@@ -65,7 +66,8 @@ pub struct PgOptions {
     pub tenant_pool_connections: u32,
     /// Tenant-database pools kept open; the least recently used is closed.
     pub max_tenant_pools: usize,
-    /// PostgreSQL text search configuration for new chunks and queries.
+    /// Language of the text analysis (`enclave_core::analyze::LANGUAGES`)
+    /// of new chunks and of queries; the same analysis as the embedded store.
     pub text_search_config: String,
     /// `hnsw.ef_search` floor for indexed tenants (raised to 2 × k).
     pub hnsw_ef_search: u32,
@@ -101,6 +103,7 @@ struct Inner {
     main: PgPool,
     dims: usize,
     opts: PgOptions,
+    analyzer: enclave_core::analyze::Analyzer,
     /// Last placement seen per tenant (a guess, verified in every transaction).
     placements: Mutex<LruCache<TenantId, Placement>>,
     /// Pools of tenant databases, by URL.
@@ -134,16 +137,15 @@ impl PgStore {
                 crate::LEAKPROOF_TEXT_MATCH
             );
         }
-        // An unknown text search configuration fails here, not per query.
-        sqlx::query("SELECT $1::regconfig")
-            .bind(&opts.text_search_config)
-            .execute(&main)
-            .await?;
+        // An unknown language fails here, not per query.
+        let analyzer = enclave_core::analyze::Analyzer::new(&opts.text_search_config)
+            .map_err(|e| PgError::Invalid(e.message))?;
         let pools = NonZeroUsize::new(opts.max_tenant_pools.max(1)).expect("non-zero");
         Ok(Self {
             inner: Arc::new(Inner {
                 main,
                 dims,
+                analyzer,
                 placements: Mutex::new(LruCache::new(
                     NonZeroUsize::new(100_000).expect("non-zero"),
                 )),
@@ -241,7 +243,7 @@ impl TenantStore for PgTenant {
         filter: &DocumentFilter,
         k: usize,
     ) -> StoreResult<Vec<Candidate>> {
-        search::text_candidates(self, query, filter, k).await
+        bm25::text_candidates(self, query, filter, k).await
     }
 
     async fn hydrate(&self, keys: &[ChunkKey]) -> StoreResult<Vec<HitRow>> {

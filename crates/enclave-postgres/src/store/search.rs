@@ -1,16 +1,14 @@
 //! The candidate and hydration queries of a search (fusion is done above
 //! every backend).
 
-use enclave_core::query::TextQuery;
 use enclave_core::{ChunkId, DocumentFilter};
 use enclave_store::{Candidate, ChunkKey, HitRow, StoreError, StoreResult};
 use pgvector::Vector;
-use sqlx::{Postgres, QueryBuilder, Row};
+use sqlx::Row;
 
 use super::rows::{db_err, doc_from_row, DOC_COLS};
-use super::sql::{push_filter, tsquery};
 use super::tx::READ;
-use super::vector::{candidates, VectorStrategy};
+use super::vector::VectorStrategy;
 use super::PgTenant;
 
 pub(super) async fn vector_candidates(
@@ -41,34 +39,6 @@ pub(super) async fn vector_candidates(
     let found = store.exact_scan(&mut tx, &q, filter, k).await?;
     tx.commit().await?;
     Ok(found)
-}
-
-pub(super) async fn text_candidates(
-    store: &PgTenant,
-    query: &TextQuery,
-    filter: &DocumentFilter,
-    k: usize,
-) -> StoreResult<Vec<Candidate>> {
-    let Some(tsq) = tsquery(query) else {
-        return Ok(Vec::new());
-    };
-    let mut qb = QueryBuilder::<Postgres>::new(
-        "SELECT c.chunk_no, ts_rank_cd(c.tsv, q)::float8 AS s FROM to_tsquery(",
-    );
-    qb.push_bind(store.inner.opts.text_search_config.clone())
-        .push("::regconfig, ")
-        .push_bind(tsq)
-        .push(") q, chunks c JOIN documents d ON d.tenant_id = c.tenant_id AND d.document_id = c.document_id WHERE c.tenant_id = ");
-    qb.push_bind(store.t())
-        .push(" AND c.kind = 0 AND c.tsv @@ q");
-    push_filter(&mut qb, filter);
-    // Ties break on the chunk id, which (unlike chunk_no) survives moves.
-    qb.push(" ORDER BY s DESC, c.chunk_id LIMIT ")
-        .push_bind(k as i64);
-    let mut tx = store.begin(READ).await?;
-    let rows = qb.build().fetch_all(tx.db()).await.map_err(db_err)?;
-    tx.commit().await?;
-    candidates(&rows)
 }
 
 pub(super) async fn hydrate(store: &PgTenant, keys: &[ChunkKey]) -> StoreResult<Vec<HitRow>> {

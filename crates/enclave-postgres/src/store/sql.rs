@@ -117,15 +117,25 @@ pub(super) fn push_condition(qb: &mut QueryBuilder<'_, Postgres>, c: &Condition)
     }
 }
 
-/// Renders our text query as a `to_tsquery` expression. Words are
-/// alphanumeric, so nothing the caller typed is tsquery syntax.
+/// Renders an analyzed text query as `tsquery` input (cast with
+/// `::tsquery`, taken as written: every term a quoted lexeme, so nothing
+/// the caller typed is tsquery syntax and nothing is analyzed twice).
 pub(super) fn tsquery(q: &TextQuery) -> Option<String> {
-    let phrase = |ws: &[String]| format!("({})", ws.join(" <-> "));
+    let lexeme = |t: &String| format!("'{}'", t.replace('\\', "\\\\").replace('\'', "''"));
+    let phrase = |ws: &[String]| {
+        format!(
+            "({})",
+            ws.iter().map(lexeme).collect::<Vec<_>>().join(" <-> ")
+        )
+    };
     if q.is_empty() {
         return None;
     }
     let mut e = if q.must.is_empty() {
-        format!("({})", q.should.join(" | "))
+        format!(
+            "({})",
+            q.should.iter().map(lexeme).collect::<Vec<_>>().join(" | ")
+        )
     } else {
         q.must
             .iter()

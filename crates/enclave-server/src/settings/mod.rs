@@ -41,6 +41,11 @@ pub struct Settings {
     pub data_dir: Option<PathBuf>,
     /// Directory holding all-MiniLM-L6-v2.
     pub model_dir: Option<PathBuf>,
+    /// Language of full-text analysis (stop words, stemming) on either
+    /// store: `english`, `simple` or a Snowball language (docs/ARCHITECTURE.md,
+    /// "One text semantics on both stores").
+    #[default(String::from("english"))]
+    pub text_language: String,
     /// PostgreSQL URL of the app role (data and control plane); unset: the
     /// embedded store.
     #[serde(deserialize_with = "de::secret")]

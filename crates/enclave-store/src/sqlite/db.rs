@@ -158,12 +158,17 @@ pub(crate) fn open_retrying<T>(mut open: impl FnMut() -> rusqlite::Result<T>) ->
 
 impl Db {
     /// Opens (creating if needed) the file and checks it was made for `dims`.
-    pub fn open(path: &Path, dims: usize, durability: Durability) -> StoreResult<Self> {
+    pub fn open(
+        path: &Path,
+        dims: usize,
+        durability: Durability,
+        analyzer: &enclave_core::analyze::Analyzer,
+    ) -> StoreResult<Self> {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)
                 .map_err(|e| StoreError::Unavailable(format!("{}: {e}", parent.display())))?;
         }
-        let conn = open_retrying(|| {
+        let mut conn = open_retrying(|| {
             let conn = Self::connect(path, durability)?;
             conn.execute_batch(SCHEMA)?;
             Ok(conn)
@@ -191,6 +196,7 @@ impl Db {
                 )))
             }
         }
+        super::tenant::reindex_text_if_needed(&mut conn, analyzer)?;
         Ok(Self {
             path: path.to_owned(),
             durability,
@@ -303,7 +309,13 @@ mod tests {
                     let (path, barrier) = (path.clone(), barrier.clone());
                     std::thread::spawn(move || {
                         barrier.wait();
-                        Db::open(&path, 384, Durability::Process).map(|_| ())
+                        Db::open(
+                            &path,
+                            384,
+                            Durability::Process,
+                            &enclave_core::analyze::Analyzer::new("english").unwrap(),
+                        )
+                        .map(|_| ())
                     })
                 })
                 .collect();

@@ -50,6 +50,9 @@ pub struct SqliteOptions {
     /// Memory for in-memory vector matrices; least recently searched tenants
     /// are unloaded beyond it (and reloaded from disk when searched again).
     pub vector_cache_bytes: usize,
+    /// Language of the text analysis (`enclave_core::analyze::LANGUAGES`);
+    /// a file written in another is re-indexed when opened.
+    pub text_language: String,
 }
 
 impl SqliteOptions {
@@ -61,6 +64,7 @@ impl SqliteOptions {
             durability: Durability::default(),
             max_open_files: 256,
             vector_cache_bytes: 1 << 30,
+            text_language: "english".into(),
         }
     }
 }
@@ -72,6 +76,7 @@ pub struct SqliteStore {
 
 pub(crate) struct Inner {
     opts: SqliteOptions,
+    analyzer: enclave_core::analyze::Analyzer,
     shared: Option<Arc<Db>>,
     files: Mutex<HashMap<TenantId, Arc<Db>>>,
     vectors: RwLock<HashMap<TenantId, Arc<VectorCache>>>,
@@ -117,12 +122,15 @@ impl SqliteStore {
         }
         std::fs::create_dir_all(&opts.dir)
             .map_err(|e| StoreError::Unavailable(format!("{}: {e}", opts.dir.display())))?;
+        let analyzer = enclave_core::analyze::Analyzer::new(&opts.text_language)
+            .map_err(|e| StoreError::Invalid(e.message))?;
         let shared = match opts.layout {
             Layout::SharedFile => Some(Arc::new(
                 Db::open(
                     &opts.dir.join("enclave.sqlite"),
                     opts.dimensions,
                     opts.durability,
+                    &analyzer,
                 )?
                 .with_idle_readers(8),
             )),
@@ -131,6 +139,7 @@ impl SqliteStore {
         Ok(Self {
             inner: Arc::new(Inner {
                 opts,
+                analyzer,
                 shared,
                 files: Mutex::new(HashMap::new()),
                 vectors: RwLock::new(HashMap::new()),
@@ -205,8 +214,13 @@ impl Inner {
         let path = SqliteStore::tenant_file(&self.opts.dir, tenant);
         SqliteStore::adopt_legacy_file(&self.opts.dir, tenant, &path)?;
         let db = Arc::new(
-            Db::open(&path, self.opts.dimensions, self.opts.durability)?
-                .with_idle_readers(PER_TENANT_IDLE_READERS),
+            Db::open(
+                &path,
+                self.opts.dimensions,
+                self.opts.durability,
+                &self.analyzer,
+            )?
+            .with_idle_readers(PER_TENANT_IDLE_READERS),
         );
         db.claim_for(tenant)?;
         files.insert(tenant.clone(), db.clone());

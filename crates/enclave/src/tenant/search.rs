@@ -4,8 +4,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use enclave_core::fusion::rrf;
-use enclave_core::{Search, SearchHit, SearchMode, SearchParams, SearchResults};
+use enclave_core::fusion::{convex, rrf};
+use enclave_core::search::DEFAULT_CONVEX_ALPHA;
+use enclave_core::{Fusion, Search, SearchHit, SearchMode, SearchParams, SearchResults};
 
 use crate::{Error, Result};
 
@@ -49,14 +50,24 @@ impl Tenant {
         let ranked: Vec<(i64, f64)> = match search.mode {
             SearchMode::Vector => vector.iter().map(|c| (c.key, c.score)).collect(),
             SearchMode::Text => text.iter().map(|c| (c.key, c.score)).collect(),
-            _ => {
-                let vk: Vec<i64> = vector.iter().map(|c| c.key).collect();
-                let tk: Vec<i64> = text.iter().map(|c| c.key).collect();
-                rrf(&vk, &tk, search.alpha)
-                    .into_iter()
-                    .map(|f| (f.item, f.score))
-                    .collect()
-            }
+            _ => match search.fusion.unwrap_or_default() {
+                Fusion::Rrf => {
+                    let vk: Vec<i64> = vector.iter().map(|c| c.key).collect();
+                    let tk: Vec<i64> = text.iter().map(|c| c.key).collect();
+                    rrf(&vk, &tk, search.alpha)
+                        .into_iter()
+                        .map(|f| (f.item, f.score))
+                        .collect()
+                }
+                _ => {
+                    let vs: Vec<(i64, f64)> = vector.iter().map(|c| (c.key, c.score)).collect();
+                    let ts: Vec<(i64, f64)> = text.iter().map(|c| (c.key, c.score)).collect();
+                    convex(&vs, &ts, search.alpha.unwrap_or(DEFAULT_CONVEX_ALPHA))
+                        .into_iter()
+                        .map(|f| (f.item, f.score))
+                        .collect()
+                }
+            },
         };
         let ranked: Vec<(i64, f64)> = ranked
             .into_iter()

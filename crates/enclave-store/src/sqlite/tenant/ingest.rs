@@ -60,6 +60,7 @@ pub(super) async fn put_document(
             bad.embedding.len()
         )));
     }
+    let inner = store.inner.clone();
     store.write(move |tx, tenant| {
         let tno = ensure_tenant(tx, tenant, doc.now)?;
         let t = tenant.as_str();
@@ -138,7 +139,9 @@ pub(super) async fn put_document(
                     ])
                     .map_err(sql_err)?;
                 ins_vec.execute(params![t, next, encode_vector(&c.embedding)]).map_err(sql_err)?;
-                ins_fts.execute(params![next, c.content]).map_err(sql_err)?;
+                ins_fts
+                    .execute(params![next, inner.analyzer.terms(&c.content).join(" ")])
+                    .map_err(sql_err)?;
                 next += 1;
             }
         }

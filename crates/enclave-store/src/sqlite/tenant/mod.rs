@@ -14,6 +14,7 @@ pub(crate) use vectors::VectorCache;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use enclave_core::analyze::Analyzer;
 use enclave_core::query::TextQuery;
 use enclave_core::{
     Document, DocumentFilter, DocumentId, DocumentInfo, DocumentPatch, ExportedChunk, Message,
@@ -36,6 +37,90 @@ pub(crate) struct SqliteTenant {
 
 fn fts_table(tenant_no: i64) -> String {
     format!("fts_{tenant_no}")
+}
+
+/// Creates a tenant's full-text table. It receives the analyzer's terms
+/// (`enclave_core::analyze`), space-separated, never raw text: its
+/// tokenizer only splits them again (every character of a term is a token
+/// character to it) so the table counts exactly those terms.
+fn create_fts_table(tx: &Transaction<'_>, tenant_no: i64) -> StoreResult<()> {
+    tx.execute_batch(&format!(
+        "CREATE VIRTUAL TABLE {} USING fts5(content, content='', contentless_delete=1, \
+         tokenize=\"unicode61 remove_diacritics 0 categories 'L* N* M* Co'\")",
+        fts_table(tenant_no)
+    ))
+    .map_err(sql_err)
+}
+
+/// The analysis this file's full-text tables were written with.
+fn analysis_mark(analyzer: &Analyzer) -> String {
+    format!("enclave-terms-1:{}", analyzer.language())
+}
+
+/// Rebuilds every tenant's full-text table of the file when it was written
+/// with another analysis (an older Enclave, or another language) — from the
+/// chunks' own text, in one transaction, so a crash leaves the old tables.
+pub(crate) fn reindex_text_if_needed(
+    conn: &mut rusqlite::Connection,
+    analyzer: &Analyzer,
+) -> StoreResult<()> {
+    let mark = analysis_mark(analyzer);
+    let current = |c: &rusqlite::Connection| -> StoreResult<Option<String>> {
+        c.query_row(
+            "SELECT value FROM meta WHERE key = 'text_analysis'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(sql_err)
+    };
+    if current(conn)?.as_deref() == Some(mark.as_str()) {
+        return Ok(());
+    }
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(sql_err)?;
+    if current(&tx)?.as_deref() != Some(mark.as_str()) {
+        let tenants: Vec<(String, i64)> = {
+            let mut stmt = tx
+                .prepare("SELECT tenant_id, tenant_no FROM tenants")
+                .map_err(sql_err)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(sql_err)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(sql_err)?;
+            rows
+        };
+        for (tenant, tno) in tenants {
+            tx.execute_batch(&format!("DROP TABLE IF EXISTS {}", fts_table(tno)))
+                .map_err(sql_err)?;
+            create_fts_table(&tx, tno)?;
+            let mut read = tx
+                .prepare("SELECT chunk_no, content FROM chunks WHERE tenant_id = ?1 AND kind = 0")
+                .map_err(sql_err)?;
+            let mut ins = tx
+                .prepare(&format!(
+                    "INSERT INTO {} (rowid, content) VALUES (?1, ?2)",
+                    fts_table(tno)
+                ))
+                .map_err(sql_err)?;
+            let mut rows = read.query([&tenant]).map_err(sql_err)?;
+            while let Some(r) = rows.next().map_err(sql_err)? {
+                let no: i64 = r.get(0).map_err(sql_err)?;
+                let content: String = r.get(1).map_err(sql_err)?;
+                ins.execute(params![no, analyzer.terms(&content).join(" ")])
+                    .map_err(sql_err)?;
+            }
+        }
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('text_analysis', ?1) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [&mark],
+        )
+        .map_err(sql_err)?;
+    }
+    tx.commit().map_err(sql_err)
 }
 
 fn tenant_no(tx: &Transaction<'_>, tenant: &TenantId) -> StoreResult<Option<i64>> {
@@ -65,12 +150,7 @@ fn ensure_tenant(tx: &Transaction<'_>, tenant: &TenantId, now: DateTime<Utc>) ->
         params![tenant.as_str(), n, ts(now)],
     )
     .map_err(sql_err)?;
-    tx.execute_batch(&format!(
-        "CREATE VIRTUAL TABLE {} USING fts5(content, content='', contentless_delete=1, \
-         tokenize='porter unicode61 remove_diacritics 2')",
-        fts_table(n)
-    ))
-    .map_err(sql_err)?;
+    create_fts_table(tx, n)?;
     Ok(n)
 }
 

@@ -38,17 +38,16 @@ pub(super) fn allowed_chunks(
     Ok(keys)
 }
 
-/// Drops optional words that occur in more than half of the tenant's chunks.
-/// BM25 gives such words a non-positive IDF (FTS5 clamps it to 1e-6), so they
-/// cannot change a ranking — but they would make every chunk a match that has
-/// to be scored. Only the tenant's own statistics are consulted.
+/// Keeps the optional terms `enclave_core::bm25::informative_terms`
+/// chooses from the tenant's own statistics (its chunk count and each
+/// term's document frequency in its own table), as PostgreSQL does.
 pub(super) fn prune_common_terms(
     tx: &Transaction<'_>,
     tenant: &TenantId,
     tno: i64,
     query: &mut TextQuery,
 ) -> StoreResult<()> {
-    if !query.must.is_empty() || query.should.len() < 2 {
+    if !query.must.is_empty() || query.should.is_empty() {
         return Ok(());
     }
     let rows: i64 = tx
@@ -72,24 +71,13 @@ pub(super) fn prune_common_terms(
         })
         .expect("one word");
         let df: i64 = stmt.query_row([q], |r| r.get(0)).map_err(sql_err)?;
-        dfs.push(df);
+        dfs.push(df.max(0) as u64);
     }
-    if dfs.iter().all(|&df| 2 * df > rows) {
-        // Keep the rarest so the query still matches what it can.
-        let rarest = dfs
-            .iter()
-            .enumerate()
-            .min_by_key(|(_, df)| **df)
-            .map(|(i, _)| i)
-            .unwrap_or(0);
-        query.should = vec![query.should[rarest].clone()];
-        return Ok(());
-    }
+    let keep = enclave_core::bm25::informative_terms(&dfs, rows.max(0) as u64);
     let mut i = 0;
     query.should.retain(|_| {
-        let keep = 2 * dfs[i] <= rows;
         i += 1;
-        keep
+        keep[i - 1]
     });
     Ok(())
 }
@@ -152,7 +140,10 @@ pub(super) async fn text_candidates(
     if query.is_empty() {
         return Ok(Vec::new());
     }
-    let mut query = query.clone();
+    let mut query = store.inner.analyzer.query(query);
+    if query.is_empty() {
+        return Ok(Vec::new());
+    }
     let filter = filter.clone();
     store.read(move |tx, tenant, _| {
         let Some(tno) = tenant_no(tx, tenant)? else {

@@ -1,0 +1,161 @@
+//! Full-text search has one semantics on every store: the same terms
+//! (stemmed, without stop words), BM25 over the tenant's own statistics,
+//! and pruning that never leaves a query with nothing to match.
+
+mod common;
+
+use common::{backends, text_doc};
+use enclave::core::{SearchMode, SearchParams};
+
+async fn text_hits(t: &enclave::Tenant, query: &str) -> Vec<(String, f64)> {
+    t.search(SearchParams::new(query).mode(SearchMode::Text).limit(10))
+        .await
+        .unwrap()
+        .results
+        .into_iter()
+        .map(|h| {
+            (
+                h.document_name,
+                h.text_score.expect("a text hit has a text score"),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_one_document_tenant_finds_its_document_by_the_word_it_holds() {
+    for b in backends().await {
+        let t = b.tenant("refunds").await;
+        t.add_document(text_doc(
+            "refunds.md",
+            "# Refunds\nRefunds are paid within 5 days.",
+        ))
+        .await
+        .unwrap();
+        // Only "refunds" occurs, and in every chunk; "long" and "take"
+        // occur nowhere.
+        let hits = text_hits(&t, "how long do refunds take").await;
+        assert_eq!(hits.len(), 1, "{}: {hits:?}", b.name);
+        assert_eq!(hits[0].0, "refunds.md", "{}", b.name);
+        // Stemming: another form of the word finds it too.
+        let hits = text_hits(&t, "refunded").await;
+        assert_eq!(hits.len(), 1, "{}: {hits:?}", b.name);
+    }
+}
+
+#[tokio::test]
+async fn a_rare_query_word_outranks_a_word_every_document_holds() {
+    for b in backends().await {
+        let t = b.tenant("reports").await;
+        for i in 0..12 {
+            t.add_document(text_doc(
+                &format!("report-{i}.txt"),
+                &format!("Report {i}: the report of the report desk, report after report."),
+            ))
+            .await
+            .unwrap();
+        }
+        t.add_document(text_doc(
+            "zeppelin.txt",
+            "A note on the zeppelin hangar at the old airfield, and a report on its roof.",
+        ))
+        .await
+        .unwrap();
+        let hits = text_hits(&t, "report zeppelin").await;
+        assert_eq!(
+            hits.first().map(|h| h.0.as_str()),
+            Some("zeppelin.txt"),
+            "{}: {hits:?}",
+            b.name
+        );
+    }
+}
+
+/// A fixed corpus: support articles with overlapping vocabulary.
+const CORPUS: &[&str] = &[
+    "Refunds are paid to the card you used within five business days of the return.",
+    "Returns are free within thirty days; print the label from your order page.",
+    "Orders ship from our warehouse in Tucson and arrive in three to five days.",
+    "To change a delivery address, edit the order before it leaves the warehouse.",
+    "Gift cards never expire and can be combined with discount codes at checkout.",
+    "You can pay with a credit card, PayPal or a bank transfer; cards are charged at shipping.",
+    "Damaged parcels should be photographed and reported within 48 hours of delivery.",
+    "Our support team answers chat messages from 8am to 8pm, and email within a day.",
+    "Reset your password from the login page; the reset link expires after one hour.",
+    "Bulk orders of more than fifty kits qualify for a fifteen percent discount.",
+    "Invoices are emailed as PDF files on the first day of each month.",
+    "Cancel a subscription from the billing page; it stays active until the period ends.",
+    "Store credit from a promotion is added to your account balance automatically.",
+    "If a payment fails we retry the charge after three days and email you about it.",
+    "Price changes are announced thirty days in advance by email to every subscriber.",
+    "Exchanges for a different size are free if the item is unused and in its box.",
+    "Your order history lists every purchase with its receipt and its invoice.",
+    "Shipping to Canada and Mexico takes seven to ten days and costs a flat fee.",
+    "Express shipping arrives the next business day when ordered before noon.",
+    "Refund requests for digital downloads are reviewed by the support team.",
+    "A subscription renews every month; the renewal email arrives three days before.",
+    "Delivery drivers leave parcels at the door unless a signature was requested.",
+    "Payments in euros and pounds are converted at the daily bank rate.",
+    "The warehouse is closed on public holidays; orders placed then ship the next day.",
+];
+
+const QUERIES: &[&str] = &[
+    "how long do refunds take",
+    "free returns label",
+    "warehouse shipping days",
+    "change delivery address",
+    "discount codes gift cards",
+    "payment failed retry",
+    "subscription renewal email",
+    "password reset link expired",
+    "damaged parcel photo",
+    "invoice pdf every month",
+    "express shipping next day",
+    "card charged when",
+];
+
+#[tokio::test]
+async fn every_store_ranks_a_fixed_corpus_alike() {
+    let mut reference: Option<(&str, Vec<Vec<(String, f64)>>)> = None;
+    for b in backends().await {
+        let t = b.tenant("kb").await;
+        for (i, text) in CORPUS.iter().enumerate() {
+            t.add_document(text_doc(&format!("kb-{i:02}"), text))
+                .await
+                .unwrap();
+        }
+        let mut ranked = Vec::new();
+        for q in QUERIES {
+            let mut hits = text_hits(&t, q).await;
+            assert!(!hits.is_empty(), "{}: {q:?} found nothing", b.name);
+            // Up to ties: equal scores in name order.
+            hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            ranked.push(hits);
+        }
+        match &reference {
+            None => reference = Some((b.name, ranked)),
+            Some((first, expected)) => {
+                for (q, (want, got)) in QUERIES.iter().zip(expected.iter().zip(&ranked)) {
+                    let names =
+                        |v: &[(String, f64)]| v.iter().map(|h| h.0.clone()).collect::<Vec<_>>();
+                    assert_eq!(
+                        names(got),
+                        names(want),
+                        "{q:?}: {} ranks otherwise than {first}",
+                        b.name
+                    );
+                    for (g, w) in got.iter().zip(want) {
+                        assert!(
+                            (g.1 - w.1).abs() < 1e-6 * w.1.abs().max(1.0),
+                            "{q:?}: {} scores {} {} where {first} scores {}",
+                            b.name,
+                            g.0,
+                            g.1,
+                            w.1
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
