@@ -128,7 +128,7 @@ fn slice() -> Slice {
 }
 
 fn ndcg_at_10(ranked: &[String], judged: &HashMap<String, u32>) -> f64 {
-    let gain = |g: u32| (2f64.powi(g as i32) - 1.0);
+    let gain = |g: u32| 2f64.powi(g as i32) - 1.0;
     let dcg: f64 = ranked
         .iter()
         .take(10)
