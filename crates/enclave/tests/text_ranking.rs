@@ -114,9 +114,12 @@ const QUERIES: &[&str] = &[
     "card charged when",
 ];
 
+/// One query's hits: document name and text score, best first.
+type Ranked = Vec<(String, f64)>;
+
 #[tokio::test]
 async fn every_store_ranks_a_fixed_corpus_alike() {
-    let mut reference: Option<(&str, Vec<Vec<(String, f64)>>)> = None;
+    let mut reference: Option<(&str, Vec<Ranked>)> = None;
     for b in backends().await {
         let t = b.tenant("kb").await;
         for (i, text) in CORPUS.iter().enumerate() {
