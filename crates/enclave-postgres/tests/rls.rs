@@ -105,6 +105,7 @@ async fn seed(db: &TestDb) {
             "INSERT INTO jobs (tenant_id, job_id, kind, status, payload, total, created_by, created_at) VALUES ($1, 'j', 'documents', 'queued', '[]', 0, 'test', now())",
             "INSERT INTO job_results (tenant_id, job_id, idx, document_id) VALUES ($1, 'j', 0, 'd')",
             "INSERT INTO job_queue (tenant_id, job_id, enqueued_at) VALUES ($1, 'j', now())",
+            "INSERT INTO text_stats (tenant_id, lexeme, df, tokens) VALUES ($1, '', 1, 3)",
             "INSERT INTO budget_alerts (tenant_id, month, threshold_percent, budget_usd, spent_usd, created_at, attempts, next_attempt_at) VALUES ($1, '2026-12', 80, 1, 0.8, now(), 1, now())",
         ] {
             tx.execute(sqlx::query(q).bind(t)).await.unwrap();
