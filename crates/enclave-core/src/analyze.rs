@@ -155,7 +155,6 @@ impl Analyzer {
             }
         }
         TextQuery {
-            should,
             must: q
                 .must
                 .iter()
@@ -168,6 +167,13 @@ impl Analyzer {
                 .map(phrase)
                 .filter(|p| !p.is_empty())
                 .collect(),
+            expansion: q
+                .expansion
+                .iter()
+                .filter(|(t, w)| *w > 0.0 && !should.contains(t))
+                .cloned()
+                .collect(),
+            should,
         }
     }
 }

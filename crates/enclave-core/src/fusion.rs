@@ -65,34 +65,63 @@ pub fn rrf<T: Clone + Eq + Hash>(vector: &[T], text: &[T], alpha: Option<f64>) -
     out.into_iter().map(|(_, f)| f).collect()
 }
 
-/// Convex combination of normalised scores: each list's scores are
-/// min–max scaled to [0, 1] over the list (an item missing from a list
-/// scores 0 there), then `alpha` × vector + (1 − `alpha`) × text. Unlike
-/// RRF it keeps how far apart the scores are: a chunk far ahead in one list
-/// stays ahead. Ties break as in [`rrf`].
+/// How convex fusion puts a candidate's two scores on one scale.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scales {
+    /// The most any chunk could score in BM25 for the query
+    /// ([`crate::bm25::ceiling`]): text scores are divided by it.
+    pub text_ceiling: f64,
+    /// The cosine at or below which the embedding model says nothing
+    /// (`Embedder::similarity_floor`): cosines map to
+    /// `(cos − floor) / (1 − floor)`, at least 0.
+    pub similarity_floor: f64,
+}
+
+impl Scales {
+    /// The vector half of a score, in [0, 1].
+    pub fn vector(&self, cosine: f64) -> f64 {
+        let floor = self.similarity_floor.clamp(0.0, 0.99);
+        ((cosine - floor) / (1.0 - floor)).clamp(0.0, 1.0)
+    }
+    /// The text half of a score, in [0, 1].
+    pub fn text(&self, bm25: f64) -> f64 {
+        if self.text_ceiling > 0.0 {
+            (bm25 / self.text_ceiling).clamp(0.0, 1.0)
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Convex combination of the two scores every candidate has (a hybrid
+/// search completes each list's scores for the other list's candidates,
+/// `TenantStore::complete_scores`): `alpha` × the cosine above the model's
+/// floor + (1 − `alpha`) × BM25 ÷ the query's ceiling ([`Scales`]) — the
+/// text half is the share of the query's weight the chunk holds. Both
+/// halves are in [0, 1] whatever the tenant's size, the query's length or
+/// how deep the lists go: unlike min–max scaling over the lists, a chunk's
+/// fused score does not depend on which other chunks were fetched, and
+/// unlike RRF it keeps how far apart the scores are. A candidate missing
+/// from `cosine` or `bm25` scores 0 there. Ties break as in [`rrf`].
 pub fn convex<T: Clone + Eq + Hash>(
-    vector: &[(T, f64)],
-    text: &[(T, f64)],
+    vector: &[T],
+    text: &[T],
+    cosine: &HashMap<T, f64>,
+    bm25: &HashMap<T, f64>,
+    scales: Scales,
     alpha: f64,
 ) -> Vec<Fused<T>> {
-    fn scaled<T: Clone + Eq + Hash>(list: &[(T, f64)]) -> HashMap<T, (usize, f64)> {
-        let max = list
-            .iter()
-            .map(|(_, s)| *s)
-            .fold(f64::NEG_INFINITY, f64::max);
-        let min = list.iter().map(|(_, s)| *s).fold(f64::INFINITY, f64::min);
-        let span = max - min;
-        let mut out = HashMap::with_capacity(list.len());
-        for (i, (item, s)) in list.iter().enumerate() {
-            let v = if span > 0.0 { (s - min) / span } else { 1.0 };
-            out.entry(item.clone()).or_insert((i + 1, v));
+    let ranks = |list: &[T]| {
+        let mut out: HashMap<T, usize> = HashMap::with_capacity(list.len());
+        for (i, item) in list.iter().enumerate() {
+            out.entry(item.clone()).or_insert(i + 1);
         }
         out
-    }
-    let (v, t) = (scaled(vector), scaled(text));
+    };
+    let (vr, tr) = (ranks(vector), ranks(text));
     let mut order: Vec<T> = Vec::with_capacity(vector.len() + text.len());
     let mut seen = std::collections::HashSet::new();
-    for (item, _) in vector.iter().chain(text) {
+    for item in vector.iter().chain(text) {
         if seen.insert(item.clone()) {
             order.push(item.clone());
         }
@@ -101,21 +130,57 @@ pub fn convex<T: Clone + Eq + Hash>(
         .into_iter()
         .enumerate()
         .map(|(pos, item)| {
-            let (vr, vs) = v.get(&item).map_or((None, 0.0), |(r, s)| (Some(*r), *s));
-            let (tr, ts) = t.get(&item).map_or((None, 0.0), |(r, s)| (Some(*r), *s));
+            let v = cosine.get(&item).map_or(0.0, |c| scales.vector(*c));
+            let t = bm25.get(&item).map_or(0.0, |b| scales.text(*b));
             (
                 pos,
                 Fused {
+                    vector_rank: vr.get(&item).copied(),
+                    text_rank: tr.get(&item).copied(),
                     item,
-                    score: alpha * vs + (1.0 - alpha) * ts,
-                    vector_rank: vr,
-                    text_rank: tr,
+                    score: alpha * v + (1.0 - alpha) * t,
                 },
             )
         })
         .collect();
     sort_fused(&mut out);
     out.into_iter().map(|(_, f)| f).collect()
+}
+
+/// Ranks documents instead of chunks ([`crate::search::Aggregation`]):
+/// `ranked` is the chunks best first, each with its document and score;
+/// each document comes out once, represented by its best chunk, scored by
+/// that chunk alone (`decay` = None) or by the decayed sum
+/// s₁ + decay·s₂ + decay²·s₃ + … of its chunks' scores, best first. Ties
+/// keep the order of the documents' best chunks.
+pub fn aggregate<T: Clone, D: Eq + Hash + Clone>(
+    ranked: &[(T, D, f64)],
+    decay: Option<f64>,
+) -> Vec<(T, D, f64)> {
+    let mut docs: Vec<(T, D, f64, f64)> = Vec::new(); // best chunk, doc, score, next weight
+    let mut at: HashMap<D, usize> = HashMap::new();
+    for (item, doc, score) in ranked {
+        match at.get(doc) {
+            None => {
+                at.insert(doc.clone(), docs.len());
+                docs.push((item.clone(), doc.clone(), *score, decay.unwrap_or(0.0)));
+            }
+            Some(&i) => {
+                if let Some(d) = decay {
+                    let e = &mut docs[i];
+                    e.2 += e.3 * score;
+                    e.3 *= d;
+                }
+            }
+        }
+    }
+    let mut out: Vec<(usize, (T, D, f64))> = docs
+        .into_iter()
+        .enumerate()
+        .map(|(i, (t, d, s, _))| (i, (t, d, s)))
+        .collect();
+    out.sort_by(|(pa, a), (pb, b)| b.2.total_cmp(&a.2).then(pa.cmp(pb)));
+    out.into_iter().map(|(_, x)| x).collect()
 }
 
 fn sort_fused<T>(out: &mut [(usize, Fused<T>)]) {
@@ -142,29 +207,102 @@ mod tests {
 
     #[test]
     fn convex_fusion_keeps_score_gaps_that_rrf_forgets() {
-        // "a" leads the text list by far and is second in vectors; "b"
-        // leads vectors by a hair and is missing from text.
-        let vector = [("b", 0.81), ("a", 0.80), ("c", 0.30)];
-        let text = [("a", 20.0), ("c", 2.0), ("d", 1.0)];
-        let fused = convex(&vector, &text, 0.5);
+        // "a" holds most of the query's text weight and is second in
+        // vectors; "b" leads vectors by a hair and holds no query term.
+        let vector = ["b", "a", "c"];
+        let text = ["a", "c", "d"];
+        let cosine: HashMap<_, _> = [("b", 0.81), ("a", 0.80), ("c", 0.30), ("d", -0.2)].into();
+        let bm25: HashMap<_, _> = [("a", 8.0), ("c", 2.0), ("d", 1.0)].into();
+        let scales = Scales {
+            text_ceiling: 10.0,
+            similarity_floor: 0.0,
+        };
+        let fused = convex(&vector, &text, &cosine, &bm25, scales, 0.5);
         assert_eq!(fused[0].item, "a");
-        assert!((fused[0].score - (0.5 * (0.5 / 0.51) + 0.5)).abs() < 1e-12);
+        assert!((fused[0].score - (0.5 * 0.80 + 0.5 * 0.8)).abs() < 1e-12);
         assert_eq!(fused[0].vector_rank, Some(2));
         assert_eq!(fused[0].text_rank, Some(1));
         assert_eq!(fused.len(), 4);
-        // alpha 1 is the vector order, alpha 0 the text order.
-        let only_v: Vec<_> = convex(&vector, &text, 1.0)
+        // A negative cosine counts as 0, not against the chunk.
+        let d = fused.iter().find(|f| f.item == "d").unwrap();
+        assert!((d.score - 0.5 * 0.1).abs() < 1e-12);
+        // Above a floor of 0.3, "c" has no vector evidence left and "a"
+        // keeps (0.8 − 0.3) / 0.7 of it.
+        let floored = Scales {
+            similarity_floor: 0.3,
+            ..scales
+        };
+        let fused = convex(&vector, &text, &cosine, &bm25, floored, 0.5);
+        let c = fused.iter().find(|f| f.item == "c").unwrap();
+        assert!((c.score - 0.5 * 0.2).abs() < 1e-12);
+        assert!((fused[0].score - (0.5 * 0.5 / 0.7 + 0.5 * 0.8)).abs() < 1e-12);
+        // RRF ranks "b" (first in one list) and "a" (first in the other)
+        // by position alone.
+        assert_eq!(rrf(&vector, &text, None)[0].item, "a");
+        // alpha 1 is the cosine order, alpha 0 the text order.
+        let only_v: Vec<_> = convex(&vector, &text, &cosine, &bm25, scales, 1.0)
             .into_iter()
             .map(|f| f.item)
             .collect();
-        assert_eq!(&only_v[..3], ["b", "a", "c"]);
-        let only_t: Vec<_> = convex(&vector, &text, 0.0)
+        assert_eq!(only_v, ["b", "a", "c", "d"]);
+        let only_t: Vec<_> = convex(&vector, &text, &cosine, &bm25, scales, 0.0)
             .into_iter()
             .map(|f| f.item)
             .collect();
-        // (d, the text list's last, and b, missing from it, both scale to
-        // 0 there: the tie goes to the one with a vector rank.)
-        assert_eq!(only_t, ["a", "c", "b", "d"]);
+        // (b holds no term: 0, last but for its vector rank.)
+        assert_eq!(only_t, ["a", "c", "d", "b"]);
+    }
+
+    #[test]
+    fn a_convex_score_does_not_depend_on_the_other_candidates() {
+        let cosine: HashMap<_, _> = [("a", 0.6), ("b", 0.4), ("c", 0.2)].into();
+        let bm25: HashMap<_, _> = [("a", 3.0), ("b", 6.0), ("c", 9.0)].into();
+        let scales = Scales {
+            text_ceiling: 12.0,
+            similarity_floor: 0.0,
+        };
+        let all = convex(
+            &["a", "b", "c"],
+            &["c", "b", "a"],
+            &cosine,
+            &bm25,
+            scales,
+            0.6,
+        );
+        let two = convex(&["a", "b"], &["b", "a"], &cosine, &bm25, scales, 0.6);
+        for f in &two {
+            let same = all.iter().find(|g| g.item == f.item).unwrap();
+            assert_eq!(f.score, same.score);
+        }
+        // No text weight anywhere (no query term occurs): cosine alone.
+        let scales = Scales {
+            text_ceiling: 0.0,
+            ..scales
+        };
+        let none = convex(&["a", "b"], &[], &cosine, &HashMap::new(), scales, 0.6);
+        assert_eq!(none[0].item, "a");
+        assert!((none[0].score - 0.36).abs() < 1e-12);
+    }
+
+    #[test]
+    fn documents_rank_by_their_best_chunk_or_by_a_decayed_sum() {
+        // Document x has the best chunk; y has three good ones.
+        let ranked = [
+            ("x1", "x", 0.9),
+            ("y1", "y", 0.8),
+            ("y2", "y", 0.7),
+            ("x2", "x", 0.1),
+            ("y3", "y", 0.6),
+        ];
+        let best = aggregate(&ranked, None);
+        assert_eq!(
+            best.iter().map(|r| (r.0, r.2)).collect::<Vec<_>>(),
+            [("x1", 0.9), ("y1", 0.8)]
+        );
+        let summed = aggregate(&ranked, Some(0.5));
+        assert_eq!(summed[0].0, "y1", "the best chunk represents y");
+        assert!((summed[0].2 - (0.8 + 0.5 * 0.7 + 0.25 * 0.6)).abs() < 1e-12);
+        assert!((summed[1].2 - (0.9 + 0.5 * 0.1)).abs() < 1e-12);
     }
 
     #[test]

@@ -36,6 +36,7 @@ pub use filter::MetadataFilter;
 pub use id::{ChunkId, DocumentId, MessageId, Origin, SessionId, TenantId};
 pub use message::{Message, MessageRole, NewMessage};
 pub use search::{
-    DocumentFilter, Fusion, Search, SearchHit, SearchMode, SearchParams, SearchResults,
+    Aggregation, DocumentFilter, Fusion, Prf, Search, SearchDefaults, SearchHit, SearchMode,
+    SearchParams, SearchResults,
 };
 pub use tenancy::{Isolation, Role, Slug, TenantStatus};

@@ -12,7 +12,7 @@
 //! choke on. Terms are lower-cased runs of letters and digits.
 
 /// A parsed text query.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct TextQuery {
     /// Words of which any may match.
     pub should: Vec<String>,
@@ -20,6 +20,10 @@ pub struct TextQuery {
     pub must: Vec<Vec<String>>,
     /// Words or phrases that must not match.
     pub must_not: Vec<Vec<String>>,
+    /// Terms a query-side stage added (pseudo-relevance feedback), already
+    /// analyzed (a store's analyzer passes them through as they are), each
+    /// optional like `should` and weighted in (0, 1] in the score.
+    pub expansion: Vec<(String, f64)>,
 }
 
 /// Longest term kept; longer runs are cut (no real word is this long).
@@ -88,15 +92,23 @@ impl TextQuery {
 
     /// True when nothing positive remains: such a query matches nothing.
     pub fn is_empty(&self) -> bool {
-        self.should.is_empty() && self.must.is_empty()
+        self.should.is_empty() && self.must.is_empty() && self.expansion.is_empty()
     }
 
-    /// Every positive term, for highlighting or query-side statistics.
+    /// Every positive term (expansion terms included), for highlighting or
+    /// query-side statistics.
     pub fn positive_terms(&self) -> impl Iterator<Item = &str> {
+        self.weighted_terms().map(|(t, _)| t)
+    }
+
+    /// Every positive term with its weight in the score: 1 for the
+    /// query's own words, the stage's weight for expansion terms.
+    pub fn weighted_terms(&self) -> impl Iterator<Item = (&str, f64)> {
         self.should
             .iter()
-            .map(String::as_str)
-            .chain(self.must.iter().flatten().map(String::as_str))
+            .map(|t| (t.as_str(), 1.0))
+            .chain(self.must.iter().flatten().map(|t| (t.as_str(), 1.0)))
+            .chain(self.expansion.iter().map(|(t, w)| (t.as_str(), *w)))
     }
 }
 

@@ -49,18 +49,110 @@ impl SearchMode {
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum Fusion {
-    /// Reciprocal rank fusion (k = 60): ranks only. The default: convex
-    /// fusion is better on SciFact train (+0.020 nDCG@10) but lets
-    /// keyword-only distractors outrank a paraphrase on a small tenant
-    /// (`tests/retrieval.rs`), so it is opt-in (docs/QUALITY.md).
-    #[default]
+    /// Reciprocal rank fusion (k = 60): ranks only.
     Rrf,
-    /// Convex combination of min–max normalised scores, weighted by
-    /// `alpha` (default [`DEFAULT_CONVEX_ALPHA`]).
+    /// The default: `alpha` × cosine + (1 − `alpha`) × BM25 ÷ the query's
+    /// ceiling, every candidate scored exactly in both
+    /// ([`crate::fusion::convex`]; `alpha` default [`DEFAULT_CONVEX_ALPHA`]).
+    /// Better than RRF on SciFact train (docs/QUALITY.md).
+    #[default]
     Convex,
 }
 
-/// The vector list's weight in convex fusion when a request gives none,
+/// Whether a search ranks chunks or documents.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Aggregation {
+    /// Every chunk ranks on its own score; a document may have several hits.
+    #[default]
+    Chunk,
+    /// Each document once, at its best chunk's score, represented by it.
+    BestChunk,
+    /// Each document once, represented by its best chunk, scored by the
+    /// decayed sum of its chunks' scores (s₁ + d·s₂ + d²·s₃ …, `d` =
+    /// `aggregation_decay`, default [`DEFAULT_AGGREGATION_DECAY`]): a
+    /// document with several good chunks can outrank one with a single
+    /// slightly better one.
+    DecayedSum,
+}
+
+/// Pseudo-relevance feedback for the text half (a query-side stage,
+/// opt-in per request): the first `chunks` chunks the query's text search
+/// finds are taken as relevant, the `terms` words that best characterise
+/// them (`crate::bm25::feedback_terms`) are added to the query at `weight`
+/// (the best of them; the others in proportion), and the text search runs
+/// again with them. Measured on SciFact train it does not raise nDCG@10
+/// (docs/QUALITY.md), so it is not a default.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Prf {
+    /// Feedback chunks (1–20).
+    pub chunks: u32,
+    /// Expansion terms (1–32).
+    pub terms: u32,
+    /// The best expansion term's weight in the score (above 0, at most 1;
+    /// the query's own words weigh 1).
+    pub weight: f64,
+}
+
+impl Default for Prf {
+    fn default() -> Self {
+        Self {
+            chunks: 5,
+            terms: 10,
+            weight: 0.5,
+        }
+    }
+}
+
+impl Prf {
+    fn check(&self) -> Result<(), InvalidInput> {
+        if !(1..=20).contains(&self.chunks) {
+            return Err(InvalidInput::new("prf.chunks", "must be between 1 and 20"));
+        }
+        if !(1..=32).contains(&self.terms) {
+            return Err(InvalidInput::new("prf.terms", "must be between 1 and 32"));
+        }
+        if !(self.weight > 0.0 && self.weight <= 1.0) {
+            return Err(InvalidInput::new(
+                "prf.weight",
+                "must be above 0 and at most 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The decay of [`Aggregation::DecayedSum`] when a request gives none.
+pub const DEFAULT_AGGREGATION_DECAY: f64 = 0.5;
+
+impl Aggregation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Chunk => "chunk",
+            Self::BestChunk => "best_chunk",
+            Self::DecayedSum => "decayed_sum",
+        }
+    }
+}
+
+impl std::str::FromStr for Aggregation {
+    type Err = InvalidInput;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "chunk" => Ok(Self::Chunk),
+            "best_chunk" => Ok(Self::BestChunk),
+            "decayed_sum" => Ok(Self::DecayedSum),
+            _ => Err(InvalidInput::new(
+                "aggregation",
+                "must be chunk, best_chunk or decayed_sum",
+            )),
+        }
+    }
+}
+
+/// The vector half's weight in convex fusion when a request gives none,
 /// chosen on the SciFact train split (docs/QUALITY.md).
 pub const DEFAULT_CONVEX_ALPHA: f64 = 0.5;
 
@@ -118,8 +210,16 @@ pub struct SearchParams {
     /// Weight of the vector list in hybrid fusion (0–1). Unset: equal
     /// weights for RRF, [`DEFAULT_CONVEX_ALPHA`] for convex fusion.
     pub alpha: Option<f64>,
-    /// How hybrid search fuses its two lists; unset: the store's default.
+    /// How hybrid search fuses its two lists; unset: [`Fusion::Convex`].
     pub fusion: Option<Fusion>,
+    /// Whether chunks or documents are ranked; unset: [`Aggregation::Chunk`].
+    pub aggregation: Option<Aggregation>,
+    /// The decay of `decayed_sum` aggregation (above 0, at most 1; other
+    /// aggregations have no later chunks to weigh and leave it unused).
+    pub aggregation_decay: Option<f64>,
+    /// Pseudo-relevance feedback for the text half (text and hybrid
+    /// modes); unset: none.
+    pub prf: Option<Prf>,
 }
 
 impl SearchParams {
@@ -140,6 +240,62 @@ impl SearchParams {
     pub fn fusion(mut self, fusion: Fusion) -> Self {
         self.fusion = Some(fusion);
         self
+    }
+    pub fn aggregation(mut self, aggregation: Aggregation) -> Self {
+        self.aggregation = Some(aggregation);
+        self
+    }
+}
+
+/// A tenant's defaults for the fusion and aggregation fields a search
+/// leaves unset (the tenant record's `search`, set by the platform admin):
+/// a request's own value always wins.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SearchDefaults {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fusion: Option<Fusion>,
+    /// Used when the request gives no `alpha` and fuses as the tenant does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alpha: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aggregation: Option<Aggregation>,
+    /// Used when the search aggregates by `decayed_sum` and gives no decay.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aggregation_decay: Option<f64>,
+}
+
+impl SearchDefaults {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Refuses values no search could use, naming the field
+    /// (`search.alpha`, …).
+    pub fn check(&self) -> Result<(), InvalidInput> {
+        let mut p = SearchParams::new("x");
+        p.fusion = self.fusion;
+        p.alpha = self.alpha;
+        p.aggregation = self.aggregation;
+        p.aggregation_decay = self.aggregation_decay;
+        Search::parse(&p)
+            .map(|_| ())
+            .map_err(|e| InvalidInput::new(format!("search.{}", e.field), e.message))
+    }
+
+    /// Fills the fields `p` leaves unset.
+    pub fn apply(&self, p: &mut SearchParams) {
+        let tenant_fusion = self.fusion.unwrap_or_default();
+        if p.alpha.is_none() && p.fusion.is_none_or(|f| f == tenant_fusion) {
+            p.alpha = self.alpha;
+        }
+        p.fusion = p.fusion.or(self.fusion);
+        if p.aggregation.is_none() {
+            p.aggregation = self.aggregation;
+        }
+        if p.aggregation == Some(Aggregation::DecayedSum) && p.aggregation_decay.is_none() {
+            p.aggregation_decay = self.aggregation_decay;
+        }
     }
 }
 
@@ -229,6 +385,10 @@ pub struct Search {
     pub min_score: Option<f64>,
     pub alpha: Option<f64>,
     pub fusion: Option<Fusion>,
+    pub aggregation: Aggregation,
+    /// The decay of [`Aggregation::DecayedSum`] (None for the others).
+    pub decay: Option<f64>,
+    pub prf: Option<Prf>,
 }
 
 impl Search {
@@ -254,6 +414,22 @@ impl Search {
             if !(0.0..=1.0).contains(&a) {
                 return Err(InvalidInput::new("alpha", "must be between 0 and 1"));
             }
+        }
+        let aggregation = p.aggregation.unwrap_or_default();
+        if let Some(d) = p.aggregation_decay {
+            if !(d > 0.0 && d <= 1.0) {
+                return Err(InvalidInput::new(
+                    "aggregation_decay",
+                    "must be above 0 and at most 1",
+                ));
+            }
+        }
+        // The decay weighs a decayed sum's later chunks; other rankings
+        // have none to weigh.
+        let decay = (aggregation == Aggregation::DecayedSum)
+            .then(|| p.aggregation_decay.unwrap_or(DEFAULT_AGGREGATION_DECAY));
+        if let Some(prf) = &p.prf {
+            prf.check()?;
         }
         if let Some(s) = p.min_score {
             if !s.is_finite() {
@@ -286,6 +462,9 @@ impl Search {
             min_score: p.min_score,
             alpha: p.alpha,
             fusion: p.fusion,
+            aggregation,
+            decay,
+            prf: p.prf,
         })
     }
 }
@@ -316,12 +495,17 @@ pub struct SearchHit {
     pub doc_type: DocumentType,
     pub origin: Option<Origin>,
     pub content: String,
-    /// The ranking score: RRF in hybrid mode, cosine similarity in vector
-    /// mode, BM25 in text mode. Higher is better.
+    /// The ranking score: the fused score in hybrid mode (convex or RRF),
+    /// cosine similarity in vector mode, BM25 in text mode; with document
+    /// aggregation, the document's. Higher is better.
     pub score: f64,
-    /// Cosine similarity with the query, when the chunk was a vector candidate.
+    /// Cosine similarity with the query: in vector mode, and in hybrid
+    /// mode with convex fusion for every hit (with RRF, when the chunk was
+    /// a vector candidate).
     pub vector_score: Option<f64>,
-    /// BM25 score (higher is better), when the chunk was a text candidate.
+    /// BM25 score (higher is better): in text mode, and in hybrid mode for
+    /// every hit that holds a query term (with RRF, when the chunk was a
+    /// text candidate).
     pub text_score: Option<f64>,
     /// 1-based position in the results.
     pub rank: u32,
@@ -368,6 +552,71 @@ mod tests {
         let mut p = SearchParams::new("q");
         p.alpha = Some(1.5);
         assert_eq!(field(p), "alpha");
+        let mut p = SearchParams::new("q").aggregation(Aggregation::DecayedSum);
+        p.aggregation_decay = Some(0.0);
+        assert_eq!(field(p), "aggregation_decay");
+        let mut p = SearchParams::new("q");
+        p.prf = Some(Prf {
+            terms: 0,
+            ..Default::default()
+        });
+        assert_eq!(field(p), "prf.terms");
+        let p: SearchParams =
+            serde_json::from_value(json!({"query": "q", "prf": {"chunks": 3}})).unwrap();
+        assert_eq!(p.prf.unwrap().terms, 10, "unset fields take their defaults");
+        let mut p = SearchParams::new("q").aggregation(Aggregation::BestChunk);
+        p.aggregation_decay = Some(1.5);
+        assert_eq!(field(p), "aggregation_decay");
+    }
+
+    #[test]
+    fn a_tenants_defaults_fill_only_what_the_request_leaves_unset() {
+        let defaults = SearchDefaults {
+            fusion: Some(Fusion::Convex),
+            alpha: Some(0.7),
+            aggregation: Some(Aggregation::DecayedSum),
+            aggregation_decay: Some(0.3),
+        };
+        defaults.check().unwrap();
+        let mut p = SearchParams::new("q");
+        defaults.apply(&mut p);
+        let s = Search::parse(&p).unwrap();
+        assert_eq!(
+            (s.fusion, s.alpha, s.aggregation, s.decay),
+            (
+                Some(Fusion::Convex),
+                Some(0.7),
+                Aggregation::DecayedSum,
+                Some(0.3)
+            )
+        );
+        // The request's own choices win; the tenant's alpha is for its
+        // fusion, its decay for decayed sums.
+        let mut p = SearchParams::new("q")
+            .fusion(Fusion::Rrf)
+            .aggregation(Aggregation::BestChunk);
+        defaults.apply(&mut p);
+        let s = Search::parse(&p).unwrap();
+        assert_eq!(
+            (s.fusion, s.alpha, s.aggregation, s.decay),
+            (Some(Fusion::Rrf), None, Aggregation::BestChunk, None)
+        );
+        let mut p = SearchParams::new("q");
+        p.alpha = Some(0.2);
+        defaults.apply(&mut p);
+        assert_eq!(p.alpha, Some(0.2));
+        // Values no search could use are refused by name.
+        let bad = SearchDefaults {
+            alpha: Some(2.0),
+            ..Default::default()
+        };
+        assert_eq!(bad.check().unwrap_err().field, "search.alpha");
+        let bad = SearchDefaults {
+            aggregation_decay: Some(-0.5),
+            ..Default::default()
+        };
+        assert_eq!(bad.check().unwrap_err().field, "search.aggregation_decay");
+        assert!(serde_json::from_value::<SearchDefaults>(json!({"limit": 5})).is_err());
     }
 
     #[test]

@@ -43,6 +43,15 @@ pub trait Embedder: Send + Sync + 'static {
     fn max_input_tokens(&self) -> u32;
     /// The tokenizer whose tokens `max_input_tokens` counts.
     fn token_counter(&self) -> Arc<dyn TokenCounter>;
+    /// The cosine similarity at or below which this model's vectors say
+    /// nothing about relevance: sentence models put unrelated text well
+    /// above 0 (all-MiniLM-L6-v2 scores most unrelated pairs 0.1–0.3).
+    /// Hybrid search's convex fusion counts `(cos − floor) / (1 − floor)`,
+    /// so the vector half of a score starts where the model's evidence
+    /// does. 0 (the cosine as it is) unless the model says otherwise.
+    fn similarity_floor(&self) -> f32 {
+        0.0
+    }
     /// Embeds `texts`, returning one unit-length vector per text, in order.
     async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError>;
     /// For embedders that compute on the CPU: embeds on the calling thread

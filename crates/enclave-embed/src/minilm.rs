@@ -238,6 +238,12 @@ impl Embedder for MiniLm {
     fn token_counter(&self) -> Arc<dyn TokenCounter> {
         self.inner.counter.clone()
     }
+    /// 0.3, chosen with the fusion weight on the SciFact train split
+    /// (docs/QUALITY.md): below it, a chunk's cosine with a claim does not
+    /// tell relevant abstracts from others.
+    fn similarity_floor(&self) -> f32 {
+        0.3
+    }
     async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
         let this = self.clone();
         tokio::task::spawn_blocking(move || {

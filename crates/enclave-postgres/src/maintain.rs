@@ -36,8 +36,10 @@ pub struct IndexPolicy {
 impl Default for IndexPolicy {
     fn default() -> Self {
         Self {
-            min_chunks: 20_000,
-            drop_below: 10_000,
+            // Above ~5k chunks the exact scan (≈ 1.2 µs a chunk) costs more
+            // than an HNSW probe (≈ 1–4 ms; docs/BENCHMARKS.md).
+            min_chunks: 5_000,
+            drop_below: 2_500,
             m: 16,
             ef_construction: 128,
             maintenance_work_mem: "1GB".into(),

@@ -80,6 +80,35 @@ impl ScratchDatabase {
         Ok((db, app))
     }
 
+    /// The database a previous [`Self::migrated`] made with this `id`
+    /// (benchmarks measure one again without rebuilding it); returns it
+    /// and its app role's name.
+    pub fn existing(admin_url: &str, id: &str) -> Result<(Self, String), PgError> {
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(PgError::Invalid(format!(
+                "{id:?} is not a scratch database id"
+            )));
+        }
+        let base: PgConnectOptions = admin_url.parse()?;
+        let database = format!("enclave_t_{id}");
+        let owner_url = base
+            .clone()
+            .username(&format!("owner_{id}"))
+            .database(&database)
+            .to_url_lossy()
+            .to_string();
+        Ok((
+            Self {
+                superuser: base.clone().database(&database),
+                owner_url,
+                id: id.to_owned(),
+                base,
+                database,
+            },
+            format!("app_{id}"),
+        ))
+    }
+
     /// URL for `role` on this database (trust authentication).
     pub fn url_as(&self, role: &str) -> String {
         self.as_role(role).to_url_lossy().to_string()

@@ -231,9 +231,23 @@ fn search_body() -> Value {
             "include_documents": {"type": "boolean", "default": false},
             "min_score": {"type": ["number", "null"]},
             "alpha": {"type": ["number", "null"], "minimum": 0, "maximum": 1,
-                      "description": "weight of the vector list in hybrid fusion; unset: 0.5 (convex) or equal weights (rrf)"},
+                      "description": "weight of the vector half in hybrid fusion; unset: the tenant's default, else 0.5 (convex) or equal weights (rrf)"},
             "fusion": {"type": ["string", "null"], "enum": ["rrf", "convex", null],
-                       "description": "how hybrid search fuses its lists; unset: rrf"},
+                       "description": "how hybrid search fuses its lists: convex (cosine above the model's floor and BM25 over the query's ceiling, weighted by alpha) or rrf (ranks only); unset: the tenant's default, else convex"},
+            "aggregation": {"type": ["string", "null"], "enum": ["chunk", "best_chunk", "decayed_sum", null],
+                            "description": "rank chunks, or documents (each once, at its best chunk or by the decayed sum of its chunks' scores); unset: the tenant's default, else chunk"},
+            "aggregation_decay": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 1,
+                                  "description": "the decay of decayed_sum aggregation (unused by the others); unset: the tenant's default, else 0.5"},
+            "prf": {
+                "type": ["object", "null"],
+                "additionalProperties": false,
+                "description": "pseudo-relevance feedback for the text half (opt-in): the first `chunks` text hits' `terms` most telling words are added to the query at up to `weight` and the text search runs again",
+                "properties": {
+                    "chunks": {"type": "integer", "minimum": 1, "maximum": 20, "default": 5},
+                    "terms": {"type": "integer", "minimum": 1, "maximum": 32, "default": 10},
+                    "weight": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "default": 0.5},
+                },
+            },
         },
         "description": "An empty date range (after not before before) matches nothing.",
     })
@@ -303,6 +317,21 @@ fn create_body(f: &Facts) -> Value {
             {"type": "object", "additionalProperties": false, "required": ["name", "content"], "properties": with(text)},
             {"type": "object", "additionalProperties": false, "required": ["name", "chunks"], "properties": with(vectors)},
         ],
+    })
+}
+
+/// A tenant's search defaults (docs/API-EXTENSIONS.md).
+fn search_defaults_schema() -> Value {
+    json!({
+        "type": ["object", "null"],
+        "additionalProperties": false,
+        "description": "the fusion, alpha and aggregation this tenant's searches use when a request names none; a PATCH replaces the object ({} clears it)",
+        "properties": {
+            "fusion": {"type": ["string", "null"], "enum": ["rrf", "convex", null]},
+            "alpha": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+            "aggregation": {"type": ["string", "null"], "enum": ["chunk", "best_chunk", "decayed_sum", null]},
+            "aggregation_decay": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 1},
+        },
     })
 }
 
@@ -415,6 +444,7 @@ fn components(f: &Facts) -> Vec<(String, Value)> {
                                "description": "this server does not place tenants: they start shared and move with `enclave move-tenant`"})
                     },
                     "limits": limits_schema(),
+                    "search": search_defaults_schema(),
                 },
             }),
         ),
@@ -427,6 +457,7 @@ fn components(f: &Facts) -> Vec<(String, Value)> {
                     "status": {"type": ["string", "null"], "enum": ["active", "suspended", null]},
                     "plan": {"type": ["string", "null"]},
                     "limits": limits_schema(),
+                    "search": search_defaults_schema(),
                 },
             }),
         ),

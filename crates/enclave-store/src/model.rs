@@ -119,6 +119,22 @@ pub struct Candidate {
     pub score: f64,
 }
 
+/// The other half of a hybrid search's scores (`TenantStore::complete_scores`):
+/// the cosine of each text candidate and the BM25 of each vector candidate,
+/// exact, so fusion weighs every candidate on both lists' scores — a chunk
+/// outside one list's first k is further down that list, not absent from it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Completion {
+    /// Cosine similarity of each asked chunk that exists.
+    pub vector: Vec<Candidate>,
+    /// BM25 of each asked chunk that matches the text query (a chunk
+    /// holding none of its terms has none and is left out).
+    pub text: Vec<Candidate>,
+    /// The most any of the tenant's chunks could score for the text query
+    /// (`enclave_core::bm25::ceiling`); 0 when none of its terms occurs.
+    pub text_ceiling: f64,
+}
+
 /// A chunk with the fields a search hit shows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HitRow {
@@ -154,6 +170,9 @@ pub trait Store: Send + Sync + 'static {
     fn tenant(&self, id: &TenantId) -> Arc<dyn TenantStore>;
     /// The vector length this store was created for.
     fn dimensions(&self) -> usize;
+    /// The text analysis this store indexes with (query-side stages
+    /// analyze feedback text the same way).
+    fn analyzer(&self) -> &enclave_core::analyze::Analyzer;
 }
 
 /// One tenant's data. No method takes a tenant: the handle *is* the tenant.
@@ -197,6 +216,17 @@ pub trait TenantStore: Send + Sync {
         filter: &DocumentFilter,
         k: usize,
     ) -> StoreResult<Vec<Candidate>>;
+    /// Exact scores of a hybrid search's candidates in the list they are
+    /// missing from: cosine with `vector` for `vector_keys`, BM25 (with the
+    /// same statistics and pruning as [`Self::text_candidates`]) for
+    /// `text_keys`, and the text query's ceiling.
+    async fn complete_scores(
+        &self,
+        vector: &[f32],
+        vector_keys: &[ChunkKey],
+        text: &TextQuery,
+        text_keys: &[ChunkKey],
+    ) -> StoreResult<Completion>;
     /// Loads chunks for display; keys that no longer exist are skipped.
     async fn hydrate(&self, keys: &[ChunkKey]) -> StoreResult<Vec<HitRow>>;
     async fn list_documents(&self, query: &ListQuery) -> StoreResult<DocumentPage>;

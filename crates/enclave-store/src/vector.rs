@@ -34,10 +34,28 @@ impl VectorSet {
         self.keys.is_empty()
     }
 
+    /// Appends a row; keys come in ascending order (what [`Self::scores_of`]
+    /// looks them up by).
     pub fn push(&mut self, key: i64, v: &[f32]) {
         debug_assert_eq!(v.len(), self.dims);
+        debug_assert!(self.keys.last().is_none_or(|last| *last < key));
         self.keys.push(key);
         self.data.extend_from_slice(v);
+    }
+
+    /// The similarity to `query` of each of `keys` that is held (in the
+    /// order asked; keys not held are skipped).
+    pub fn scores_of(&self, query: &[f32], keys: &[i64]) -> Vec<(i64, f32)> {
+        assert_eq!(query.len(), self.dims, "query dimension");
+        keys.iter()
+            .filter_map(|k| {
+                let i = self.keys.binary_search(k).ok()?;
+                Some((
+                    *k,
+                    dot(query, &self.data[i * self.dims..(i + 1) * self.dims]),
+                ))
+            })
+            .collect()
     }
 
     /// The `k` rows most similar to `query`, best first, optionally only rows
@@ -223,6 +241,22 @@ mod tests {
             let y: f32 = a.iter().zip(&b).map(|(p, q)| p * q).sum();
             assert!((x - y).abs() < 1e-4 * d as f32, "d={d}: {x} vs {y}");
             assert!((dot_portable(&a, &b) - y).abs() < 1e-4 * d as f32);
+        }
+    }
+
+    #[test]
+    fn scores_of_are_the_scores_top_k_gives() {
+        let mut seed = 5;
+        let mut set = VectorSet::new(8);
+        for key in [2, 3, 5, 8, 13] {
+            set.push(key, &rand_vec(&mut seed, 8));
+        }
+        let q = rand_vec(&mut seed, 8);
+        let all = set.top_k(&q, 5, None);
+        let asked = set.scores_of(&q, &[13, 4, 2]);
+        assert_eq!(asked.len(), 2, "4 is not held");
+        for (key, s) in asked {
+            assert_eq!(all.iter().find(|(k, _)| *k == key).unwrap().1, s);
         }
     }
 

@@ -239,6 +239,18 @@ impl TenantStore for Slotted {
         let _slot = self.slot().await?;
         self.inner.text_candidates(query, filter, k).await
     }
+    async fn complete_scores(
+        &self,
+        vector: &[f32],
+        vector_keys: &[ChunkKey],
+        text: &TextQuery,
+        text_keys: &[ChunkKey],
+    ) -> StoreResult<enclave_store::Completion> {
+        let _slot = self.slot().await?;
+        self.inner
+            .complete_scores(vector, vector_keys, text, text_keys)
+            .await
+    }
     async fn hydrate(&self, keys: &[ChunkKey]) -> StoreResult<Vec<HitRow>> {
         let _slot = self.slot().await?;
         self.inner.hydrate(keys).await

@@ -85,9 +85,15 @@ async fn hybrid_search_ranks_a_paraphrase_above_keyword_only_distractors() {
             .map(|h| h.document_name.as_str())
             .collect();
         assert_eq!(
-            names[0], "refund-policy.txt",
-            "{}: hybrid ranking {names:?}",
-            b.name
+            names[0],
+            "refund-policy.txt",
+            "{}: hybrid ranking {:?}",
+            b.name,
+            hybrid
+                .results
+                .iter()
+                .map(|h| (&h.document_name, h.score, h.vector_score, h.text_score))
+                .collect::<Vec<_>>()
         );
         assert!(hybrid.results[0].vector_score.unwrap() > 0.3);
         let vector = t

@@ -1,11 +1,13 @@
 //! Full-text search has one semantics on every store: the same terms
 //! (stemmed, without stop words), BM25 over the tenant's own statistics,
-//! and pruning that never leaves a query with nothing to match.
+//! and pruning that never leaves a query with nothing to match — and so
+//! do what is built on it: hybrid search's convex fusion (each candidate
+//! scored on both lists) and pseudo-relevance feedback.
 
 mod common;
 
 use common::{backends, text_doc};
-use enclave::core::{SearchMode, SearchParams};
+use enclave::core::{Prf, SearchMode, SearchParams};
 
 async fn text_hits(t: &enclave::Tenant, query: &str) -> Vec<(String, f64)> {
     t.search(SearchParams::new(query).mode(SearchMode::Text).limit(10))
@@ -114,8 +116,24 @@ const QUERIES: &[&str] = &[
     "card charged when",
 ];
 
-/// One query's hits: document name and text score, best first.
+/// One query's hits: document name and score, best first.
 type Ranked = Vec<(String, f64)>;
+
+/// The searches every store must answer alike: text, text with feedback,
+/// and hybrid with the default (convex) fusion.
+fn variants(q: &str) -> Vec<(&'static str, SearchParams)> {
+    let mut prf = SearchParams::new(q).mode(SearchMode::Text).limit(10);
+    prf.prf = Some(Prf {
+        chunks: 3,
+        terms: 5,
+        weight: 0.5,
+    });
+    vec![
+        ("text", SearchParams::new(q).mode(SearchMode::Text).limit(10)),
+        ("text+prf", prf),
+        ("hybrid", SearchParams::new(q).mode(SearchMode::Hybrid).limit(10)),
+    ]
+}
 
 #[tokio::test]
 async fn every_store_ranks_a_fixed_corpus_alike() {
@@ -128,29 +146,43 @@ async fn every_store_ranks_a_fixed_corpus_alike() {
                 .unwrap();
         }
         let mut ranked = Vec::new();
+        let mut labels = Vec::new();
         for q in QUERIES {
-            let mut hits = text_hits(&t, q).await;
-            assert!(!hits.is_empty(), "{}: {q:?} found nothing", b.name);
-            // Up to ties: equal scores in name order.
-            hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-            ranked.push(hits);
+            for (variant, params) in variants(q) {
+                let found = t.search(params).await.unwrap();
+                let mut hits: Ranked = found
+                    .results
+                    .iter()
+                    .map(|h| (h.document_name.clone(), h.score))
+                    .collect();
+                assert!(!hits.is_empty(), "{}: {variant} {q:?} found nothing", b.name);
+                if variant == "hybrid" {
+                    // Convex fusion scores every hit on both lists.
+                    assert!(found.results.iter().all(|h| h.vector_score.is_some()));
+                    assert!(found.results.iter().any(|h| h.text_score.is_some()));
+                }
+                // Up to ties: equal scores in name order.
+                hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                ranked.push(hits);
+                labels.push(format!("{variant} {q:?}"));
+            }
         }
         match &reference {
             None => reference = Some((b.name, ranked)),
             Some((first, expected)) => {
-                for (q, (want, got)) in QUERIES.iter().zip(expected.iter().zip(&ranked)) {
+                for (label, (want, got)) in labels.iter().zip(expected.iter().zip(&ranked)) {
                     let names =
                         |v: &[(String, f64)]| v.iter().map(|h| h.0.clone()).collect::<Vec<_>>();
                     assert_eq!(
                         names(got),
                         names(want),
-                        "{q:?}: {} ranks otherwise than {first}",
+                        "{label}: {} ranks otherwise than {first}",
                         b.name
                     );
                     for (g, w) in got.iter().zip(want) {
                         assert!(
                             (g.1 - w.1).abs() < 1e-6 * w.1.abs().max(1.0),
-                            "{q:?}: {} scores {} {} where {first} scores {}",
+                            "{label}: {} scores {} {} where {first} scores {}",
                             b.name,
                             g.0,
                             g.1,
@@ -160,5 +192,39 @@ async fn every_store_ranks_a_fixed_corpus_alike() {
                 }
             }
         }
+    }
+}
+
+#[tokio::test]
+async fn feedback_finds_a_chunk_that_shares_no_word_with_the_query() {
+    for b in backends().await {
+        let t = b.tenant("kb").await;
+        for (name, text) in [
+            ("refund-a", "Refunds go back to the original card within five days."),
+            ("refund-b", "A refund is issued to the original card once the parcel is scanned."),
+            ("chargeback", "Chargebacks on the original card are settled by the issuing bank."),
+            ("warehouse", "The warehouse ships parcels on weekdays."),
+            ("wrapping", "Gift wrapping costs extra at checkout."),
+            ("password", "Reset a password from the login page."),
+        ] {
+            t.add_document(text_doc(name, text)).await.unwrap();
+        }
+        // "refund" finds the two refund documents only; they share
+        // "original" and "card", which the chargeback document holds too.
+        let plain = text_hits(&t, "refund").await;
+        let plain_names: Vec<&str> = plain.iter().map(|h| h.0.as_str()).collect();
+        assert_eq!(plain.len(), 2, "{}: {plain_names:?}", b.name);
+        let mut params = SearchParams::new("refund").mode(SearchMode::Text).limit(10);
+        params.prf = Some(Prf {
+            chunks: 2,
+            terms: 4,
+            weight: 0.5,
+        });
+        let fed = t.search(params).await.unwrap().results;
+        let names: Vec<&str> = fed.iter().map(|h| h.document_name.as_str()).collect();
+        assert!(names.contains(&"chargeback"), "{}: {names:?}", b.name);
+        // The query's own matches still come first.
+        assert!(plain_names.contains(&names[0]), "{}: {names:?}", b.name);
+        assert!(plain_names.contains(&names[1]), "{}: {names:?}", b.name);
     }
 }

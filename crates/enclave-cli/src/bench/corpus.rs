@@ -46,6 +46,24 @@ pub struct BenchArgs {
     /// `postgres`: stop after the ingest figures (no index build, no queries).
     #[arg(long)]
     ingest_only: bool,
+    /// `text`: the BEIR folder whose corpus and queries make the tenant.
+    #[arg(long, default_value = "../shared/datasets/scifact")]
+    corpus: std::path::PathBuf,
+    /// `text`: the split whose queries (and judgments) are used.
+    #[arg(long, default_value = "train")]
+    split: String,
+    /// `text`: measure again on the scratch database a previous run built
+    /// (the id it printed) instead of building one.
+    #[arg(long)]
+    reuse: Option<String>,
+    /// `text`: queries compared with the exhaustive ranking (it scores
+    /// every matching chunk: about a second a query at 100k chunks).
+    #[arg(long, default_value_t = 200)]
+    quality_queries: usize,
+    /// `text`: also compare these postings budgets with the exhaustive
+    /// ranking (tuning `PgOptions::text_postings_budget`).
+    #[arg(long, value_delimiter = ',')]
+    budgets: Vec<u64>,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
@@ -56,6 +74,10 @@ enum What {
     Search,
     /// PostgreSQL (needs a superuser `--database-url`; not part of `all`).
     Postgres,
+    /// PostgreSQL full-text and hybrid search over one tenant of real text
+    /// (`--corpus`, `--chunks`; needs a superuser `--database-url`; not
+    /// part of `all`).
+    Text,
 }
 
 pub async fn run(store: &StoreArgs, args: BenchArgs) -> Result<()> {
@@ -76,6 +98,23 @@ pub async fn run(store: &StoreArgs, args: BenchArgs) -> Result<()> {
             queries: args.queries,
             jobs: args.jobs,
             ingest_only: args.ingest_only,
+        })
+        .await;
+    }
+    if args.what == What::Text {
+        return super::text::run(super::text::TextBenchArgs {
+            admin_url: store
+                .database_url
+                .clone()
+                .context("enclave bench text needs --database-url SUPERUSER_URL")?,
+            corpus: args.corpus.clone(),
+            split: args.split.clone(),
+            chunks: args.chunks,
+            queries: args.queries,
+            jobs: args.jobs,
+            reuse: args.reuse.clone(),
+            quality_queries: args.quality_queries,
+            budgets: args.budgets.clone(),
         })
         .await;
     }

@@ -8,6 +8,7 @@ pub mod corpus;
 pub mod fair;
 pub mod http;
 mod postgres;
+mod text;
 mod victim;
 
 pub(crate) use common::percentile;

@@ -43,9 +43,9 @@ pub(crate) struct MoveTenantArgs {
 
 #[derive(Args)]
 pub(crate) struct MaintainArgs {
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = enclave_postgres::IndexPolicy::default().min_chunks)]
     pub(crate) min_chunks: u64,
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = enclave_postgres::IndexPolicy::default().drop_below)]
     pub(crate) drop_below: u64,
 }
 

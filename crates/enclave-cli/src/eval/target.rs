@@ -11,14 +11,11 @@ use serde_json::{json, Value};
 
 use crate::StoreArgs;
 
-/// Chunks (and so documents) asked for per query: Recall@100 needs them.
-const DEPTH: u32 = enclave::core::search::MAX_LIMIT;
-
 pub enum Target {
     Library {
         tenant: Tenant,
         /// Kept so a scratch data directory lives as long as the run.
-        _memory: Memory,
+        memory: Memory,
         _scratch: Option<tempfile::TempDir>,
         describe: String,
     },
@@ -31,9 +28,10 @@ pub enum Target {
 }
 
 impl Target {
-    /// A scratch tenant of the library; without `--data-dir` or
-    /// `--database-url` the embedded store lives in a temporary directory.
-    pub async fn library(store: &StoreArgs) -> Result<Self> {
+    /// A scratch tenant of the library (or `tenant`, when given); without
+    /// `--data-dir` or `--database-url` the embedded store lives in a
+    /// temporary directory.
+    pub async fn library(store: &StoreArgs, tenant: Option<&str>) -> Result<Self> {
         let mut store = store.clone();
         let scratch = if store.data_dir.is_none() && store.database_url.is_none() {
             let dir = tempfile::tempdir()?;
@@ -43,7 +41,10 @@ impl Target {
             None
         };
         let memory = store.open().await?;
-        let id = TenantId::parse(&format!("eval-{:08x}", rand::random::<u32>()))?;
+        let id = match tenant {
+            Some(t) => TenantId::parse(t)?,
+            None => TenantId::parse(&format!("eval-{:08x}", rand::random::<u32>()))?,
+        };
         let describe = match (&store.database_url, &scratch) {
             (Some(_), _) => format!("PostgreSQL (library, tenant {id})"),
             (None, Some(_)) => format!("embedded store in a scratch directory (tenant {id})"),
@@ -54,7 +55,7 @@ impl Target {
         };
         Ok(Self::Library {
             tenant: memory.tenant(&id),
-            _memory: memory,
+            memory,
             _scratch: scratch,
             describe,
         })
@@ -106,20 +107,74 @@ impl Target {
         }
     }
 
+    /// Embeds `query` once, so the modes' searches find its vector in the
+    /// query cache and time the search alone; returns what the first
+    /// embedding cost: the model's call itself (library), or a vector
+    /// search of one hit that embeds it (a server).
+    pub async fn warm(&self, query: &str) -> Result<Duration> {
+        match self {
+            Self::Library { tenant, memory, .. } => {
+                let started = std::time::Instant::now();
+                memory.embedder().embed(vec![query.to_owned()]).await?;
+                let took = started.elapsed();
+                tenant
+                    .search(
+                        SearchParams::new(query)
+                            .mode(enclave::core::SearchMode::Vector)
+                            .limit(1),
+                    )
+                    .await?;
+                Ok(took)
+            }
+            Self::Http { .. } => {
+                let started = std::time::Instant::now();
+                self.post(
+                    "/v1/search",
+                    &json!({"query": query, "mode": "vector", "limit": 1}),
+                )
+                .await?;
+                Ok(started.elapsed())
+            }
+        }
+    }
+
+    /// What [`Self::warm`] timed.
+    pub fn warm_describes(&self) -> &'static str {
+        match self {
+            Self::Library { .. } => {
+                "the model embedding the query (once per new query; later searches find it cached)"
+            }
+            Self::Http { .. } => {
+                "a first vector search of limit 1 over HTTP, which embeds the query"
+            }
+        }
+    }
+
     /// The document names of the first chunks found, best first.
-    pub async fn search(&self, query: &str, variant: &super::Variant) -> Result<Vec<String>> {
+    pub async fn search(
+        &self,
+        query: &str,
+        variant: &super::Variant,
+        limit: u32,
+    ) -> Result<Vec<String>> {
         let mode = variant.mode;
         match self {
             Self::Library { tenant, .. } => {
-                let mut params = SearchParams::new(query).mode(mode).limit(DEPTH);
+                let mut params = SearchParams::new(query).mode(mode).limit(limit);
                 params.fusion = variant.fusion;
                 params.alpha = variant.alpha;
+                params.aggregation = variant.aggregation;
+                params.prf = variant.prf.then(Default::default);
                 let found = tenant.search(params).await?;
                 Ok(found.results.into_iter().map(|h| h.document_name).collect())
             }
             Self::Http { .. } => {
-                let body = json!({"query": query, "mode": mode.as_str(), "limit": DEPTH,
-                    "fusion": variant.fusion.map(|f| f.as_str()), "alpha": variant.alpha});
+                let mut body = json!({"query": query, "mode": mode.as_str(), "limit": limit,
+                    "fusion": variant.fusion.map(|f| f.as_str()), "alpha": variant.alpha,
+                    "aggregation": variant.aggregation.map(|a| a.as_str())});
+                if variant.prf {
+                    body["prf"] = json!({});
+                }
                 let v = self.post("/v1/search", &body).await?;
                 let Some(hits) = v["results"].as_array() else {
                     bail!("search answered without results: {v}");
@@ -128,6 +183,29 @@ impl Target {
                     .iter()
                     .filter_map(|h| h["document_name"].as_str().map(str::to_owned))
                     .collect())
+            }
+        }
+    }
+
+    /// The tenant's chunk count (what a re-run that found every document
+    /// unchanged did not create again).
+    pub async fn chunk_count(&self) -> Result<u64> {
+        match self {
+            Self::Library { tenant, .. } => Ok(tenant.statistics().await?.chunk_count),
+            Self::Http {
+                client, base, key, ..
+            } => {
+                let v: Value = client
+                    .get(format!("{base}/v1/stats"))
+                    .bearer_auth(key)
+                    .send()
+                    .await?
+                    .error_for_status()?
+                    .json()
+                    .await?;
+                v["chunk_count"]
+                    .as_u64()
+                    .with_context(|| format!("/v1/stats answered without chunk_count: {v}"))
             }
         }
     }

@@ -5,19 +5,21 @@
 //!
 //! The GIN index finds the chunks that hold a query term; each is scored in
 //! SQL from its own term frequencies (the query's terms filtered out of its
-//! `tsvector`) and its length. Rare terms find the candidates first
-//! (MaxScore): a term is only searched for when the chunks holding just the
-//! terms left out could still outscore the k-th candidate found, so a
-//! query's common terms add to the scores of the candidates without
-//! making every chunk of the tenant one.
+//! `tsvector`) and its length, about 5 µs a candidate. Rare terms find the
+//! candidates (MaxScore's essential terms, within a postings budget,
+//! `PgOptions::text_postings_budget`), so a query's common terms add to the
+//! scores of the candidates without making every chunk of the tenant one:
+//! on a 100k-chunk tenant of real text that keeps nDCG@10 within 0.005 of
+//! scoring every matching chunk at a fraction of the cost
+//! (docs/BENCHMARKS.md, `enclave bench text`).
 
 use std::collections::HashMap;
 
 use enclave_core::bm25::{self, informative_terms};
 use enclave_core::query::TextQuery;
 use enclave_core::DocumentFilter;
-use enclave_store::{Candidate, StoreResult};
-use sqlx::{Postgres, QueryBuilder};
+use enclave_store::{Candidate, ChunkKey, Completion, StoreResult};
+use sqlx::{Postgres, QueryBuilder, Row};
 
 use super::rows::db_err;
 use super::sql::{push_filter, tsquery};
@@ -25,35 +27,55 @@ use super::tx::{Tx, READ};
 use super::vector::candidates;
 use super::PgTenant;
 
-/// Postings (chunks holding a searched term, summed over terms) a search
-/// reads at most before it settles for the candidates found: beyond this
-/// the ranking may miss a chunk that holds only the commonest terms.
-const MAX_POSTINGS: u64 = 50_000;
-
 /// A query term with its statistics.
 struct Term {
     lexeme: String,
+    /// Its IDF, times its weight.
     idf: f64,
 }
 
-pub(super) async fn text_candidates(
+/// A text query ready to score: the tenant's statistics read, the terms
+/// pruned as `enclave_core::bm25::informative_terms` says.
+struct Prepared<'a> {
+    query: TextQuery,
+    scoring: Scoring<'a>,
+    dfs: HashMap<String, u64>,
+    /// The tenant's searchable chunks.
+    chunks: u64,
+}
+
+/// Reads the query's statistics and prunes its terms; `None` when it can
+/// match nothing (no terms left, or an empty tenant).
+async fn prepare<'a>(
     store: &PgTenant,
+    tx: &mut Tx,
     query: &TextQuery,
-    filter: &DocumentFilter,
+    filter: &'a DocumentFilter,
     k: usize,
-) -> StoreResult<Vec<Candidate>> {
+) -> StoreResult<Option<Prepared<'a>>> {
     let mut query = store.inner.analyzer.query(query);
-    if query.is_empty() || k == 0 {
-        return Ok(Vec::new());
+    if query.is_empty() {
+        return Ok(None);
     }
-    let mut tx = store.begin(READ).await?;
-    let (chunks, avg_len, dfs) = statistics(store, &mut tx, &query).await?;
+    let (chunks, avg_len, dfs) = statistics(store, tx, &query).await?;
     if chunks == 0 {
-        tx.commit().await?;
-        return Ok(Vec::new());
+        return Ok(None);
     }
     let df = |t: &str| dfs.get(t).copied().unwrap_or(0);
-    if query.must.is_empty() {
+    // Over every term of the query, before pruning (as on SQLite).
+    let mut all: Vec<(&str, f64)> = Vec::new();
+    for (t, w) in query.weighted_terms() {
+        if !all.iter().any(|(x, _)| *x == t) {
+            all.push((t, w));
+        }
+    }
+    let ceiling = bm25::ceiling(all.iter().map(|(t, w)| w * bm25::idf(chunks, df(t))));
+    if query.must.is_empty() && store.inner.opts.exhaustive_text {
+        query.should.retain(|t| df(t) > 0);
+        if query.should.is_empty() {
+            return Ok(None);
+        }
+    } else if query.must.is_empty() {
         let keep = informative_terms(
             &query.should.iter().map(|t| df(t)).collect::<Vec<_>>(),
             chunks,
@@ -64,37 +86,97 @@ pub(super) async fn text_candidates(
             keep[i - 1]
         });
         if query.should.is_empty() {
-            tx.commit().await?;
-            return Ok(Vec::new());
+            return Ok(None);
         }
     }
     // Every positive term adds to a chunk's score (a phrase's words each
-    // as a term), once.
+    // as a term, an expansion term at its weight), once.
     let mut terms: Vec<Term> = Vec::new();
-    for t in query.positive_terms() {
+    for (t, w) in query.weighted_terms() {
         if !terms.iter().any(|x| x.lexeme == t) {
             terms.push(Term {
                 lexeme: t.to_owned(),
-                idf: bm25::idf(chunks, df(t)),
+                idf: w * bm25::idf(chunks, df(t)),
             });
         }
     }
     let scoring = Scoring {
+        ceiling,
         lexemes: terms.iter().map(|t| t.lexeme.clone()).collect(),
         idfs: terms.iter().map(|t| t.idf).collect(),
         avg_len,
         filter,
         k,
+        keys: None,
     };
-    let found = if !query.must.is_empty() {
+    Ok(Some(Prepared {
+        query,
+        scoring,
+        dfs,
+        chunks,
+    }))
+}
+
+pub(super) async fn text_candidates(
+    store: &PgTenant,
+    query: &TextQuery,
+    filter: &DocumentFilter,
+    k: usize,
+) -> StoreResult<Vec<Candidate>> {
+    if k == 0 {
+        return Ok(Vec::new());
+    }
+    let mut tx = store.begin(READ).await?;
+    let Some(p) = prepare(store, &mut tx, query, filter, k).await? else {
+        tx.commit().await?;
+        return Ok(Vec::new());
+    };
+    let found = if !p.query.must.is_empty() || store.inner.opts.exhaustive_text {
         // The phrases decide the candidates; nothing to prune.
-        let tsq = tsquery(&query).expect("a phrase");
-        scoring.run(store, &mut tx, &tsq).await?
+        let tsq = tsquery(&p.query).expect("a phrase");
+        p.scoring.run(store, &mut tx, &tsq).await?
     } else {
-        max_score(store, &mut tx, &query, &scoring, &dfs).await?
+        budgeted(store, &mut tx, &p).await?
     };
     tx.commit().await?;
     Ok(found)
+}
+
+/// The cosine of `vector_keys` and the BM25 of `text_keys` (those that
+/// match the query), with the query's ceiling, in one transaction.
+pub(super) async fn complete_scores(
+    store: &PgTenant,
+    vector: &[f32],
+    vector_keys: &[ChunkKey],
+    text: &TextQuery,
+    text_keys: &[ChunkKey],
+) -> StoreResult<Completion> {
+    let mut out = Completion::default();
+    let mut tx = store.begin(READ).await?;
+    if !vector_keys.is_empty() {
+        let rows = sqlx::query(
+            "SELECT chunk_no, 1 - cosine_distance(embedding, $3) FROM chunks \
+             WHERE tenant_id = $1 AND kind = 0 AND chunk_no = ANY($2)",
+        )
+        .bind(store.t())
+        .bind(vector_keys)
+        .bind(pgvector::Vector::from(vector.to_vec()))
+        .fetch_all(tx.db())
+        .await
+        .map_err(db_err)?;
+        out.vector = candidates(&rows)?;
+    }
+    let filter = DocumentFilter::default();
+    if let Some(mut p) = prepare(store, &mut tx, text, &filter, text_keys.len()).await? {
+        out.text_ceiling = p.scoring.ceiling;
+        if !text_keys.is_empty() {
+            p.scoring.keys = Some(text_keys);
+            let tsq = tsquery(&p.query).expect("a term");
+            out.text = p.scoring.run(store, &mut tx, &tsq).await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(out)
 }
 
 /// The chunk count, the average length and the document frequency of each
@@ -132,63 +214,79 @@ async fn statistics(
     Ok((chunks, avg_len, dfs))
 }
 
-/// Searches with the rarest optional terms first and adds the next ones
-/// only while the chunks holding nothing but the terms left out could
-/// still rank among the first k.
-async fn max_score(
-    store: &PgTenant,
-    tx: &mut Tx,
-    query: &TextQuery,
-    scoring: &Scoring<'_>,
-    dfs: &HashMap<String, u64>,
-) -> StoreResult<Vec<Candidate>> {
-    let df = |t: &str| dfs.get(t).copied().unwrap_or(0);
-    let mut order: Vec<&String> = query.should.iter().collect();
+/// The candidates of a query of optional terms (MaxScore's "essential"
+/// terms, chosen by cost): the chunks holding the query's rarest terms —
+/// as many terms, rarest first, as fit in the tenant store's postings
+/// budget (at least the rarest) — each scored over *every* term of the
+/// query, so a common term still adds to the score of each candidate that
+/// holds it. What the budget trades: a chunk holding only the common terms
+/// left out is not a candidate; it is exact whenever those terms together
+/// could not lift a chunk above the k-th score found. When even the rarest
+/// term is too common to read (a query of common words), the chunks that
+/// hold its two rarest terms together are the candidates, if they are k.
+async fn budgeted(store: &PgTenant, tx: &mut Tx, p: &Prepared<'_>) -> StoreResult<Vec<Candidate>> {
+    let (query, scoring) = (&p.query, &p.scoring);
+    let df = |t: &str| p.dfs.get(t).copied().unwrap_or(0);
+    // Expansion terms find candidates as the query's own words do.
+    let mut order: Vec<&String> = query
+        .should
+        .iter()
+        .chain(query.expansion.iter().map(|(t, _)| t).filter(|t| df(t) > 0))
+        .collect();
     order.sort_by_key(|t| (df(t), t.as_str()));
-    let idf = |t: &str| {
-        scoring
-            .lexemes
-            .iter()
-            .position(|l| l == t)
-            .map_or(0.0, |i| scoring.idfs[i])
-    };
-    let bound_of = |rest: &[&String]| rest.iter().map(|t| bm25::upper_bound(idf(t))).sum::<f64>();
-    // Enough rare terms to fill k candidates, to begin with.
+    let budget = postings_budget(store.inner.opts.text_postings_budget, p.chunks, scoring.k);
     let mut searched = 1;
     let mut postings = df(order[0]);
-    while searched < order.len() && postings < scoring.k as u64 {
+    while searched < order.len() && postings + df(order[searched]) <= budget {
         postings += df(order[searched]);
         searched += 1;
     }
-    loop {
-        let essential = TextQuery {
-            should: order[..searched].iter().map(|t| (*t).clone()).collect(),
-            must: Vec::new(),
+    let of = |should: Vec<String>, must: Vec<Vec<String>>| {
+        tsquery(&TextQuery {
+            should,
+            must,
             must_not: query.must_not.clone(),
-        };
-        let tsq = tsquery(&essential).expect("a term");
-        let found = scoring.run(store, tx, &tsq).await?;
-        if searched == order.len() {
+            expansion: Vec::new(),
+        })
+        .expect("a term")
+    };
+    if postings > COMMON_FACTOR * budget && order.len() > 1 {
+        let both = of(
+            Vec::new(),
+            vec![vec![order[0].clone()], vec![order[1].clone()]],
+        );
+        // `must` phrases of one word each: both terms, in any order.
+        let found = scoring.run(store, tx, &both).await?;
+        if found.len() >= scoring.k {
             return Ok(found);
-        }
-        let threshold = if found.len() >= scoring.k {
-            found[scoring.k - 1].score
-        } else {
-            0.0
-        };
-        if bound_of(&order[searched..]) <= threshold || postings >= MAX_POSTINGS {
-            return Ok(found);
-        }
-        // Take terms until those left out could not reach the threshold.
-        while searched < order.len()
-            && (bound_of(&order[searched..]) > threshold || searched == 0)
-            && postings < MAX_POSTINGS
-        {
-            postings += df(order[searched]);
-            searched += 1;
         }
     }
+    let essential = of(
+        order[..searched].iter().map(|t| (*t).clone()).collect(),
+        Vec::new(),
+    );
+    scoring.run(store, tx, &essential).await
 }
+
+/// How far past the budget the rarest term alone may go before a search
+/// of common words asks for its two rarest terms together instead.
+const COMMON_FACTOR: u64 = 4;
+
+/// The postings a search of `k` candidates in a tenant of `chunks` reads:
+/// a tenth of the tenant, at least 1,000 and at most `max`, and never
+/// fewer than 4 × k. What it costs grows with the postings read (about
+/// 3 µs a candidate); what it finds with the share of the tenant read, so
+/// a small tenant needs fewer to rank as if it read all
+/// (docs/BENCHMARKS.md, "Full-text search on PostgreSQL").
+fn postings_budget(max: u64, chunks: u64, k: usize) -> u64 {
+    (chunks / 10)
+        .clamp(MIN_POSTINGS.min(max), max)
+        .max(4 * k as u64)
+}
+
+/// The smallest postings budget (a tenant of up to this many chunks is
+/// read whole).
+const MIN_POSTINGS: u64 = 1_000;
 
 /// What scores a candidate: the terms with their IDFs and the tenant's
 /// average length.
@@ -196,50 +294,146 @@ struct Scoring<'a> {
     lexemes: Vec<String>,
     idfs: Vec<f64>,
     avg_len: f64,
+    /// The most a chunk can score (`enclave_core::bm25::ceiling`).
+    ceiling: f64,
     filter: &'a DocumentFilter,
     k: usize,
+    /// Score only these chunks (a hybrid search's completion).
+    keys: Option<&'a [ChunkKey]>,
 }
 
 impl Scoring<'_> {
     /// The k best chunks matching `tsq`, by BM25 over every scored term.
+    /// PostgreSQL finds the chunks and cuts each one's `tsvector` down to
+    /// the query's terms (setweight marks them, ts_filter keeps them);
+    /// the sums are done here — a third cheaper per candidate than
+    /// unnesting and aggregating in SQL.
     async fn run(&self, store: &PgTenant, tx: &mut Tx, tsq: &str) -> StoreResult<Vec<Candidate>> {
-        let mut qb = QueryBuilder::<Postgres>::new("SELECT c.chunk_no, sum(q.idf * u.tf * ");
-        qb.push_bind(bm25::K1 + 1.0)
-            .push(" / (u.tf + ")
-            .push_bind(bm25::K1)
-            .push(" * (1 - ")
-            .push_bind(bm25::B)
-            .push(" + ")
-            .push_bind(bm25::B)
-            .push(" * COALESCE(c.tlen, length(c.tsv))::float8 / ")
-            .push_bind(self.avg_len)
-            .push(")))::float8 AS s FROM chunks c");
+        let mut qb = QueryBuilder::<Postgres>::new(
+            "SELECT c.chunk_no, c.chunk_id, COALESCE(c.tlen, length(c.tsv)), \
+             ts_filter(setweight(c.tsv, 'A', ",
+        );
+        qb.push_bind(self.lexemes.clone())
+            .push("), '{a}')::text FROM chunks c");
         if !self.filter.is_empty() {
             qb.push(
                 " JOIN documents d ON d.tenant_id = c.tenant_id AND d.document_id = c.document_id",
             );
         }
-        // The chunk's vector cut down to the query's terms (setweight marks
-        // them, ts_filter keeps them), one row per term with its frequency.
-        qb.push(
-            " CROSS JOIN LATERAL (SELECT f.lexeme, cardinality(f.positions)::float8 AS tf \
-             FROM unnest(ts_filter(setweight(c.tsv, 'A', ",
-        )
-        .push_bind(self.lexemes.clone())
-        .push("), '{a}')) f) u JOIN unnest(")
-        .push_bind(self.lexemes.clone())
-        .push("::text[], ")
-        .push_bind(self.idfs.clone())
-        .push("::float8[]) AS q(lexeme, idf) ON q.lexeme = u.lexeme WHERE c.tenant_id = ")
-        .push_bind(store.t())
-        .push(" AND c.kind = 0 AND c.tsv @@ ")
-        .push_bind(tsq.to_owned())
-        .push("::tsquery");
+        qb.push(" WHERE c.tenant_id = ")
+            .push_bind(store.t())
+            .push(" AND c.kind = 0 AND c.tsv @@ ")
+            .push_bind(tsq.to_owned())
+            .push("::tsquery");
+        if let Some(keys) = self.keys {
+            qb.push(" AND c.chunk_no = ANY(")
+                .push_bind(keys.to_vec())
+                .push(")");
+        }
         push_filter(&mut qb, self.filter);
-        // Ties break on the chunk id, which (unlike chunk_no) survives moves.
-        qb.push(" GROUP BY c.chunk_no, c.chunk_id ORDER BY s DESC, c.chunk_id LIMIT ")
-            .push_bind(self.k as i64);
         let rows = qb.build().fetch_all(tx.db()).await.map_err(db_err)?;
-        candidates(&rows)
+        let idf: HashMap<&str, f64> = self
+            .lexemes
+            .iter()
+            .map(String::as_str)
+            .zip(self.idfs.iter().copied())
+            .collect();
+        let mut scored: Vec<(f64, sqlx::types::Uuid, ChunkKey)> = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let key: ChunkKey = r.try_get(0).map_err(db_err)?;
+            let id: sqlx::types::Uuid = r.try_get(1).map_err(db_err)?;
+            let len: i32 = r.try_get(2).map_err(db_err)?;
+            let terms: String = r.try_get(3).map_err(db_err)?;
+            let score = term_frequencies(&terms)
+                .map(|(lexeme, tf)| {
+                    idf.get(lexeme.as_ref()).map_or(0.0, |idf| {
+                        bm25::term_score(*idf, tf as f64, len as f64, self.avg_len)
+                    })
+                })
+                .sum();
+            scored.push((score, id, key));
+        }
+        // Ties break on the chunk id, which (unlike chunk_no) survives moves.
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        scored.truncate(self.k);
+        Ok(scored
+            .into_iter()
+            .map(|(score, _, key)| Candidate { key, score })
+            .collect())
+    }
+}
+
+/// Each lexeme of a `tsvector`'s text form (`'cell':3A,17A 'it''s':5`)
+/// with its frequency (how many positions it has; 1 without positions).
+fn term_frequencies(text: &str) -> impl Iterator<Item = (std::borrow::Cow<'_, str>, usize)> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        rest = rest.trim_start();
+        let body = rest.strip_prefix('\'')?;
+        // The lexeme runs to the first quote not doubled; `\\` escapes too.
+        let (mut i, mut escaped, bytes) = (0, false, body.as_bytes());
+        while i < bytes.len() {
+            match bytes[i] {
+                b'\\' => {
+                    escaped = true;
+                    i += 2;
+                }
+                b'\'' if bytes.get(i + 1) == Some(&b'\'') => {
+                    escaped = true;
+                    i += 2;
+                }
+                b'\'' => break,
+                _ => i += 1,
+            }
+        }
+        let raw = body.get(..i)?;
+        let lexeme = if escaped {
+            std::borrow::Cow::Owned(raw.replace("''", "'").replace("\\\\", "\\"))
+        } else {
+            std::borrow::Cow::Borrowed(raw)
+        };
+        let after = body.get(i + 1..)?;
+        let end = after.find(' ').unwrap_or(after.len());
+        let positions = &after[..end];
+        rest = &after[end..];
+        let tf = match positions.strip_prefix(':') {
+            Some(p) => p.split(',').count(),
+            None => 1,
+        };
+        Some((lexeme, tf))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_is_a_tenth_of_the_tenant_within_its_bounds() {
+        assert_eq!(postings_budget(4_000, 500, 40), 1_000);
+        assert_eq!(postings_budget(4_000, 10_000, 40), 1_000);
+        assert_eq!(postings_budget(4_000, 25_000, 40), 2_500);
+        assert_eq!(postings_budget(4_000, 1_000_000, 40), 4_000);
+        // Enough for the candidates asked for.
+        assert_eq!(postings_budget(4_000, 10_000, 400), 1_600);
+        assert_eq!(postings_budget(4_000, 1_000_000, 2_000), 8_000);
+    }
+
+    #[test]
+    fn term_frequencies_count_positions() {
+        let got: Vec<(String, usize)> =
+            term_frequencies("'cell':3A,17A,20A 'it''s':5A 'a\\\\b':1 'bare'")
+                .map(|(l, n)| (l.into_owned(), n))
+                .collect();
+        assert_eq!(
+            got,
+            [
+                ("cell".to_owned(), 3),
+                ("it's".to_owned(), 1),
+                ("a\\b".to_owned(), 1),
+                ("bare".to_owned(), 1)
+            ]
+        );
+        assert_eq!(term_frequencies("").count(), 0);
     }
 }

@@ -35,8 +35,8 @@ use enclave_core::{
     SessionId, Statistics, TenantId,
 };
 use enclave_store::{
-    Candidate, ChunkKey, DocumentPage, DocumentRecord, ExistingDocument, HitRow, ListQuery,
-    PutOutcome, Store, StoreError, StoreResult, TenantStore,
+    Candidate, ChunkKey, Completion, DocumentPage, DocumentRecord, ExistingDocument, HitRow,
+    ListQuery, PutOutcome, Store, StoreError, StoreResult, TenantStore,
 };
 use lru::LruCache;
 use parking_lot::Mutex;
@@ -78,6 +78,17 @@ pub struct PgOptions {
     /// plane creates tenants, so a write never re-creates a purged one).
     /// Off, a first write creates the entry (the library on its own).
     pub require_directory: bool,
+    /// Full-text candidates ranked over every chunk that matches any query
+    /// term — no term pruning, no early stop: the reference the
+    /// benchmark measures the default search against. Slow on large
+    /// tenants; never for serving.
+    pub exhaustive_text: bool,
+    /// Postings (chunks holding a searched term, summed over terms) a text
+    /// search reads for its candidates at most: a tenth of the tenant's
+    /// chunks, at least 1,000, at most this (and at least 4 × the
+    /// candidates asked for). The rarest terms find candidates while they
+    /// fit; a chunk holding only the query's commonest terms may be missed.
+    pub text_postings_budget: u64,
 }
 
 impl Default for PgOptions {
@@ -90,6 +101,8 @@ impl Default for PgOptions {
             hnsw_ef_search: 400,
             exact_scan_max_chunks: 20_000,
             require_directory: false,
+            exhaustive_text: false,
+            text_postings_budget: 4_000,
         }
     }
 }
@@ -165,6 +178,9 @@ impl Store for PgStore {
     }
     fn dimensions(&self) -> usize {
         self.inner.dims
+    }
+    fn analyzer(&self) -> &enclave_core::analyze::Analyzer {
+        &self.inner.analyzer
     }
 }
 
@@ -244,6 +260,23 @@ impl TenantStore for PgTenant {
         k: usize,
     ) -> StoreResult<Vec<Candidate>> {
         bm25::text_candidates(self, query, filter, k).await
+    }
+
+    async fn complete_scores(
+        &self,
+        vector: &[f32],
+        vector_keys: &[ChunkKey],
+        text: &TextQuery,
+        text_keys: &[ChunkKey],
+    ) -> StoreResult<Completion> {
+        if vector.len() != self.inner.dims {
+            return Err(StoreError::Invalid(format!(
+                "query vector has {} dimensions; this store holds {}",
+                vector.len(),
+                self.inner.dims
+            )));
+        }
+        bm25::complete_scores(self, vector, vector_keys, text, text_keys).await
     }
 
     async fn hydrate(&self, keys: &[ChunkKey]) -> StoreResult<Vec<HitRow>> {

@@ -134,7 +134,12 @@ pub(super) fn tsquery(q: &TextQuery) -> Option<String> {
     let mut e = if q.must.is_empty() {
         format!(
             "({})",
-            q.should.iter().map(lexeme).collect::<Vec<_>>().join(" | ")
+            q.should
+                .iter()
+                .chain(q.expansion.iter().map(|(t, _)| t))
+                .map(lexeme)
+                .collect::<Vec<_>>()
+                .join(" | ")
         )
     } else {
         q.must

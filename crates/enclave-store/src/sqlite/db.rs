@@ -256,6 +256,7 @@ impl Db {
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON; \
              PRAGMA cache_size = -32768; PRAGMA temp_store = MEMORY;"
         ))?;
+        super::bm25::register(&conn)?;
         Ok(conn)
     }
 

@@ -11,6 +11,7 @@
 //! and rankings are a function of the tenant's own data alone.
 
 mod alerts;
+mod bm25;
 mod control;
 mod db;
 mod jobs;
@@ -295,6 +296,10 @@ impl Store for SqliteStore {
 
     fn dimensions(&self) -> usize {
         self.inner.opts.dimensions
+    }
+
+    fn analyzer(&self) -> &enclave_core::analyze::Analyzer {
+        &self.inner.analyzer
     }
 }
 

@@ -178,6 +178,7 @@ pub fn fts_query(q: &TextQuery) -> Option<String> {
     let should: Vec<String> = q
         .should
         .iter()
+        .chain(q.expansion.iter().map(|(t, _)| t))
         .map(|w| fts_phrase(std::slice::from_ref(w)))
         .collect();
     let mut expr = if q.must.is_empty() {
@@ -197,6 +198,30 @@ pub fn fts_query(q: &TextQuery) -> Option<String> {
     Some(expr)
 }
 
+/// The weight of each phrase of [`fts_query`]'s expression, in the order
+/// FTS5 numbers them (left to right), as `enclave_bm25` takes them
+/// (`"1,1,0.4"`); `None` when every weight is 1.
+pub fn fts_weights(q: &TextQuery) -> Option<String> {
+    if q.expansion.is_empty() {
+        return None;
+    }
+    let mut w: Vec<f64> = Vec::new();
+    w.extend(q.must.iter().map(|_| 1.0));
+    w.extend(q.should.iter().map(|_| 1.0));
+    w.extend(q.expansion.iter().map(|(_, x)| *x));
+    if !q.must.is_empty() {
+        // `musts[0]` closes the optional group again.
+        w.push(1.0);
+    }
+    w.extend(q.must_not.iter().map(|_| 1.0));
+    Some(
+        w.iter()
+            .map(|x| format!("{x:?}"))
+            .collect::<Vec<_>>()
+            .join(","),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,5 +238,18 @@ mod tests {
             r#"("near" OR "column" OR "x")"#
         );
         assert!(fts_query(&TextQuery::parse("-only")).is_none());
+    }
+
+    #[test]
+    fn expansion_terms_are_optional_phrases_with_their_weights() {
+        let mut q = TextQuery::parse(r#"revenue "net margin" -draft"#);
+        q.expansion = vec![("profit".into(), 0.5)];
+        assert_eq!(
+            fts_query(&q).unwrap(),
+            r#"("net margin" AND ("revenue" OR "profit" OR "net margin")) NOT "draft""#
+        );
+        // Phrases in order: "net margin", revenue, profit, "net margin", draft.
+        assert_eq!(fts_weights(&q).unwrap(), "1.0,1.0,0.5,1.0,1.0");
+        assert_eq!(fts_weights(&TextQuery::parse("revenue")), None);
     }
 }

@@ -26,8 +26,8 @@ use super::db::{sql_err, Db};
 use super::sql::ts;
 use super::Inner;
 use crate::{
-    Candidate, ChunkKey, DocumentPage, DocumentRecord, ExistingDocument, HitRow, ListQuery,
-    PutOutcome, StoreError, StoreResult, TenantStore,
+    Candidate, ChunkKey, Completion, DocumentPage, DocumentRecord, ExistingDocument, HitRow,
+    ListQuery, PutOutcome, StoreError, StoreResult, TenantStore,
 };
 
 pub(crate) struct SqliteTenant {
@@ -233,6 +233,15 @@ impl TenantStore for SqliteTenant {
         k: usize,
     ) -> StoreResult<Vec<Candidate>> {
         search::text_candidates(self, query, filter, k).await
+    }
+    async fn complete_scores(
+        &self,
+        vector: &[f32],
+        vector_keys: &[ChunkKey],
+        text: &TextQuery,
+        text_keys: &[ChunkKey],
+    ) -> StoreResult<Completion> {
+        search::complete_scores(self, vector, vector_keys, text, text_keys).await
     }
 
     async fn hydrate(&self, keys: &[ChunkKey]) -> StoreResult<Vec<HitRow>> {

@@ -12,7 +12,7 @@ use super::rows::{doc_from_row, internal, DOC_COLS};
 use super::{fts_table, tenant_no, SqliteTenant};
 use crate::sqlite::db::sql_err;
 use crate::sqlite::sql;
-use crate::{Candidate, ChunkKey, HitRow, StoreError, StoreResult};
+use crate::{Candidate, ChunkKey, Completion, HitRow, StoreError, StoreResult};
 
 /// Chunk keys of this tenant's searchable chunks whose document passes `filter`.
 pub(super) fn allowed_chunks(
@@ -38,18 +38,14 @@ pub(super) fn allowed_chunks(
     Ok(keys)
 }
 
-/// Keeps the optional terms `enclave_core::bm25::informative_terms`
-/// chooses from the tenant's own statistics (its chunk count and each
-/// term's document frequency in its own table), as PostgreSQL does.
-pub(super) fn prune_common_terms(
+/// The tenant's searchable chunk count and the document frequency of each
+/// of `terms` in its own FTS5 table.
+fn term_statistics(
     tx: &Transaction<'_>,
     tenant: &TenantId,
     tno: i64,
-    query: &mut TextQuery,
-) -> StoreResult<()> {
-    if !query.must.is_empty() || query.should.is_empty() {
-        return Ok(());
-    }
+    terms: &[&str],
+) -> StoreResult<(u64, Vec<u64>)> {
     let rows: i64 = tx
         .query_row(
             "SELECT chunk_rows FROM tenants WHERE tenant_id = ?1",
@@ -63,23 +59,61 @@ pub(super) fn prune_common_terms(
             "SELECT count(*) FROM {table} WHERE {table} MATCH ?1"
         ))
         .map_err(sql_err)?;
-    let mut dfs = Vec::with_capacity(query.should.len());
-    for w in &query.should {
+    let mut dfs = Vec::with_capacity(terms.len());
+    for w in terms {
         let q = sql::fts_query(&TextQuery {
-            should: vec![w.clone()],
+            should: vec![(*w).to_owned()],
             ..Default::default()
         })
         .expect("one word");
         let df: i64 = stmt.query_row([q], |r| r.get(0)).map_err(sql_err)?;
         dfs.push(df.max(0) as u64);
     }
-    let keep = enclave_core::bm25::informative_terms(&dfs, rows.max(0) as u64);
+    Ok((rows.max(0) as u64, dfs))
+}
+
+/// Keeps the optional terms `enclave_core::bm25::informative_terms`
+/// chooses from the tenant's own statistics (its chunk count and each
+/// term's document frequency in its own table), as PostgreSQL does.
+pub(super) fn prune_common_terms(
+    tx: &Transaction<'_>,
+    tenant: &TenantId,
+    tno: i64,
+    query: &mut TextQuery,
+) -> StoreResult<()> {
+    if !query.must.is_empty() || query.should.is_empty() {
+        return Ok(());
+    }
+    let terms: Vec<&str> = query.should.iter().map(String::as_str).collect();
+    let (rows, dfs) = term_statistics(tx, tenant, tno, &terms)?;
+    let keep = enclave_core::bm25::informative_terms(&dfs, rows);
     let mut i = 0;
     query.should.retain(|_| {
         i += 1;
         keep[i - 1]
     });
     Ok(())
+}
+
+/// The most a chunk could score for `query` (analyzed, before pruning):
+/// `enclave_core::bm25::ceiling` over its distinct positive terms.
+fn text_ceiling(
+    tx: &Transaction<'_>,
+    tenant: &TenantId,
+    tno: i64,
+    query: &TextQuery,
+) -> StoreResult<f64> {
+    let mut terms: Vec<(&str, f64)> = Vec::new();
+    for (t, w) in query.weighted_terms() {
+        if !terms.iter().any(|(x, _)| *x == t) {
+            terms.push((t, w));
+        }
+    }
+    let words: Vec<&str> = terms.iter().map(|(t, _)| *t).collect();
+    let (rows, dfs) = term_statistics(tx, tenant, tno, &words)?;
+    Ok(enclave_core::bm25::ceiling(dfs.iter().zip(&terms).map(
+        |(df, (_, w))| w * enclave_core::bm25::idf(rows, *df),
+    )))
 }
 
 pub(super) async fn vector_candidates(
@@ -154,14 +188,15 @@ pub(super) async fn text_candidates(
             return Ok(Vec::new());
         };
         let table = fts_table(tno);
+        let score = score_expr(&table, &query);
         let (sql, p) = if filter.is_empty() {
             (
-                format!("SELECT rowid, bm25({table}) FROM {table} WHERE {table} MATCH ? ORDER BY rank LIMIT ?"),
+                format!("SELECT rowid, {score} AS s FROM {table} WHERE {table} MATCH ? ORDER BY s, rowid LIMIT ?"),
                 vec![SqlValue::Text(fts), SqlValue::Integer(k as i64)],
             )
         } else {
             let mut sql = format!(
-                "SELECT {table}.rowid, bm25({table}) AS s FROM {table} \
+                "SELECT {table}.rowid, {score} AS s FROM {table} \
                  JOIN chunks c ON c.tenant_id = ? AND c.chunk_no = {table}.rowid \
                  JOIN documents d ON d.tenant_id = c.tenant_id AND d.document_id = c.document_id \
                  WHERE {table} MATCH ? AND d.tenant_id = ?"
@@ -169,7 +204,7 @@ pub(super) async fn text_candidates(
             let t = SqlValue::Text(tenant.as_str().into());
             let mut p = vec![t.clone(), SqlValue::Text(fts), t];
             sql::document_filter(&filter, &mut sql, &mut p);
-            sql.push_str(" ORDER BY s LIMIT ?");
+            sql.push_str(&format!(" ORDER BY s, {table}.rowid LIMIT ?"));
             p.push(SqlValue::Integer(k as i64));
             (sql, p)
         };
@@ -182,6 +217,90 @@ pub(super) async fn text_candidates(
         Ok(rows)
     })
     .await
+}
+
+/// The BM25 expression for `query` over `table`, with its expansion
+/// terms' weights (digits, points and commas of our own making: a
+/// literal).
+fn score_expr(table: &str, query: &TextQuery) -> String {
+    let weights = sql::fts_weights(query).map(|w| format!("'{w}'"));
+    crate::sqlite::bm25::score_expr(table, weights.as_deref())
+}
+
+pub(super) async fn complete_scores(
+    store: &SqliteTenant,
+    vector: &[f32],
+    vector_keys: &[ChunkKey],
+    text: &TextQuery,
+    text_keys: &[ChunkKey],
+) -> StoreResult<Completion> {
+    if vector.len() != store.inner.opts.dimensions {
+        return Err(StoreError::Invalid(format!(
+            "query vector has {} dimensions; this store holds {}",
+            vector.len(),
+            store.inner.opts.dimensions
+        )));
+    }
+    let mut query = store.inner.analyzer.query(text);
+    let vector = vector.to_vec();
+    let vector_keys = vector_keys.to_vec();
+    let text_keys = serde_json::to_string(text_keys).expect("integers serialize");
+    store
+        .read(move |tx, tenant, inner| {
+            let mut out = Completion::default();
+            if !vector_keys.is_empty() {
+                let cache = inner.vector_cache(tenant);
+                cache.refresh(tx, tenant)?;
+                let unload_after = inner.enforce_vector_budget(tenant);
+                out.vector = cache
+                    .state
+                    .read()
+                    .set
+                    .scores_of(&vector, &vector_keys)
+                    .into_iter()
+                    .map(|(key, s)| Candidate {
+                        key,
+                        score: s as f64,
+                    })
+                    .collect();
+                if unload_after {
+                    cache.unload();
+                }
+            }
+            let Some(tno) = tenant_no(tx, tenant)? else {
+                return Ok(out);
+            };
+            out.text_ceiling = text_ceiling(tx, tenant, tno, &query)?;
+            prune_common_terms(tx, tenant, tno, &mut query)?;
+            let Some(fts) = sql::fts_query(&query) else {
+                return Ok(out);
+            };
+            let table = fts_table(tno);
+            if text_keys != "[]" {
+                // `+rowid`: the keys filter the matches FTS5 finds (one pass
+                // over the query's doclists, the statistics computed once),
+                // rather than restart the query once per key.
+                let score = score_expr(&table, &query);
+                let mut stmt = tx
+                    .prepare(&format!(
+                        "SELECT rowid, {score} FROM {table} WHERE {table} MATCH ?1 \
+                         AND +rowid IN (SELECT value FROM json_each(?2))"
+                    ))
+                    .map_err(sql_err)?;
+                out.text = stmt
+                    .query_map(params![fts, text_keys], |r| {
+                        Ok(Candidate {
+                            key: r.get(0)?,
+                            score: -r.get::<_, f64>(1)?,
+                        })
+                    })
+                    .map_err(sql_err)?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(sql_err)?;
+            }
+            Ok(out)
+        })
+        .await
 }
 
 pub(super) async fn hydrate(store: &SqliteTenant, keys: &[ChunkKey]) -> StoreResult<Vec<HitRow>> {
