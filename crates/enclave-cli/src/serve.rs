@@ -209,6 +209,7 @@ async fn bootstrap(state: &AppState, id: &str) -> Result<()> {
                 plan: "free".into(),
                 isolation: Isolation::Shared,
                 limits: Default::default(),
+                search: Default::default(),
                 now: chrono::Utc::now(),
             })
             .await?;

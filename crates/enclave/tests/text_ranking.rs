@@ -129,9 +129,15 @@ fn variants(q: &str) -> Vec<(&'static str, SearchParams)> {
         weight: 0.5,
     });
     vec![
-        ("text", SearchParams::new(q).mode(SearchMode::Text).limit(10)),
+        (
+            "text",
+            SearchParams::new(q).mode(SearchMode::Text).limit(10),
+        ),
         ("text+prf", prf),
-        ("hybrid", SearchParams::new(q).mode(SearchMode::Hybrid).limit(10)),
+        (
+            "hybrid",
+            SearchParams::new(q).mode(SearchMode::Hybrid).limit(10),
+        ),
     ]
 }
 
@@ -155,7 +161,11 @@ async fn every_store_ranks_a_fixed_corpus_alike() {
                     .iter()
                     .map(|h| (h.document_name.clone(), h.score))
                     .collect();
-                assert!(!hits.is_empty(), "{}: {variant} {q:?} found nothing", b.name);
+                assert!(
+                    !hits.is_empty(),
+                    "{}: {variant} {q:?} found nothing",
+                    b.name
+                );
                 if variant == "hybrid" {
                     // Convex fusion scores every hit on both lists.
                     assert!(found.results.iter().all(|h| h.vector_score.is_some()));
@@ -200,9 +210,18 @@ async fn feedback_finds_a_chunk_that_shares_no_word_with_the_query() {
     for b in backends().await {
         let t = b.tenant("kb").await;
         for (name, text) in [
-            ("refund-a", "Refunds go back to the original card within five days."),
-            ("refund-b", "A refund is issued to the original card once the parcel is scanned."),
-            ("chargeback", "Chargebacks on the original card are settled by the issuing bank."),
+            (
+                "refund-a",
+                "Refunds go back to the original card within five days.",
+            ),
+            (
+                "refund-b",
+                "A refund is issued to the original card once the parcel is scanned.",
+            ),
+            (
+                "chargeback",
+                "Chargebacks on the original card are settled by the issuing bank.",
+            ),
             ("warehouse", "The warehouse ships parcels on weekdays."),
             ("wrapping", "Gift wrapping costs extra at checkout."),
             ("password", "Reset a password from the login page."),

@@ -112,11 +112,13 @@ impl std::str::FromStr for Variant {
         for stage in stages {
             match stage {
                 "prf" => prf = true,
-                other => aggregation = Some(other.parse::<Aggregation>().map_err(|_| {
-                    format!(
+                other => {
+                    aggregation = Some(other.parse::<Aggregation>().map_err(|_| {
+                        format!(
                         "{s:?}: unknown stage {other:?}; expected prf, best_chunk or decayed_sum"
                     )
-                })?),
+                    })?)
+                }
             }
         }
         let mut parts = base.split(':');

@@ -32,7 +32,7 @@ pub struct PgControl {
 }
 
 const TENANT_COLS: &str =
-    "tenant_id, slug, name, plan, status, isolation, limits, created_at, updated_at";
+    "tenant_id, slug, name, plan, status, isolation, limits, created_at, updated_at, search";
 const KEY_COLS: &str = "key_id, tenant_id, name, role, salt, secret_hash, created_by, created_at, expires_at, revoked_at, last_used_at";
 const AUDIT_COLS: &str =
     "tenant_id, seq, event_id::text, at, actor, action, target, detail, prev_hash, hash";
@@ -59,6 +59,7 @@ fn tenant_row(r: &PgRow) -> StoreResult<TenantRecord> {
             .parse::<Isolation>()
             .map_err(bad)?,
         limits: TenantLimits::from_json(limits),
+        search: serde_json::from_value(r.try_get::<Value, _>(9).map_err(db_err)?).map_err(bad)?,
         created_at: r.try_get(7).map_err(db_err)?,
         updated_at: r.try_get(8).map_err(db_err)?,
     })
@@ -209,8 +210,8 @@ impl TenantDirectory for PgControl {
     async fn create_tenant(&self, t: NewTenant) -> StoreResult<TenantRecord> {
         let mut tx = self.begin(Scope::Platform).await?;
         let r = sqlx::query(&format!(
-            "INSERT INTO public.tenants (tenant_id, slug, name, plan, status, isolation, limits, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, 'active', $5, $6, $7, $7) RETURNING {TENANT_COLS}"
+            "INSERT INTO public.tenants (tenant_id, slug, name, plan, status, isolation, limits, created_at, updated_at, search) \
+             VALUES ($1, $2, $3, $4, 'active', $5, $6, $7, $7, $8) RETURNING {TENANT_COLS}"
         ))
         .bind(t.id.as_str())
         .bind(t.slug.as_str())
@@ -219,6 +220,7 @@ impl TenantDirectory for PgControl {
         .bind(t.isolation.as_str())
         .bind(t.limits.to_json())
         .bind(t.now)
+        .bind(serde_json::to_value(t.search).map_err(bad)?)
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| match &e {
@@ -266,13 +268,20 @@ impl TenantDirectory for PgControl {
         let mut tx = self.begin(Scope::Platform).await?;
         let r = sqlx::query(&format!(
             "UPDATE public.tenants SET status = COALESCE($2, status), plan = COALESCE($3, plan), \
-             limits = COALESCE($4, limits), updated_at = $5 WHERE tenant_id = $1 RETURNING {TENANT_COLS}"
+             limits = COALESCE($4, limits), search = COALESCE($6, search), updated_at = $5 \
+             WHERE tenant_id = $1 RETURNING {TENANT_COLS}"
         ))
         .bind(id.as_str())
         .bind(u.status.map(|s| s.as_str()))
         .bind(u.plan)
         .bind(u.limits.map(|l| l.to_json()))
         .bind(now)
+        .bind(
+            u.search
+                .map(serde_json::to_value)
+                .transpose()
+                .map_err(bad)?,
+        )
         .fetch_optional(&mut *tx)
         .await
         .map_err(db_err)?;

@@ -42,6 +42,10 @@ struct CreateTenant {
     isolation: Option<Isolation>,
     #[serde(default)]
     limits: Option<Value>,
+    /// The fusion, alpha and aggregation the tenant's searches use when a
+    /// request names none (docs/API-EXTENSIONS.md).
+    #[serde(default)]
+    search: Option<Value>,
 }
 
 #[utoipa::path(
@@ -70,10 +74,12 @@ async fn create(
         plan: b.plan.unwrap_or_else(|| "free".into()),
         isolation: Isolation::Shared,
         limits: Default::default(),
+        search: Default::default(),
         now: Utc::now(),
     };
     let isolation = b.isolation.unwrap_or_default();
-    let rec = tenants::create_tenant(&state, &admin.actor, new, b.limits, isolation).await?;
+    let rec =
+        tenants::create_tenant(&state, &admin.actor, new, b.limits, b.search, isolation).await?;
     Ok((StatusCode::CREATED, Json(rec)))
 }
 
@@ -143,6 +149,9 @@ struct PatchTenant {
     plan: Option<String>,
     #[serde(default)]
     limits: Option<Value>,
+    /// Replaces the tenant's search defaults (`{}` clears them).
+    #[serde(default)]
+    search: Option<Value>,
 }
 
 #[utoipa::path(
@@ -167,6 +176,7 @@ async fn update(
         status: b.status,
         plan: b.plan,
         limits: tenants::check_limits(b.limits)?,
+        search: tenants::check_search(b.search)?,
     };
     let rec = tenants::update_tenant(&state, &admin.actor, &id, update).await?;
     Ok(Json(rec))

@@ -325,9 +325,10 @@ async fn delete_many(
 async fn search(
     caller: Caller<Viewer>,
     State(_): State<AppState>,
-    Body(p): Body<SearchParams>,
+    Body(mut p): Body<SearchParams>,
 ) -> ApiResult<impl IntoResponse> {
     let started = Instant::now();
+    caller.ctx.tenant.search.apply(&mut p);
     quota::budget_left_usd(
         caller.state(),
         caller.ctx.tenant_id(),

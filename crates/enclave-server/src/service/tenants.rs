@@ -3,7 +3,7 @@
 //! before they take effect.
 
 use chrono::Utc;
-use enclave_core::{Isolation, TenantId};
+use enclave_core::{Isolation, SearchDefaults, TenantId};
 use enclave_store::control::{LimitValue, NewTenant, TenantLimits, TenantRecord, TenantUpdate};
 use serde_json::{json, Value};
 
@@ -72,6 +72,25 @@ pub(crate) fn check_limits(v: Option<Value>) -> ApiResult<Option<TenantLimits>> 
     }))
 }
 
+/// A request's `search` defaults (docs/API-EXTENSIONS.md) checked: every
+/// field one a search could use, `-0` spelled `0` (the audit event's hash
+/// is computed on what is stored, and jsonb has no negative zero).
+pub(crate) fn check_search(v: Option<Value>) -> ApiResult<Option<SearchDefaults>> {
+    let v = match v {
+        None | Some(Value::Null) => return Ok(None),
+        Some(v @ Value::Object(_)) => v,
+        Some(_) => return Err(ApiError::invalid("search: must be an object")),
+    };
+    let mut d: SearchDefaults = serde_json::from_value(v).map_err(|e| {
+        ApiError::invalid(format!(
+            "search: {e}; fields: fusion, alpha, aggregation, aggregation_decay"
+        ))
+    })?;
+    d.check()?;
+    d.alpha = d.alpha.map(|a| a + 0.0);
+    Ok(Some(d))
+}
+
 /// `NotFound` unless the tenant has a directory entry.
 pub(crate) async fn exists(state: &AppState, id: &TenantId) -> ApiResult<()> {
     state
@@ -90,6 +109,7 @@ pub(crate) async fn create_tenant(
     actor: &str,
     new: NewTenant,
     limits: Option<Value>,
+    search: Option<Value>,
     isolation: Isolation,
 ) -> ApiResult<TenantRecord> {
     let placer = match (isolation, &state.inner.placer) {
@@ -110,6 +130,7 @@ pub(crate) async fn create_tenant(
         .create_tenant(NewTenant {
             isolation: Isolation::Shared,
             limits: check_limits(limits)?.unwrap_or_default(),
+            search: check_search(search)?.unwrap_or_default(),
             ..new
         })
         .await?;
@@ -139,7 +160,8 @@ pub(crate) async fn create_tenant(
     Ok(rec)
 }
 
-/// Changes a tenant's status, plan or limits, audited first (fail closed);
+/// Changes a tenant's status, plan, limits or search defaults, audited
+/// first (fail closed);
 /// this process forgets its cached entry, other replicas hear of it.
 pub(crate) async fn update_tenant(
     state: &AppState,
@@ -147,7 +169,8 @@ pub(crate) async fn update_tenant(
     id: &TenantId,
     update: TenantUpdate,
 ) -> ApiResult<TenantRecord> {
-    let detail = json!({"status": update.status, "plan": update.plan, "limits": update.limits});
+    let detail = json!({"status": update.status, "plan": update.plan, "limits": update.limits,
+        "search": update.search});
     exists(state, id).await?;
     state
         .audit(None, actor, "tenant.update", Some(id.to_string()), detail)

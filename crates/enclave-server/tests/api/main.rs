@@ -11,3 +11,4 @@ mod admin_placement;
 mod isolation;
 mod quotas;
 mod rate_limits;
+mod search;

@@ -1,7 +1,7 @@
 //! Tenant directory records (API.md §8).
 
 use chrono::{DateTime, Utc};
-use enclave_core::{Isolation, Slug, TenantId, TenantStatus};
+use enclave_core::{Isolation, SearchDefaults, Slug, TenantId, TenantStatus};
 use serde::{Deserialize, Serialize};
 
 /// A tenant's directory entry.
@@ -15,6 +15,10 @@ pub struct TenantRecord {
     pub isolation: Isolation,
     /// Per-tenant overrides of the plan's limits (API.md §8 `limits`).
     pub limits: super::TenantLimits,
+    /// The fusion and aggregation this tenant's searches use when a
+    /// request names none (docs/API-EXTENSIONS.md).
+    #[serde(default)]
+    pub search: SearchDefaults,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -28,15 +32,18 @@ pub struct NewTenant {
     pub plan: String,
     pub isolation: Isolation,
     pub limits: super::TenantLimits,
+    pub search: SearchDefaults,
     pub now: DateTime<Utc>,
 }
 
-/// Changes to a tenant (API.md §8 PATCH); `limits` replaces the object.
+/// Changes to a tenant (API.md §8 PATCH); `limits` and `search` replace
+/// the object.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TenantUpdate {
     pub status: Option<TenantStatus>,
     pub plan: Option<String>,
     pub limits: Option<super::TenantLimits>,
+    pub search: Option<SearchDefaults>,
 }
 
 /// What purging a tenant's control-plane rows removed.

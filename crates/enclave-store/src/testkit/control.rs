@@ -56,6 +56,7 @@ async fn tenant(store: &dyn ControlStore, id: &str) -> TenantId {
             plan: "free".into(),
             isolation: Isolation::Shared,
             limits: Default::default(),
+            search: Default::default(),
             now: Utc::now(),
         })
         .await

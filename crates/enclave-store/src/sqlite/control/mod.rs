@@ -32,7 +32,8 @@ CREATE TABLE IF NOT EXISTS tenants (
     isolation  TEXT NOT NULL,
     limits     TEXT NOT NULL,
     created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL
+    updated_at TEXT NOT NULL,
+    search     TEXT NOT NULL DEFAULT '{}'
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS api_keys (
     tenant_id    TEXT NOT NULL,
@@ -109,13 +110,32 @@ fn tenant_row(r: &Row<'_>) -> rusqlite::Result<TenantRecord> {
             .map_err(bad)?,
         isolation: r.get::<_, String>(5)?.parse::<Isolation>().map_err(bad)?,
         limits: TenantLimits::from_json(serde_json::from_str(&limits).map_err(bad)?),
+        search: serde_json::from_str(&r.get::<_, String>(9)?).map_err(bad)?,
         created_at: row_ts(&r.get::<_, String>(7)?)?,
         updated_at: row_ts(&r.get::<_, String>(8)?)?,
     })
 }
 
 const TENANT_COLS: &str =
-    "tenant_id, slug, name, plan, status, isolation, limits, created_at, updated_at";
+    "tenant_id, slug, name, plan, status, isolation, limits, created_at, updated_at, search";
+
+/// Columns added after a file's tables were created: each added when
+/// missing, so an older `control.sqlite` opens as it is.
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[("tenants", "search", "TEXT NOT NULL DEFAULT '{}'")];
+
+fn add_missing_columns(c: &Connection) -> rusqlite::Result<()> {
+    for (table, column, decl) in ADDED_COLUMNS {
+        let has: bool = c
+            .prepare(&format!(
+                "SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"
+            ))?
+            .exists([column])?;
+        if !has {
+            c.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+        }
+    }
+    Ok(())
+}
 const KEY_COLS: &str = "key_id, tenant_id, name, role, salt, secret_hash, created_by, created_at, expires_at, revoked_at, last_used_at";
 const AUDIT_COLS: &str = "scope, seq, event_id, at, actor, action, target, detail, prev_hash, hash";
 
@@ -161,6 +181,7 @@ impl SqliteControl {
             conn.busy_timeout(std::time::Duration::from_secs(10))?;
             conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")?;
             conn.execute_batch(SCHEMA)?;
+            add_missing_columns(&conn)?;
             conn.execute_batch(crate::sqlite::jobs::SCHEMA)?;
             conn.execute_batch(crate::sqlite::alerts::SCHEMA)?;
             Ok(conn)
@@ -231,9 +252,10 @@ impl TenantDirectory for SqliteControl {
     async fn create_tenant(&self, t: NewTenant) -> StoreResult<TenantRecord> {
         self.run(move |c| {
             let limits = t.limits.to_json().to_string();
+            let search = serde_json::to_string(&t.search).expect("defaults serialize");
             c.execute(
-                &format!("INSERT INTO tenants ({TENANT_COLS}) VALUES (?1, ?2, ?3, ?4, 'active', ?5, ?6, ?7, ?7)"),
-                params![t.id.as_str(), t.slug.as_str(), t.name, t.plan, t.isolation.as_str(), limits, ts(t.now)],
+                &format!("INSERT INTO tenants ({TENANT_COLS}) VALUES (?1, ?2, ?3, ?4, 'active', ?5, ?6, ?7, ?7, ?8)"),
+                params![t.id.as_str(), t.slug.as_str(), t.name, t.plan, t.isolation.as_str(), limits, ts(t.now), search],
             )
             .map_err(|e| {
                 if is_unique_violation(&e) {
@@ -250,6 +272,7 @@ impl TenantDirectory for SqliteControl {
                 status: TenantStatus::Active,
                 isolation: t.isolation,
                 limits: t.limits,
+                search: t.search,
                 created_at: audit_time(t.now),
                 updated_at: audit_time(t.now),
             })
@@ -304,13 +327,16 @@ impl TenantDirectory for SqliteControl {
             let n = c
                 .execute(
                     "UPDATE tenants SET status = COALESCE(?2, status), plan = COALESCE(?3, plan), \
-                     limits = COALESCE(?4, limits), updated_at = ?5 WHERE tenant_id = ?1",
+                     limits = COALESCE(?4, limits), search = COALESCE(?6, search), \
+                     updated_at = ?5 WHERE tenant_id = ?1",
                     params![
                         id.as_str(),
                         u.status.map(|s| s.as_str()),
                         u.plan,
                         u.limits.map(|l| l.to_json().to_string()),
-                        ts(now)
+                        ts(now),
+                        u.search
+                            .map(|d| serde_json::to_string(&d).expect("defaults serialize")),
                     ],
                 )
                 .map_err(sql_err)?;
