@@ -247,3 +247,68 @@ async fn feedback_finds_a_chunk_that_shares_no_word_with_the_query() {
         assert!(plain_names.contains(&names[1]), "{}: {names:?}", b.name);
     }
 }
+
+/// PostgreSQL reads the postings of a query's rarest terms only (within a
+/// budget), then completes the ranking MaxScore's way: the chunks holding
+/// none of those but enough of the common terms to beat the k-th score
+/// found are scored too. Here the budget leaves every common word out,
+/// and the best chunks hold only common words, many times.
+#[tokio::test]
+async fn a_budgeted_text_search_ranks_as_scoring_every_matching_chunk() {
+    use common::{open_postgres_with, PgMode};
+    use enclave_postgres::PgOptions;
+    let mut docs = Vec::new();
+    for i in 0..600 {
+        let words = if i < 60 {
+            "zeppelin zeppelin zeppelin"
+        } else {
+            ["report", "desk", "airfield", "hangar"][i % 4]
+        };
+        docs.push(text_doc(
+            &format!("entry-{i}.txt"),
+            &format!("Entry {i} of the logbook: {words}."),
+        ));
+    }
+    for i in 0..3 {
+        docs.push(text_doc(
+            &format!("special-{i}.txt"),
+            "Report desk airfield; report desk airfield; report desk airfield, report desk airfield.",
+        ));
+    }
+    let mut rankings = Vec::new();
+    for (exhaustive_text, budget) in [(true, 4_000), (false, 1)] {
+        let options = PgOptions {
+            max_connections: 4,
+            tenant_pool_connections: 2,
+            exhaustive_text,
+            text_postings_budget: budget,
+            ..PgOptions::default()
+        };
+        let b = open_postgres_with(
+            std::sync::Arc::new(enclave::embed::HashEmbedder::new(384)),
+            PgMode::Shared,
+            options,
+        )
+        .await;
+        let t = b.tenant("logbook").await;
+        for batch in docs.chunks(100) {
+            t.add_documents(batch.to_vec()).await.unwrap();
+        }
+        rankings.push(text_hits(&t, "zeppelin report desk airfield").await);
+    }
+    // The chunks of common words only are the best three, on both; the
+    // rest tie (sixty zeppelin entries), so the scores are compared.
+    for r in &rankings {
+        let mut first: Vec<&str> = r.iter().take(3).map(|h| h.0.as_str()).collect();
+        first.sort();
+        assert_eq!(
+            first,
+            ["special-0.txt", "special-1.txt", "special-2.txt"],
+            "{r:?}"
+        );
+    }
+    assert_eq!(rankings[1].len(), rankings[0].len());
+    for (a, b) in rankings[1].iter().zip(&rankings[0]) {
+        assert!((a.1 - b.1).abs() < 1e-9, "{a:?} vs {b:?}");
+    }
+}

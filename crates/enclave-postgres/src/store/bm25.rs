@@ -5,14 +5,15 @@
 //!
 //! The GIN index finds the chunks that hold a query term; each is scored in
 //! SQL from its own term frequencies (the query's terms filtered out of its
-//! `tsvector`) and its length, about 5 µs a candidate. Rare terms find the
+//! `tsvector`) and its length, about 3–5 µs a candidate. Rare terms find the
 //! candidates (MaxScore's essential terms, within a postings budget,
 //! `PgOptions::text_postings_budget`), so a query's common terms add to the
-//! scores of the candidates without making every chunk of the tenant one.
-//! On a 100k-chunk tenant of real text the default budget answers in 13 ms
-//! p50 but ranks 0.02 nDCG@10 below scoring every matching chunk; 6,000
-//! postings come within 0.003 at 22 ms (docs/BENCHMARKS.md, `enclave bench
-//! text`).
+//! scores of the candidates without making every chunk of the tenant one;
+//! then the chunks holding enough of the common terms alone to enter the
+//! k best are found by intersecting those terms' postings (MaxScore's
+//! upper bounds). On a 100k-chunk tenant of real text this ranks within
+//! 0.002 nDCG@10 of scoring every matching chunk (docs/BENCHMARKS.md,
+//! `enclave bench text`).
 
 use std::collections::HashMap;
 
@@ -23,7 +24,7 @@ use enclave_store::{Candidate, ChunkKey, Completion, StoreResult};
 use sqlx::{Postgres, QueryBuilder, Row};
 
 use super::rows::db_err;
-use super::sql::{push_filter, tsquery};
+use super::sql::{lexeme, push_filter, tsquery};
 use super::tx::{Tx, READ};
 use super::vector::candidates;
 use super::PgTenant;
@@ -215,16 +216,17 @@ async fn statistics(
     Ok((chunks, avg_len, dfs))
 }
 
-/// The candidates of a query of optional terms (MaxScore's "essential"
-/// terms, chosen by cost): the chunks holding the query's rarest terms —
-/// as many terms, rarest first, as fit in the tenant store's postings
-/// budget (at least the rarest) — each scored over *every* term of the
-/// query, so a common term still adds to the score of each candidate that
-/// holds it. What the budget trades: a chunk holding only the common terms
-/// left out is not a candidate; it is exact whenever those terms together
-/// could not lift a chunk above the k-th score found. When even the rarest
-/// term is too common to read (a query of common words), the chunks that
-/// hold its two rarest terms together are the candidates, if they are k.
+/// The candidates of a query of optional terms, MaxScore's way: the
+/// chunks holding the query's rarest terms ("essential" by cost) — as many
+/// terms, rarest first, as fit in the tenant store's postings budget (at
+/// least the rarest) — each scored over *every* term of the query, so a
+/// common term still adds to the score of each candidate that holds it.
+/// Then the completion: the chunks holding none of those terms but enough
+/// of the left-out ones to reach the k-th score found (by their upper
+/// bounds) are scored too, within the budget and [`MAX_SETS`] sets of
+/// terms — exact whenever every such set fits. When even the rarest term
+/// is too common to read (a query of common words), the chunks that hold
+/// its two rarest terms together are the candidates, if they are k.
 async fn budgeted(store: &PgTenant, tx: &mut Tx, p: &Prepared<'_>) -> StoreResult<Vec<Candidate>> {
     let (query, scoring) = (&p.query, &p.scoring);
     let df = |t: &str| p.dfs.get(t).copied().unwrap_or(0);
@@ -266,7 +268,127 @@ async fn budgeted(store: &PgTenant, tx: &mut Tx, p: &Prepared<'_>) -> StoreResul
         order[..searched].iter().map(|t| (*t).clone()).collect(),
         Vec::new(),
     );
-    scoring.run(store, tx, &essential).await
+    let mut found = scoring.scored(store, tx, &essential).await?;
+    best(&mut found, scoring.k);
+    if found.len() == scoring.k && searched < order.len() {
+        // MaxScore's completion: a chunk holding none of the searched terms
+        // scores at most the upper bounds of the left-out terms it holds,
+        // so only chunks holding a set of them whose bounds reach the k-th
+        // score found can still enter the k best.
+        let theta = found[scoring.k - 1].0;
+        let left: Vec<(&str, f64, u64)> = order[searched..]
+            .iter()
+            .map(|t| (t.as_str(), bm25::upper_bound(scoring.idf_of(t)), df(t)))
+            .collect();
+        let sets = reaching_sets(&left, theta, p.chunks, budget);
+        if !sets.is_empty() {
+            let tsq = completion_query(&sets, &order[..searched], &query.must_not);
+            let more = scoring.scored(store, tx, &tsq).await?;
+            found.extend(more);
+            best(&mut found, scoring.k);
+        }
+    }
+    Ok(into_candidates(found))
+}
+
+/// The sets of `terms` (lexeme, upper bound, document frequency) whose
+/// bounds together reach `theta` and would not without any one of them — every way a chunk can reach `theta` from these
+/// terms alone. Their chunks (each set's terms together) are estimated as
+/// if the terms were independent; sets are kept, the fewest chunks first,
+/// while the estimates fit in `budget` (and at most [`MAX_SETS`]), so a
+/// query of many common words stays bounded and is exact only when every
+/// set fits.
+fn reaching_sets<'t>(
+    terms: &[(&'t str, f64, u64)],
+    theta: f64,
+    chunks: u64,
+    budget: u64,
+) -> Vec<Vec<&'t str>> {
+    if theta <= 0.0 {
+        // Every chunk could enter: nothing bounded to complete with.
+        return Vec::new();
+    }
+    let mut terms = terms.to_vec();
+    terms.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
+    // What the terms from i on could still add.
+    let mut tail = vec![0.0; terms.len() + 1];
+    for i in (0..terms.len()).rev() {
+        tail[i] = tail[i + 1] + terms[i].1;
+    }
+    let mut sets: Vec<(f64, Vec<usize>)> = Vec::new();
+    let mut stack: Vec<(usize, f64, Vec<usize>)> = vec![(0, 0.0, Vec::new())];
+    while let Some((i, sum, set)) = stack.pop() {
+        if sum >= theta {
+            // Recorded as it first reaches theta with the terms taken in
+            // falling bound: dropping its smallest bound (so any) falls short.
+            let est = set.iter().fold(chunks as f64, |n, &j| {
+                n * terms[j].2 as f64 / chunks.max(1) as f64
+            });
+            sets.push((est, set));
+            if sets.len() > 4 * MAX_SETS {
+                break;
+            }
+            continue;
+        }
+        if i == terms.len() || sum + tail[i] < theta {
+            continue;
+        }
+        // Without terms[i] first (popped last), then with it.
+        stack.push((i + 1, sum, set.clone()));
+        let mut with = set;
+        with.push(i);
+        stack.push((i + 1, sum + terms[i].1, with));
+    }
+    sets.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let mut spent = 0.0;
+    let mut out = Vec::new();
+    for (est, set) in sets {
+        if out.len() == MAX_SETS || spent + est > budget as f64 {
+            break;
+        }
+        spent += est;
+        out.push(set.iter().map(|&j| terms[j].0).collect());
+    }
+    out
+}
+
+/// At most this many term sets in one completion query: PostgreSQL
+/// intersects each set's postings in the GIN index, about 2 ms a set of
+/// common terms on a 100k-chunk tenant, and four sets complete the ranking
+/// of nearly every query (docs/BENCHMARKS.md).
+const MAX_SETS: usize = 4;
+
+/// The chunks holding every term of one of `sets` and none of `searched`
+/// (those were scored already), nor a `must_not` phrase.
+fn completion_query(sets: &[Vec<&str>], searched: &[&String], must_not: &[Vec<String>]) -> String {
+    let any = sets
+        .iter()
+        .map(|set| {
+            format!(
+                "({})",
+                set.iter()
+                    .map(|t| lexeme(t))
+                    .collect::<Vec<_>>()
+                    .join(" & ")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" | ");
+    let searched = searched
+        .iter()
+        .map(|t| lexeme(t))
+        .collect::<Vec<_>>()
+        .join(" | ");
+    let mut e = format!("({any}) & !({searched})");
+    for n in must_not {
+        let phrase = n
+            .iter()
+            .map(|t| lexeme(t))
+            .collect::<Vec<_>>()
+            .join(" <-> ");
+        e.push_str(&format!(" & !({phrase})"));
+    }
+    e
 }
 
 /// How far past the budget the rarest term alone may go before a search
@@ -305,11 +427,26 @@ struct Scoring<'a> {
 
 impl Scoring<'_> {
     /// The k best chunks matching `tsq`, by BM25 over every scored term.
+    async fn run(&self, store: &PgTenant, tx: &mut Tx, tsq: &str) -> StoreResult<Vec<Candidate>> {
+        let mut found = self.scored(store, tx, tsq).await?;
+        best(&mut found, self.k);
+        Ok(into_candidates(found))
+    }
+
+    /// A term's IDF (times its weight); 0 for a term not scored.
+    fn idf_of(&self, lexeme: &str) -> f64 {
+        self.lexemes
+            .iter()
+            .position(|l| l == lexeme)
+            .map_or(0.0, |i| self.idfs[i])
+    }
+
+    /// Every chunk matching `tsq` with its BM25 over every scored term.
     /// PostgreSQL finds the chunks and cuts each one's `tsvector` down to
     /// the query's terms (setweight marks them, ts_filter keeps them);
     /// the sums are done here — a third cheaper per candidate than
     /// unnesting and aggregating in SQL.
-    async fn run(&self, store: &PgTenant, tx: &mut Tx, tsq: &str) -> StoreResult<Vec<Candidate>> {
+    async fn scored(&self, store: &PgTenant, tx: &mut Tx, tsq: &str) -> StoreResult<Vec<Scored>> {
         let mut qb = QueryBuilder::<Postgres>::new(
             "SELECT c.chunk_no, c.chunk_id, COALESCE(c.tlen, length(c.tsv)), \
              ts_filter(setweight(c.tsv, 'A', ",
@@ -339,7 +476,7 @@ impl Scoring<'_> {
             .map(String::as_str)
             .zip(self.idfs.iter().copied())
             .collect();
-        let mut scored: Vec<(f64, sqlx::types::Uuid, ChunkKey)> = Vec::with_capacity(rows.len());
+        let mut scored: Vec<Scored> = Vec::with_capacity(rows.len());
         for r in &rows {
             let key: ChunkKey = r.try_get(0).map_err(db_err)?;
             let id: sqlx::types::Uuid = r.try_get(1).map_err(db_err)?;
@@ -354,14 +491,25 @@ impl Scoring<'_> {
                 .sum();
             scored.push((score, id, key));
         }
-        // Ties break on the chunk id, which (unlike chunk_no) survives moves.
-        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-        scored.truncate(self.k);
-        Ok(scored
-            .into_iter()
-            .map(|(score, _, key)| Candidate { key, score })
-            .collect())
+        Ok(scored)
     }
+}
+
+/// A chunk's score, its id and its key.
+type Scored = (f64, sqlx::types::Uuid, ChunkKey);
+
+/// Keeps the `k` best, best first; ties break on the chunk id, which
+/// (unlike chunk_no) survives moves.
+fn best(scored: &mut Vec<Scored>, k: usize) {
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    scored.truncate(k);
+}
+
+fn into_candidates(scored: Vec<Scored>) -> Vec<Candidate> {
+    scored
+        .into_iter()
+        .map(|(score, _, key)| Candidate { key, score })
+        .collect()
 }
 
 /// Each lexeme of a `tsvector`'s text form (`'cell':3A,17A 'it''s':5`)
@@ -418,6 +566,32 @@ mod tests {
         // Enough for the candidates asked for.
         assert_eq!(postings_budget(4_000, 10_000, 400), 1_600);
         assert_eq!(postings_budget(4_000, 1_000_000, 2_000), 8_000);
+    }
+
+    #[test]
+    fn reaching_sets_are_the_smallest_sets_whose_bounds_reach_theta() {
+        let terms = [
+            ("a", 5.0, 10),
+            ("b", 4.0, 10),
+            ("c", 3.0, 10),
+            ("d", 1.0, 10),
+        ];
+        let mut got = reaching_sets(&terms, 8.0, 100, 1_000);
+        got.sort();
+        // {a, b, c} reaches 8 too, but not only with c: {a, b} does.
+        assert_eq!(got, [vec!["a", "b"], vec!["a", "c"], vec!["b", "c", "d"]]);
+        // No set reaches theta: nothing to complete.
+        assert!(reaching_sets(&terms, 13.5, 100, 1_000).is_empty());
+        // A term alone reaching theta is a set of one.
+        assert_eq!(reaching_sets(&terms, 4.5, 100, 1_000)[0], ["a"]);
+    }
+
+    #[test]
+    fn reaching_sets_keep_the_fewest_chunks_within_the_budget() {
+        // Estimated chunks: {a} 500; {b, c} 1,000 × 0.04 × 0.03 = 1.2.
+        let terms = [("a", 5.0, 500), ("b", 3.0, 40), ("c", 3.0, 30)];
+        assert_eq!(reaching_sets(&terms, 4.0, 1_000, 1_000).len(), 2);
+        assert_eq!(reaching_sets(&terms, 4.0, 1_000, 100), [vec!["b", "c"]]);
     }
 
     #[test]

@@ -87,7 +87,8 @@ pub struct PgOptions {
     /// search reads for its candidates at most: a tenth of the tenant's
     /// chunks, at least 1,000, at most this (and at least 4 × the
     /// candidates asked for). The rarest terms find candidates while they
-    /// fit; a chunk holding only the query's commonest terms may be missed.
+    /// fit; the chunks holding enough of the other terms to rank are found
+    /// next, by intersecting their postings, within the same budget.
     pub text_postings_budget: u64,
 }
 
@@ -102,7 +103,7 @@ impl Default for PgOptions {
             exact_scan_max_chunks: 20_000,
             require_directory: false,
             exhaustive_text: false,
-            text_postings_budget: 4_000,
+            text_postings_budget: 3_000,
         }
     }
 }

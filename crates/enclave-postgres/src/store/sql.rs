@@ -117,15 +117,22 @@ pub(super) fn push_condition(qb: &mut QueryBuilder<'_, Postgres>, c: &Condition)
     }
 }
 
+/// One lexeme quoted for a `tsquery`.
+pub(super) fn lexeme(t: &str) -> String {
+    format!("'{}'", t.replace('\\', "\\\\").replace('\'', "''"))
+}
+
 /// Renders an analyzed text query as `tsquery` input (cast with
 /// `::tsquery`, taken as written: every term a quoted lexeme, so nothing
 /// the caller typed is tsquery syntax and nothing is analyzed twice).
 pub(super) fn tsquery(q: &TextQuery) -> Option<String> {
-    let lexeme = |t: &String| format!("'{}'", t.replace('\\', "\\\\").replace('\'', "''"));
     let phrase = |ws: &[String]| {
         format!(
             "({})",
-            ws.iter().map(lexeme).collect::<Vec<_>>().join(" <-> ")
+            ws.iter()
+                .map(|w| lexeme(w))
+                .collect::<Vec<_>>()
+                .join(" <-> ")
         )
     };
     if q.is_empty() {
@@ -137,7 +144,7 @@ pub(super) fn tsquery(q: &TextQuery) -> Option<String> {
             q.should
                 .iter()
                 .chain(q.expansion.iter().map(|(t, _)| t))
-                .map(lexeme)
+                .map(|t| lexeme(t))
                 .collect::<Vec<_>>()
                 .join(" | ")
         )
