@@ -35,7 +35,8 @@ use sqlx::{ConnectOptions, Executor, PgPool};
 /// The embedded migrations, applied in order by [`migrate`].
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-/// Run once per database by a superuser (with `CREATE EXTENSION vector`).
+/// Run once per database by a superuser (with `CREATE EXTENSION vector`;
+/// [`migrate`] does it when it connects as one).
 /// Row-level security lets the planner use only *leakproof* conditions as
 /// index conditions; `tsvector @@ tsquery` is not marked so by default, and
 /// without it a full-text search reads every row of the tenant instead of
@@ -171,6 +172,15 @@ pub async fn migrate(
         .as_str(),
     )
     .await?;
+    // A superuser migrating also takes the once-per-database step only a
+    // superuser may; migrated by an owner, the server warns until it is done.
+    let superuser: bool =
+        sqlx::query_scalar("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+            .fetch_one(&pool)
+            .await?;
+    if superuser && !text_match_is_leakproof(&pool).await? {
+        pool.execute(LEAKPROOF_TEXT_MATCH).await?;
+    }
     pool.close().await;
     Ok(())
 }

@@ -446,3 +446,38 @@ async fn every_key_and_index_of_every_tenant_table_leads_with_tenant_id() {
         );
     }
 }
+
+/// `enclave migrate` run by a superuser also lets full-text search use its
+/// GIN index under row-level security (`LEAKPROOF_TEXT_MATCH`); run by the
+/// database's owner, who may not, it migrates and leaves that step alone.
+#[tokio::test]
+async fn migrating_as_a_superuser_lets_text_search_use_its_index_under_rls() {
+    let admin_url = std::env::var("ENCLAVE_TEST_DATABASE_URL")
+        .expect("ENCLAVE_TEST_DATABASE_URL is not set: run the tests through scripts/test");
+    let scratch = enclave_postgres::scratch::ScratchDatabase::create(&admin_url)
+        .await
+        .unwrap();
+    let su = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(scratch.superuser.clone())
+        .await
+        .unwrap();
+    su.execute("ALTER FUNCTION pg_catalog.ts_match_vq(tsvector, tsquery) NOT LEAKPROOF")
+        .await
+        .unwrap();
+    let app = format!("app_{}", scratch.id);
+    enclave_postgres::migrate(&scratch.owner_url, &app, None)
+        .await
+        .unwrap();
+    assert!(!enclave_postgres::text_match_is_leakproof(&su)
+        .await
+        .unwrap());
+    let su_url = scratch.superuser.to_url_lossy().to_string();
+    enclave_postgres::migrate(&su_url, &app, None)
+        .await
+        .unwrap();
+    assert!(enclave_postgres::text_match_is_leakproof(&su)
+        .await
+        .unwrap());
+    su.close().await;
+}
