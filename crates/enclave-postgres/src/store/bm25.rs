@@ -585,7 +585,10 @@ mod tests {
         // A term alone reaching theta is a set of one.
         let got = reaching_sets(&terms, 4.5, 100, 1_000);
         assert!(got.contains(&vec!["a"]), "{got:?}");
-        assert!(!got.iter().any(|s| s.len() > 1 && s.contains(&"a")), "{got:?}");
+        assert!(
+            !got.iter().any(|s| s.len() > 1 && s.contains(&"a")),
+            "{got:?}"
+        );
     }
 
     #[test]
